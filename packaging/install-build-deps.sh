@@ -1,0 +1,21 @@
+#!/bin/sh
+# Installs the build dependencies listed in packaging/debian/control
+# (Build-Depends, the one list), with apt-get. Run as root on Debian 12.
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+# Build-Depends spans continuation lines; drop version constraints and
+# debhelper-compat (a virtual package only dpkg-buildpackage needs), which
+# the packaging work installs itself through debhelper.
+pkgs=$(sed -n '/^Build-Depends:/,/^[A-Z][A-Za-z-]*:/p' "$here/debian/control" \
+  | sed -e 's/^Build-Depends://' -e '/^[A-Z][A-Za-z-]*:/d' \
+  | tr ',' '\n' | sed -e 's/([^)]*)//g' -e 's/[[:space:]]//g' \
+  | grep -v '^$' | grep -v '^debhelper-compat$')
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-build-deps.sh: run as root (apt-get install)" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $pkgs >/dev/null
+echo "build dependencies installed: $(echo $pkgs | tr '\n' ' ')"
