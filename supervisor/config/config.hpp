@@ -38,7 +38,7 @@ struct Output {
 struct ListenAddress {
   enum class Family { Inet, Inet6, Unix };
   Family family = Family::Inet;
-  std::string host;    // numeric, as given ("127.0.0.1", "::1", "0.0.0.0"); Inet/Inet6 only
+  std::string host;    // numeric, canonical (inet_ntop): "127.0.0.1", "::1"; Inet/Inet6 only
   uint16_t port = 0;   // 0 = the kernel picks (the chosen port is logged)
   std::string path;    // Unix only: absolute (resolved against the config folder)
   std::string name;    // LISTEN_FDNAMES entry: explicit, or "<program>" / "<program>-<i>"
@@ -115,7 +115,8 @@ struct Supervisor {
   std::optional<std::string> pidfile;  // absolute after load
   LogLevel log_level = LogLevel::Info;
   std::optional<std::string> log_file;  // absolute after load; nullopt = stderr
-  std::optional<std::string> metrics;   // "127.0.0.1:9464"
+  std::optional<std::string> metrics;   // "127.0.0.1:9464", "[::1]:9464" (canonical host)
+  std::optional<ListenAddress> metrics_address;  // the same, parsed (Inet/Inet6, port 1..65535)
   Duration shutdown_timeout{30000};
   bool operator==(const Supervisor& o) const;
 };
@@ -124,6 +125,9 @@ struct Config {
   std::string path;  // the file it came from (absolute)
   Supervisor supervisor;
   std::vector<Program> programs;  // in file order
+  bool operator==(const Config& o) const {
+    return path == o.path && supervisor == o.supervisor && programs == o.programs;
+  }
 };
 
 // One problem found in a file. `to_string()` is "file:line:column: message".
@@ -158,5 +162,11 @@ LoadResult load_string(const std::string& text, const std::string& file,
 const char* to_string(LogLevel level);
 const char* to_string(Restart restart);
 const char* to_string(ReadyMode ready);
+const char* to_string(Output::Kind kind);        // "log", "inherit", "null", "file"
+const char* to_string(ListenAddress::Family f);  // "inet", "inet6", "unix"
+
+// Every field of `config`, one per line, YAML-like and stable: for `--check`
+// style output, debugging and golden tests. Not meant to be parsed back.
+std::string dump(const Config& config);
 
 }  // namespace preforkd::config

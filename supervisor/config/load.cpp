@@ -1,0 +1,1143 @@
+// load.cpp — preforkd.yaml (yaml-cpp) -> Config, with every diagnostic.
+//
+// Rules (SPEC "Configuration"; the decisions below are the loader's own):
+// - Never throws: every problem becomes a Diagnostic, and all of them are
+//   collected (a bad program does not stop the others from being checked).
+//   The result holds a Config only when there is no diagnostic at all.
+// - Positions: yaml-cpp Marks are 0-based; diagnostics are 1-based. Unknown
+//   and duplicate keys point at the key, bad values at the value. An empty
+//   value (`key:` with nothing after it) has no position of its own, so it
+//   points at its key. Diagnostics are sorted by position before returning.
+// - Unknown keys are errors everywhere, with "did you mean" when one is close.
+//   When a key appears twice in one map, the first occurrence is validated and
+//   the second is a `duplicate key` error.
+// - null: for a map or list value (supervisor, programs, a program's
+//   environment, rlimits, listen, backoff, reload, log) it means "empty" /
+//   "defaults", so `environment:` with every entry commented out is fine.
+//   For a scalar it is an error unless the key is documented as nullable
+//   (directory, user, group, umask, pidfile, control_group, log.file,
+//   metrics, stdout, stderr).
+// - Relative paths resolve against the config file's folder and are then
+//   lexically normalised; symlinks are left alone.
+// - `supervisor` is read before `programs` wherever it appears, so a socket
+//   path or address owned by the supervisor (control socket, metrics) is
+//   known when the programs claim theirs. Every address (ListenAddress::key)
+//   may be used once in the whole file. Exception: `host:0` (the kernel picks
+//   a port) may appear in several programs, since those sockets never collide;
+//   it is still rejected twice within one program, where key() must identify
+//   each socket across reloads.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <grp.h>
+#include <pwd.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <yaml-cpp/depthguard.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <set>
+
+#include "config/argv_split.hpp"
+#include "config/config.hpp"
+#include "config/load_detail.hpp"
+#include "config/signals.hpp"
+#include "config/suggest.hpp"
+#include "config/units.hpp"
+
+namespace preforkd::config {
+
+// ---------------------------------------------------------------------------
+// detail: the pure rules
+// ---------------------------------------------------------------------------
+namespace detail {
+
+std::string resolve_path(const std::string& folder, const std::string& path) {
+  std::filesystem::path p(path);
+  if (p.is_relative()) p = std::filesystem::path(folder) / p;
+  std::string out = p.lexically_normal().string();
+  // lexically_normal keeps a trailing separator ("/run/x/"); drop it.
+  if (out.size() > 1 && out.back() == '/') out.pop_back();
+  return out;
+}
+
+std::optional<ListenAddress> parse_address(std::string_view text, const std::string& folder,
+                                           bool allow_unix, std::string* error) {
+  auto fail = [&](std::string message) -> std::optional<ListenAddress> {
+    if (error) *error = std::move(message);
+    return std::nullopt;
+  };
+  auto generic = [&] {
+    return fail(
+        fmt::format("bad address `{}`: expected {}", text,
+                    allow_unix ? "host:port, [v6]:port or unix:/path" : "host:port or [v6]:port"));
+  };
+
+  ListenAddress a;
+  a.text = std::string(text);
+  constexpr std::string_view kUnix = "unix:";
+  if (text.substr(0, kUnix.size()) == kUnix) {
+    const std::string_view rest = text.substr(kUnix.size());
+    if (!allow_unix || rest.empty()) return generic();
+    a.family = ListenAddress::Family::Unix;
+    a.path = resolve_path(folder, std::string(rest));
+    if (a.path.size() > kMaxUnixPath) {
+      return fail(fmt::format("unix socket path `{}` is too long ({} bytes, at most {})", a.path,
+                              a.path.size(), kMaxUnixPath));
+    }
+    return a;
+  }
+
+  std::string_view port;
+  if (!text.empty() && text[0] == '[') {
+    const std::size_t close = text.find("]:");
+    if (close == std::string_view::npos) return generic();
+    const std::string host(text.substr(1, close - 1));
+    port = text.substr(close + 2);
+    in6_addr addr{};
+    char buf[INET6_ADDRSTRLEN] = {};
+    if (inet_pton(AF_INET6, host.c_str(), &addr) != 1 ||
+        inet_ntop(AF_INET6, &addr, buf, sizeof buf) == nullptr) {
+      return fail(fmt::format("bad address `{}`: `{}` is not a numeric IPv6 address", text, host));
+    }
+    a.family = ListenAddress::Family::Inet6;
+    a.host = buf;
+  } else {
+    const std::size_t colon = text.rfind(':');
+    if (colon == std::string_view::npos || colon == 0) return generic();
+    const std::string host(text.substr(0, colon));
+    port = text.substr(colon + 1);
+    if (host.find(':') != std::string::npos) return generic();  // IPv6 needs brackets
+    a.family = ListenAddress::Family::Inet;
+    if (host == "*") {
+      a.host = "0.0.0.0";
+    } else if (host == "localhost") {
+      a.host = "127.0.0.1";
+    } else {
+      in_addr addr{};
+      char buf[INET_ADDRSTRLEN] = {};
+      if (inet_pton(AF_INET, host.c_str(), &addr) != 1 ||
+          inet_ntop(AF_INET, &addr, buf, sizeof buf) == nullptr) {
+        return fail(fmt::format(
+            "bad address `{}`: the host must be a numeric IPv4 address, `*` or `localhost` "
+            "(names are not resolved)",
+            text));
+      }
+      a.host = buf;
+    }
+  }
+  const auto p = parse_uint(port);
+  if (!p || *p > 65535) {
+    return fail(fmt::format("bad address `{}`: the port must be a number from 0 to 65535", text));
+  }
+  a.port = static_cast<uint16_t>(*p);
+  return a;
+}
+
+std::optional<mode_t> parse_umask(std::string_view text, std::string* error) {
+  auto fail = [&](std::string message) -> std::optional<mode_t> {
+    if (error) *error = std::move(message);
+    return std::nullopt;
+  };
+  const bool octal =
+      !text.empty() && text.size() <= 12 &&
+      std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '7'; });
+  if (!octal) return fail(fmt::format("expected an octal mode like `022`, got `{}`", text));
+  uint64_t value = 0;
+  for (char c : text) value = value * 8 + static_cast<uint64_t>(c - '0');
+  if (value > 0777) return fail(fmt::format("must be at most 0777, got `{}`", text));
+  return static_cast<mode_t>(value);
+}
+
+bool valid_program_name(std::string_view name) {
+  if (name.empty() || name.size() > 64) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '.' || c == '-';
+  });
+}
+
+bool valid_env_name(std::string_view name) {
+  if (name.empty() || (name[0] >= '0' && name[0] <= '9')) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+  });
+}
+
+bool reserved_env_name(std::string_view name) {
+  static constexpr std::array<std::string_view, 6> kReserved{"LISTEN_FDS",     "LISTEN_PID",
+                                                             "LISTEN_FDNAMES", "WATCHDOG_USEC",
+                                                             "WATCHDOG_PID",   "NOTIFY_SOCKET"};
+  if (std::find(kReserved.begin(), kReserved.end(), name) != kReserved.end()) return true;
+  return name.substr(0, 9) == "PREFORKD_";
+}
+
+bool valid_socket_name(std::string_view name) {
+  if (name.empty() || name.size() > 255) return false;
+  return std::all_of(name.begin(), name.end(),
+                     [](char c) { return c > ' ' && c < 0x7f && c != ':'; });
+}
+
+namespace {
+
+// Why `path` cannot be exec'd, or "" when it can.
+std::string exec_problem(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return std::strerror(errno);
+  if (S_ISDIR(st.st_mode)) return "is a directory";
+  if (!S_ISREG(st.st_mode)) return "not a regular file";
+  if (::access(path.c_str(), X_OK) != 0) return "not executable";
+  return {};
+}
+
+}  // namespace
+
+std::string current_dir() {
+  std::error_code ec;
+  const auto cwd = std::filesystem::current_path(ec);
+  return ec ? std::string("/") : cwd.string();
+}
+
+std::optional<std::string> find_executable(const std::string& command0, const std::string& folder,
+                                           const std::vector<std::string>& extra_dirs,
+                                           std::string* error) {
+  if (command0.find('/') != std::string::npos) {
+    std::string path = resolve_path(folder, command0);
+    const std::string problem = exec_problem(path);
+    if (problem.empty()) return path;
+    if (error) *error = fmt::format("`{}`: {}", path, problem);
+    return std::nullopt;
+  }
+  // Like execvp, but done once at load time so the daemon execs an absolute
+  // path. Empty $PATH entries (the current directory to sh) are skipped: the
+  // current directory of a daemon is not a place to find programs in.
+  const char* env = std::getenv("PATH");
+  const std::string path_var =
+      env ? env : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+  std::vector<std::string> dirs;
+  std::size_t start = 0;
+  while (start <= path_var.size()) {
+    std::size_t end = path_var.find(':', start);
+    if (end == std::string::npos) end = path_var.size();
+    if (end > start) dirs.push_back(path_var.substr(start, end - start));
+    start = end + 1;
+  }
+  dirs.insert(dirs.end(), extra_dirs.begin(), extra_dirs.end());
+  const std::string cwd = current_dir();
+  for (const auto& dir : dirs) {
+    if (dir.empty()) continue;
+    std::string candidate = resolve_path(cwd, dir + "/" + command0);
+    if (exec_problem(candidate).empty()) return candidate;
+  }
+  if (error) *error = fmt::format("`{}`: not found in $PATH or next to preforkd", command0);
+  return std::nullopt;
+}
+
+}  // namespace detail
+
+// ---------------------------------------------------------------------------
+// the loader
+// ---------------------------------------------------------------------------
+namespace {
+
+using Keys = std::vector<std::string_view>;
+
+const Keys kTopKeys{"supervisor", "programs"};
+const Keys kSupervisorKeys{"control_socket", "control_group",   "pidfile", "log",
+                           "metrics",        "shutdown_timeout"};
+const Keys kLogKeys{"level", "file"};
+const Keys kProgramKeys{
+    "command",       "workers",          "listen",      "backlog",      "reuseport",
+    "environment",   "directory",        "user",        "group",        "umask",
+    "rlimits",       "restart",          "backoff",     "reload",       "ready",
+    "start_timeout", "watchdog_timeout", "stop_signal", "stop_timeout", "kill_group",
+    "max_requests",  "max_memory",       "stdout",      "stderr"};
+const Keys kListenKeys{"address", "name"};
+const Keys kBackoffKeys{"min", "max", "reset_after"};
+const Keys kReloadKeys{"batch", "settle"};
+
+struct RlimitName {
+  std::string_view name;
+  int resource;
+};
+constexpr std::array<RlimitName, 16> kRlimits{{
+    {"as", RLIMIT_AS},
+    {"core", RLIMIT_CORE},
+    {"cpu", RLIMIT_CPU},
+    {"data", RLIMIT_DATA},
+    {"fsize", RLIMIT_FSIZE},
+    {"locks", RLIMIT_LOCKS},
+    {"memlock", RLIMIT_MEMLOCK},
+    {"msgqueue", RLIMIT_MSGQUEUE},
+    {"nice", RLIMIT_NICE},
+    {"nofile", RLIMIT_NOFILE},
+    {"nproc", RLIMIT_NPROC},
+    {"rss", RLIMIT_RSS},
+    {"rtprio", RLIMIT_RTPRIO},
+    {"rttime", RLIMIT_RTTIME},
+    {"sigpending", RLIMIT_SIGPENDING},
+    {"stack", RLIMIT_STACK},
+}};
+
+// One `key: value` of a map. Held by value: yaml-cpp Nodes are cheap handles.
+// (Never assign one Node to another: yaml-cpp's operator= writes through
+// into the document. Entries are only ever copy-constructed.)
+struct Entry {
+  std::string key;
+  YAML::Node key_node;
+  YAML::Node value;
+};
+
+const Entry* find(const std::vector<Entry>& entries, std::string_view key) {
+  for (const auto& e : entries) {
+    if (e.key == key) return &e;
+  }
+  return nullptr;
+}
+
+const char* kind_of(const YAML::Node& n) {
+  switch (n.Type()) {
+    case YAML::NodeType::Null: return "null";
+    case YAML::NodeType::Scalar: return "a single value";
+    case YAML::NodeType::Sequence: return "a list";
+    case YAML::NodeType::Map: return "a map";
+    case YAML::NodeType::Undefined: break;
+  }
+  return "nothing";
+}
+
+// `a`, `b` or `c`
+std::string one_of(const Keys& choices) {
+  std::string out;
+  for (std::size_t i = 0; i < choices.size(); ++i) {
+    if (i > 0) out += i + 1 == choices.size() ? " or " : ", ";
+    out += fmt::format("`{}`", choices[i]);
+  }
+  return out;
+}
+
+std::string did_you_mean(std::string_view word, const Keys& candidates) {
+  const auto s = suggest(word, candidates);
+  return s ? fmt::format(" (did you mean `{}`?)", *s) : std::string();
+}
+
+bool user_known(const std::string& name) {
+  std::vector<char> buf(16384);
+  passwd pw{};
+  passwd* result = nullptr;
+  while (getpwnam_r(name.c_str(), &pw, buf.data(), buf.size(), &result) == ERANGE &&
+         buf.size() < (1u << 22)) {
+    buf.resize(buf.size() * 2);
+  }
+  return result != nullptr;
+}
+
+bool group_known(const std::string& name) {
+  std::vector<char> buf(16384);
+  group gr{};
+  group* result = nullptr;
+  while (getgrnam_r(name.c_str(), &gr, buf.data(), buf.size(), &result) == ERANGE &&
+         buf.size() < (1u << 22)) {
+    buf.resize(buf.size() * 2);
+  }
+  return result != nullptr;
+}
+
+// A numeric uid/gid: any 32-bit value but (id_t)-1, which means "no change" to set*id().
+bool numeric_id(const std::string& text) {
+  const auto n = parse_uint(text);
+  return n && *n < 0xffffffffULL;
+}
+
+class Loader {
+ public:
+  Loader(std::string file, const LoadOptions& options) : file_(std::move(file)), options_(options) {
+    path_ = detail::resolve_path(detail::current_dir(), file_.empty() ? "." : file_);
+    folder_ = file_.empty() ? path_ : std::filesystem::path(path_).parent_path().string();
+    if (folder_.empty()) folder_ = "/";
+  }
+
+  LoadResult run(const std::string& text) {
+    Config config;
+    config.path = path_;
+    try {
+      parse(text, config);
+    } catch (const std::exception& e) {  // bad_alloc, or a yaml-cpp surprise: still no throw
+      add(0, 0, fmt::format("internal error while loading: {}", e.what()));
+    }
+    return finish(std::move(config));
+  }
+
+  // For load_file: a diagnostic without a document.
+  LoadResult fail(std::string message) {
+    add(0, 0, std::move(message));
+    return finish(Config{});
+  }
+
+ private:
+  // ---- diagnostics -------------------------------------------------------
+  void add(int line, int column, std::string message) {
+    errors_.push_back(Diagnostic{file_, line, column, std::move(message)});
+  }
+  void error(const YAML::Mark& mark, std::string message) {
+    if (mark.is_null() || mark.line < 0) {
+      add(0, 0, std::move(message));
+    } else {
+      add(mark.line + 1, mark.column + 1, std::move(message));
+    }
+  }
+
+  // Where a problem with e.value is reported: the value itself, except for an
+  // empty value, whose mark is wherever the next token happens to be.
+  static YAML::Mark value_mark(const Entry& e) {
+    const YAML::Mark m = e.value.Mark();
+    if (e.value.IsNull() && (m.is_null() || m.line != e.key_node.Mark().line)) {
+      return e.key_node.Mark();
+    }
+    return m;
+  }
+
+  LoadResult finish(Config config) {
+    std::stable_sort(errors_.begin(), errors_.end(), [](const Diagnostic& a, const Diagnostic& b) {
+      return a.line != b.line ? a.line < b.line : a.column < b.column;
+    });
+    LoadResult result;
+    if (errors_.empty()) result.config = std::move(config);
+    result.errors = std::move(errors_);
+    return result;
+  }
+
+  // ---- structure ---------------------------------------------------------
+
+  // The entries of `map` in file order. Reports keys that are not strings,
+  // not in `allowed` (when given) or seen before in this map, and drops them.
+  std::vector<Entry> entries(const YAML::Node& map, const Keys* allowed) {
+    std::vector<Entry> out;
+    std::set<std::string> seen;
+    for (auto it = map.begin(); it != map.end(); ++it) {
+      // Copies: it-> returns a proxy that dies at the end of the statement.
+      const YAML::Node key(it->first);
+      const YAML::Node value(it->second);
+      if (!key.IsScalar()) {
+        error(key.Mark().is_null() ? map.Mark() : key.Mark(),
+              fmt::format("expected a name as key, got {}", kind_of(key)));
+        continue;
+      }
+      const std::string& name = key.Scalar();
+      if (allowed && std::find(allowed->begin(), allowed->end(), name) == allowed->end()) {
+        if (name == "<<") {
+          error(key.Mark(), "merge keys (`<<`) are not supported");
+        } else {
+          error(key.Mark(), fmt::format("unknown key `{}`{}", name, did_you_mean(name, *allowed)));
+        }
+        continue;
+      }
+      if (!seen.insert(name).second) {
+        error(key.Mark(), fmt::format("duplicate key `{}`", name));
+        continue;
+      }
+      out.push_back(Entry{name, key, value});
+    }
+    return out;
+  }
+
+  // True when e.value is a map to walk. null is an empty map (false, no error).
+  bool is_map(const Entry& e, const std::string& kp) {
+    if (e.value.IsMap()) return true;
+    if (!e.value.IsNull()) error(value_mark(e), kp + ": expected a map");
+    return false;
+  }
+
+  std::optional<std::string> scalar_node(const YAML::Node& n, const YAML::Mark& mark,
+                                         const std::string& kp) {
+    if (!n.IsScalar()) {
+      error(mark, fmt::format("{}: expected a single value, got {}", kp, kind_of(n)));
+      return std::nullopt;
+    }
+    const std::string& s = n.Scalar();
+    if (s.find('\0') != std::string::npos) {  // "\0" in a quoted scalar; exec and paths stop there
+      error(mark, kp + ": must not contain a NUL character");
+      return std::nullopt;
+    }
+    return s;
+  }
+  std::optional<std::string> scalar(const Entry& e, const std::string& kp) {
+    return scalar_node(e.value, value_mark(e), kp);
+  }
+
+  // A non-empty string, resolved against the config folder.
+  std::optional<std::string> path_value(const Entry& e, const std::string& kp) {
+    auto s = scalar(e, kp);
+    if (!s) return std::nullopt;
+    if (s->empty()) {
+      error(value_mark(e), kp + ": must not be empty");
+      return std::nullopt;
+    }
+    return detail::resolve_path(folder_, *s);
+  }
+
+  std::optional<Duration> duration(const Entry& e, const std::string& kp) {
+    auto s = scalar(e, kp);
+    if (!s) return std::nullopt;
+    UnitError why;
+    auto d = parse_duration(*s, &why);
+    if (!d) error(value_mark(e), kp + ": " + why.message);
+    return d;
+  }
+
+  std::optional<bool> boolean(const Entry& e, const std::string& kp) {
+    auto s = scalar(e, kp);
+    if (!s) return std::nullopt;
+    bool b = false;
+    // yaml-cpp's reading: true/false, yes/no, on/off, y/n (lower, Title or UPPER case).
+    if (!YAML::convert<bool>::decode(e.value, b)) {
+      error(value_mark(e), fmt::format("{}: expected true or false, got `{}`", kp, *s));
+      return std::nullopt;
+    }
+    return b;
+  }
+
+  std::optional<uint64_t> whole(const Entry& e, const std::string& kp, uint64_t min, uint64_t max) {
+    auto s = scalar(e, kp);
+    if (!s) return std::nullopt;
+    const auto n = parse_uint(*s);
+    if (!n || *n < min || *n > max) {
+      error(value_mark(e),
+            fmt::format("{}: must be a whole number from {} to {}, got `{}`", kp, min, max, *s));
+      return std::nullopt;
+    }
+    return n;
+  }
+
+  template <class Enum>
+  std::optional<Enum> choice(const Entry& e, const std::string& kp, const Keys& names,
+                             const std::vector<Enum>& values) {
+    auto s = scalar(e, kp);
+    if (!s) return std::nullopt;
+    for (std::size_t i = 0; i < names.size(); ++i) {
+      if (*s == names[i]) return values[i];
+    }
+    error(value_mark(e), fmt::format("{}: expected {}, got `{}`{}", kp, one_of(names), *s,
+                                     did_you_mean(*s, names)));
+    return std::nullopt;
+  }
+
+  // Records that `key` is used by `owner`; a second use is an error at `mark`.
+  void claim(const std::string& key, const YAML::Mark& mark, const std::string& label,
+             const std::string& text, const std::string& owner) {
+    auto [it, inserted] = owners_.emplace(key, owner);
+    if (!inserted) {
+      error(mark, fmt::format("{}: address `{}` is already used by {}", label, text, it->second));
+    }
+  }
+
+  // ---- document ----------------------------------------------------------
+
+  void parse(const std::string& text, Config& config) {
+    std::vector<YAML::Node> docs;
+    try {
+      docs = YAML::LoadAll(text);
+    } catch (const YAML::DeepRecursion&) {
+      // yaml-cpp 0.7 reports this as "bad file" at 1:1; neither is helpful.
+      add(0, 0, "invalid YAML: nested too deeply");
+      return;
+    } catch (const YAML::Exception& e) {  // ParserException (syntax errors) and friends
+      error(e.mark, "invalid YAML: " + e.msg);
+      return;
+    }
+    for (std::size_t i = 1; i < docs.size(); ++i) {
+      if (!docs[i].IsNull()) {
+        error(docs[i].Mark(), "only one YAML document is allowed");
+        break;
+      }
+    }
+    if (docs.empty() || docs[0].IsNull()) return;  // an empty file: no programs
+    const YAML::Node& root = docs[0];
+    if (!root.IsMap()) {
+      error(root.Mark(), "expected a map at the top level (with `supervisor` and `programs`)");
+      return;
+    }
+    const auto top = entries(root, &kTopKeys);
+    if (const Entry* e = find(top, "supervisor")) load_supervisor(*e, config.supervisor);
+    // The control socket is a unix socket path like any listen one, default or not.
+    owners_.emplace("unix:" + config.supervisor.control_socket, "supervisor.control_socket");
+    if (const Entry* e = find(top, "programs")) load_programs(*e, config.programs);
+  }
+
+  // ---- supervisor --------------------------------------------------------
+
+  void load_supervisor(const Entry& sup, Supervisor& s) {
+    const std::string base = "supervisor";
+    if (!is_map(sup, base)) return;
+    for (const Entry& e : entries(sup.value, &kSupervisorKeys)) {
+      const std::string kp = base + "." + e.key;
+      if (e.key == "control_socket") {
+        if (auto p = path_value(e, kp)) {
+          if (p->size() > detail::kMaxUnixPath) {
+            error(value_mark(e),
+                  fmt::format("{}: unix socket path `{}` is too long ({} bytes, at most {})", kp,
+                              *p, p->size(), detail::kMaxUnixPath));
+          } else {
+            s.control_socket = *p;
+            claim("unix:" + *p, value_mark(e), kp, *p, kp);
+          }
+        }
+      } else if (e.key == "control_group") {
+        if (e.value.IsNull()) continue;
+        if (auto g = scalar(e, kp)) {
+          if (numeric_id(*g) || group_known(*g)) {
+            s.control_group = *g;
+          } else {
+            error(value_mark(e), fmt::format("{}: unknown group `{}`", kp, *g));
+          }
+        }
+      } else if (e.key == "pidfile") {
+        if (e.value.IsNull()) continue;
+        if (auto p = path_value(e, kp)) s.pidfile = *p;
+      } else if (e.key == "log") {
+        load_log(e, kp, s);
+      } else if (e.key == "metrics") {
+        if (e.value.IsNull()) continue;
+        auto text = scalar(e, kp);
+        if (!text) continue;
+        std::string why;
+        auto a = detail::parse_address(*text, folder_, /*allow_unix=*/false, &why);
+        if (a && a->port == 0) {
+          a.reset();
+          why = fmt::format("bad address `{}`: the port must be a number from 1 to 65535", *text);
+        }
+        if (!a) {
+          error(value_mark(e), kp + ": " + why);
+          continue;
+        }
+        s.metrics = a->family == ListenAddress::Family::Inet6
+                        ? fmt::format("[{}]:{}", a->host, a->port)
+                        : fmt::format("{}:{}", a->host, a->port);
+        claim(a->key(), value_mark(e), kp, a->text, kp);
+        s.metrics_address = std::move(a);
+      } else if (e.key == "shutdown_timeout") {
+        if (auto d = duration(e, kp)) s.shutdown_timeout = *d;
+      }
+    }
+  }
+
+  void load_log(const Entry& log, const std::string& base, Supervisor& s) {
+    if (!is_map(log, base)) return;
+    for (const Entry& e : entries(log.value, &kLogKeys)) {
+      const std::string kp = base + "." + e.key;
+      if (e.key == "level") {
+        if (auto l = choice<LogLevel>(e, kp, {"trace", "debug", "info", "warn", "error"},
+                                      {LogLevel::Trace, LogLevel::Debug, LogLevel::Info,
+                                       LogLevel::Warn, LogLevel::Error})) {
+          s.log_level = *l;
+        }
+      } else if (e.key == "file") {
+        if (e.value.IsNull()) continue;
+        if (auto p = path_value(e, kp)) s.log_file = *p;
+      }
+    }
+  }
+
+  // ---- programs ----------------------------------------------------------
+
+  void load_programs(const Entry& programs, std::vector<Program>& out) {
+    if (!is_map(programs, "programs")) return;
+    for (const Entry& e : entries(programs.value, nullptr)) {
+      bool ok = true;
+      if (!detail::valid_program_name(e.key)) {
+        error(e.key_node.Mark(),
+              fmt::format("programs: invalid program name `{}`: use 1 to 64 letters, digits, "
+                          "`_`, `.` or `-`",
+                          e.key));
+        ok = false;  // still check its body: every error in one pass
+      }
+      Program p;
+      if (load_program(e, p) && ok) out.push_back(std::move(p));
+    }
+  }
+
+  bool load_program(const Entry& prog, Program& p) {
+    p.name = prog.key;
+    const std::string base = "programs." + p.name;
+    const std::size_t errors_before = errors_.size();
+    if (!prog.value.IsMap() && !prog.value.IsNull()) {
+      error(value_mark(prog), base + ": expected a map");
+      return false;
+    }
+    const auto fields =
+        prog.value.IsNull() ? std::vector<Entry>{} : entries(prog.value, &kProgramKeys);
+    for (const Entry& e : fields) {
+      const std::string kp = base + "." + e.key;
+      const std::string& k = e.key;
+      if (k == "command") {
+        load_command(e, kp, p);
+      } else if (k == "workers") {
+        load_workers(e, kp, p);
+      } else if (k == "listen") {
+        load_listen(e, kp, p);
+      } else if (k == "backlog") {
+        if (auto n = whole(e, kp, 1, 65535)) p.backlog = static_cast<int>(*n);
+      } else if (k == "reuseport") {
+        if (auto b = boolean(e, kp)) p.reuseport = *b;
+      } else if (k == "environment") {
+        load_environment(e, kp, p);
+      } else if (k == "directory") {
+        load_directory(e, kp, p);
+      } else if (k == "user" || k == "group") {
+        if (e.value.IsNull()) continue;
+        auto name = scalar(e, kp);
+        if (!name) continue;
+        const bool is_user = k == "user";
+        if (numeric_id(*name) || (is_user ? user_known(*name) : group_known(*name))) {
+          (is_user ? p.user : p.group) = *name;
+        } else {
+          error(value_mark(e), fmt::format("{}: unknown {} `{}`", kp, k, *name));
+        }
+      } else if (k == "umask") {
+        if (e.value.IsNull()) continue;
+        auto s = scalar(e, kp);
+        if (!s) continue;
+        std::string why;
+        if (auto m = detail::parse_umask(*s, &why)) {
+          p.umask = *m;
+        } else {
+          error(value_mark(e), kp + ": " + why);
+        }
+      } else if (k == "rlimits") {
+        load_rlimits(e, kp, p);
+      } else if (k == "restart") {
+        if (auto r = choice<Restart>(e, kp, {"always", "on-failure", "never"},
+                                     {Restart::Always, Restart::OnFailure, Restart::Never})) {
+          p.restart = *r;
+        }
+      } else if (k == "backoff") {
+        load_backoff(e, kp, p);
+      } else if (k == "reload") {
+        load_reload(e, kp, p);
+      } else if (k == "ready") {
+        if (auto r = choice<ReadyMode>(e, kp, {"exec", "notify"},
+                                       {ReadyMode::Exec, ReadyMode::Notify})) {
+          p.ready = *r;
+        }
+      } else if (k == "start_timeout") {
+        if (auto d = duration(e, kp)) {
+          if (d->count() == 0) {
+            error(value_mark(e), kp + ": must be greater than 0");
+          } else {
+            p.start_timeout = *d;
+          }
+        }
+      } else if (k == "watchdog_timeout") {
+        if (auto d = duration(e, kp)) p.watchdog_timeout = *d;
+      } else if (k == "stop_signal") {
+        load_stop_signal(e, kp, p);
+      } else if (k == "stop_timeout") {
+        if (auto d = duration(e, kp)) p.stop_timeout = *d;
+      } else if (k == "kill_group") {
+        if (auto b = boolean(e, kp)) p.kill_group = *b;
+      } else if (k == "max_requests") {
+        if (auto s = scalar(e, kp)) {
+          if (auto n = parse_uint(*s)) {
+            p.max_requests = *n;
+          } else {
+            error(value_mark(e), fmt::format("{}: must be a whole number >= 0, got `{}`", kp, *s));
+          }
+        }
+      } else if (k == "max_memory") {
+        if (auto s = scalar(e, kp)) {
+          UnitError why;
+          if (auto n = parse_size(*s, &why)) {
+            p.max_memory = *n;
+          } else {
+            error(value_mark(e), kp + ": " + why.message);
+          }
+        }
+      } else if (k == "stdout" || k == "stderr") {
+        load_output(e, kp, k == "stdout" ? p.stdout_target : p.stderr_target);
+      }
+    }
+    if (!find(fields, "command"))
+      error(prog.key_node.Mark(), base + ": missing required key `command`");
+    // SO_REUSEPORT load-balances TCP only; the kernel refuses it on a unix socket.
+    if (const Entry* r = find(fields, "reuseport"); r && p.reuseport) {
+      for (const auto& a : p.listen)
+        if (a.family == ListenAddress::Family::Unix)
+          error(value_mark(*r), fmt::format("{}.reuseport: not possible with the unix socket `{}`",
+                                            base, a.text));
+    }
+    return errors_.size() == errors_before;
+  }
+
+  void load_command(const Entry& e, const std::string& kp, Program& p) {
+    const YAML::Node& v = e.value;
+    YAML::Mark at = value_mark(e);
+    if (v.IsScalar()) {
+      auto s = scalar(e, kp);
+      if (!s) return;
+      std::string why;
+      auto words = argv_split(*s, &why);
+      if (!words) {
+        error(at, fmt::format("{}: {}", kp, why));
+        return;
+      }
+      p.command = std::move(*words);
+    } else if (v.IsSequence()) {
+      std::size_t i = 0;
+      bool ok = true;
+      for (auto it = v.begin(); it != v.end(); ++it, ++i) {
+        auto s = scalar_node(*it, it->Mark(), fmt::format("{}[{}]", kp, i));
+        if (!s) {
+          ok = false;
+          continue;
+        }
+        if (i == 0) at = it->Mark();  // point at the program, not at the `[`
+        p.command.push_back(*s);
+      }
+      if (!ok) return;
+    } else {
+      error(at, fmt::format("{}: expected a string or a list, got {}", kp, kind_of(v)));
+      return;
+    }
+    if (p.command.empty()) {
+      error(at, kp + ": must not be empty");
+      return;
+    }
+    const std::string& argv0 = p.command[0];
+    if (argv0.empty()) {
+      error(at, kp + ": the program to run must not be empty");
+      return;
+    }
+    if (!options_.check_executables) {
+      p.executable =
+          argv0.find('/') != std::string::npos ? detail::resolve_path(folder_, argv0) : argv0;
+      return;
+    }
+    std::string why;
+    if (auto exe = detail::find_executable(argv0, folder_, options_.extra_command_dirs, &why)) {
+      p.executable = *exe;
+    } else {
+      error(at, kp + ": " + why);
+    }
+  }
+
+  void load_workers(const Entry& e, const std::string& kp, Program& p) {
+    constexpr uint64_t kMaxWorkers = 10000;
+    auto s = scalar(e, kp);
+    if (!s) return;
+    if (*s == "auto") {
+      const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+      p.workers = static_cast<uint32_t>(std::clamp<long>(cpus, 1, kMaxWorkers));
+      return;
+    }
+    const auto n = parse_uint(*s);
+    if (!n) {
+      error(value_mark(e),
+            fmt::format("{}: must be a whole number >= 0 or `auto`, got `{}`", kp, *s));
+    } else if (*n > kMaxWorkers) {
+      error(value_mark(e), fmt::format("{}: must be at most {}, got `{}`", kp, kMaxWorkers, *s));
+    } else {
+      p.workers = static_cast<uint32_t>(*n);
+    }
+  }
+
+  void load_listen(const Entry& e, const std::string& kp, Program& p) {
+    const YAML::Node& v = e.value;
+    if (v.IsNull()) return;
+    if (v.IsScalar()) {  // `listen: "127.0.0.1:7000"` is a list of one
+      load_listen_entry(v, value_mark(e), kp, 0, p);
+      return;
+    }
+    if (!v.IsSequence()) {
+      error(value_mark(e), kp + ": expected a list");
+      return;
+    }
+    std::size_t i = 0;
+    for (auto it = v.begin(); it != v.end(); ++it, ++i) {
+      load_listen_entry(*it, it->Mark(), fmt::format("{}[{}]", kp, i), i, p);
+    }
+  }
+
+  void load_listen_entry(const YAML::Node& node, const YAML::Mark& mark, const std::string& label,
+                         std::size_t index, Program& p) {
+    std::string text;
+    std::optional<std::string> name;
+    YAML::Mark at = mark;
+    if (node.IsScalar()) {
+      auto s = scalar_node(node, mark, label);
+      if (!s) return;
+      text = *s;
+    } else if (node.IsMap()) {
+      const auto fields = entries(node, &kListenKeys);
+      const Entry* address = find(fields, "address");
+      if (!address) {
+        error(mark, label + ": missing required key `address`");
+        return;
+      }
+      auto s = scalar(*address, label + ".address");
+      if (!s) return;
+      text = *s;
+      at = value_mark(*address);
+      if (const Entry* n = find(fields, "name")) {
+        auto nm = scalar(*n, label + ".name");
+        if (!nm) return;
+        if (!detail::valid_socket_name(*nm)) {
+          error(value_mark(*n),
+                fmt::format("{}.name: must be 1 to 255 printable characters without `:` or "
+                            "spaces, got `{}`",
+                            label, *nm));
+          return;
+        }
+        name = *nm;
+      }
+    } else {
+      error(mark, fmt::format("{}: expected an address or a map with `address`, got {}", label,
+                              kind_of(node)));
+      return;
+    }
+    std::string why;
+    auto a = detail::parse_address(text, folder_, /*allow_unix=*/true, &why);
+    if (!a) {
+      error(at, label + ": " + why);
+      return;
+    }
+    // LISTEN_FDNAMES: the program's name, then "<program>-<i>" (SPEC).
+    a->name = name ? *name : index == 0 ? p.name : fmt::format("{}-{}", p.name, index);
+    // Port 0 asks the kernel for a fresh port, so such sockets never collide
+    // across programs; within one program key() must still tell them apart.
+    const std::string key = a->port == 0 && a->family != ListenAddress::Family::Unix
+                                ? a->key() + " in " + p.name
+                                : a->key();
+    claim(key, at, label, a->text, fmt::format("program `{}`", p.name));
+    p.listen.push_back(std::move(*a));
+  }
+
+  void load_environment(const Entry& env, const std::string& kp, Program& p) {
+    if (!is_map(env, kp)) return;
+    for (const Entry& e : entries(env.value, nullptr)) {
+      if (!detail::valid_env_name(e.key)) {
+        error(e.key_node.Mark(),
+              fmt::format("{}: `{}` is not a valid variable name (letters, digits and `_`, not "
+                          "starting with a digit)",
+                          kp, e.key));
+        continue;
+      }
+      if (detail::reserved_env_name(e.key)) {
+        error(e.key_node.Mark(), fmt::format("{}: `{}` is set by preforkd", kp, e.key));
+        continue;
+      }
+      // The scalar as written: `DEBUG: true` gives "true", `PORT: 080` gives "080".
+      if (auto v = scalar(e, kp + "." + e.key)) p.environment.emplace_back(e.key, *v);
+    }
+  }
+
+  void load_directory(const Entry& e, const std::string& kp, Program& p) {
+    if (e.value.IsNull()) return;
+    auto dir = path_value(e, kp);
+    if (!dir) return;
+    struct stat st {};
+    if (::stat(dir->c_str(), &st) != 0) {
+      error(value_mark(e), fmt::format("{}: `{}`: {}", kp, *dir, std::strerror(errno)));
+    } else if (!S_ISDIR(st.st_mode)) {
+      error(value_mark(e), fmt::format("{}: `{}`: not a directory", kp, *dir));
+    } else {
+      p.directory = *dir;
+    }
+  }
+
+  void load_rlimits(const Entry& limits, const std::string& kp, Program& p) {
+    if (!is_map(limits, kp)) return;
+    static const Keys names = [] {
+      Keys out;
+      for (const auto& r : kRlimits) out.push_back(r.name);
+      return out;
+    }();
+    for (const Entry& e : entries(limits.value, &names)) {
+      const std::string key_path = kp + "." + e.key;
+      auto s = scalar(e, key_path);
+      if (!s) continue;
+      Rlimit r;
+      r.name = e.key;
+      r.resource = std::find_if(kRlimits.begin(), kRlimits.end(), [&](const RlimitName& n) {
+                     return n.name == e.key;
+                   })->resource;
+      if (*s == "unlimited") {
+        r.value = RLIM_INFINITY;
+      } else {
+        UnitError why;
+        auto n = parse_size(*s, &why);
+        if (!n) {
+          error(value_mark(e),
+                why.kind == UnitError::Kind::Range
+                    ? fmt::format("{}: {}", key_path, why.message)
+                    : fmt::format("{}: expected a whole number, a size like `64M` or "
+                                  "`unlimited`, got `{}`",
+                                  key_path, *s));
+          continue;
+        }
+        r.value = *n;
+      }
+      p.rlimits.push_back(std::move(r));
+    }
+  }
+
+  void load_backoff(const Entry& backoff, const std::string& kp, Program& p) {
+    if (!is_map(backoff, kp)) return;
+    bool ok = true;
+    for (const Entry& e : entries(backoff.value, &kBackoffKeys)) {
+      auto d = duration(e, kp + "." + e.key);
+      if (!d) {
+        ok = false;
+        continue;
+      }
+      (e.key == "min"   ? p.backoff.min
+       : e.key == "max" ? p.backoff.max
+                        : p.backoff.reset_after) = *d;
+    }
+    if (ok && p.backoff.min > p.backoff.max) {
+      error(value_mark(backoff),
+            fmt::format("{}: min ({}) must not be greater than max ({})", kp,
+                        format_duration(p.backoff.min), format_duration(p.backoff.max)));
+    }
+  }
+
+  void load_reload(const Entry& reload, const std::string& kp, Program& p) {
+    if (!is_map(reload, kp)) return;
+    for (const Entry& e : entries(reload.value, &kReloadKeys)) {
+      const std::string key_path = kp + "." + e.key;
+      if (e.key == "settle") {
+        if (auto d = duration(e, key_path)) p.reload.settle = *d;
+        continue;
+      }
+      auto s = scalar(e, key_path);  // batch
+      if (!s) continue;
+      if (!s->empty() && s->back() == '%') {
+        const auto n = parse_uint(std::string_view(*s).substr(0, s->size() - 1));
+        if (!n || *n < 1 || *n > 100) {
+          error(value_mark(e),
+                fmt::format("{}: a percentage must be from 1% to 100%, got `{}`", key_path, *s));
+          continue;
+        }
+        p.reload.batch = static_cast<uint32_t>(*n);
+        p.reload.batch_percent = true;
+      } else {
+        const auto n = parse_uint(*s);
+        if (!n || *n < 1 || *n > UINT32_MAX) {
+          error(value_mark(e),
+                fmt::format("{}: expected a whole number >= 1 or a percentage like `25%`, got `{}`",
+                            key_path, *s));
+          continue;
+        }
+        p.reload.batch = static_cast<uint32_t>(*n);
+        p.reload.batch_percent = false;
+      }
+    }
+  }
+
+  void load_stop_signal(const Entry& e, const std::string& kp, Program& p) {
+    auto s = scalar(e, kp);
+    if (!s) return;
+    if (auto sig = parse_signal(*s)) {
+      p.stop_signal = *sig;
+      return;
+    }
+    Keys names;
+    for (int i = 1; i <= 31; ++i) names.push_back(signal_name(i));
+    std::string_view word = *s;
+    if (word.size() > 3 && (word[0] == 'S' || word[0] == 's') &&
+        (word[1] == 'I' || word[1] == 'i') && (word[2] == 'G' || word[2] == 'g')) {
+      word.remove_prefix(3);  // suggest `TERM` for `SIGTREM` too
+    }
+    const std::string hint = did_you_mean(word, names);
+    error(value_mark(e),
+          fmt::format(
+              "{}: unknown signal `{}`{}", kp, *s,
+              hint.empty() ? ": expected a name like `TERM` or a number from 1 to 31" : hint));
+  }
+
+  void load_output(const Entry& e, const std::string& kp, Output& out) {
+    if (e.value.IsNull()) {
+      out = Output{Output::Kind::Null, {}};
+      return;
+    }
+    auto s = scalar(e, kp);
+    if (!s) return;
+    if (*s == "log") {
+      out = Output{Output::Kind::Log, {}};
+    } else if (*s == "inherit") {
+      out = Output{Output::Kind::Inherit, {}};
+    } else if (*s == "null") {  // `"null"` quoted, or `!!str null`: same as null
+      out = Output{Output::Kind::Null, {}};
+    } else if (auto path = path_value(e, kp)) {
+      out = Output{Output::Kind::File, *path};
+    }
+  }
+
+  std::string file_;
+  LoadOptions options_;
+  std::string path_;    // absolute path of the file
+  std::string folder_;  // its folder: relative paths resolve against it
+  std::vector<Diagnostic> errors_;
+  std::map<std::string, std::string> owners_;  // ListenAddress::key() -> who uses it
+};
+
+}  // namespace
+
+LoadResult load_string(const std::string& text, const std::string& file,
+                       const LoadOptions& options) {
+  try {
+    return Loader(file, options).run(text);
+  } catch (const std::exception& e) {  // only bad_alloc can get here
+    LoadResult r;
+    r.errors.push_back(
+        Diagnostic{file, 0, 0, fmt::format("internal error while loading: {}", e.what())});
+    return r;
+  }
+}
+
+LoadResult load_file(const std::string& path, const LoadOptions& options) {
+  // Anything bigger is not a config file (and /dev/zero must not hang us).
+  constexpr std::size_t kMaxFileSize = 16 << 20;
+  try {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      return Loader(path, options).fail(fmt::format("cannot open: {}", std::strerror(errno)));
+    }
+    std::string text;
+    char buf[65536];
+    int read_errno = 0;
+    for (;;) {
+      const ssize_t n = ::read(fd, buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        read_errno = errno;
+        break;
+      }
+      if (n == 0) break;
+      text.append(buf, static_cast<std::size_t>(n));
+      if (text.size() > kMaxFileSize) break;
+    }
+    ::close(fd);  // read-only: nothing to lose on a close error
+    if (read_errno != 0) {
+      return Loader(path, options).fail(fmt::format("cannot read: {}", std::strerror(read_errno)));
+    }
+    if (text.size() > kMaxFileSize) {
+      return Loader(path, options)
+          .fail(fmt::format("too large (more than {} MiB)", kMaxFileSize >> 20));
+    }
+    return load_string(text, path, options);
+  } catch (const std::exception& e) {
+    LoadResult r;
+    r.errors.push_back(
+        Diagnostic{path, 0, 0, fmt::format("internal error while loading: {}", e.what())});
+    return r;
+  }
+}
+
+}  // namespace preforkd::config
