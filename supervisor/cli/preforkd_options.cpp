@@ -1,0 +1,69 @@
+#include "cli/preforkd_options.hpp"
+
+#include <boost/program_options.hpp>
+#include <sstream>
+
+namespace po = boost::program_options;
+
+namespace preforkd::cli {
+
+namespace {
+
+po::options_description describe() {
+  po::options_description d("Options");
+  d.add_options()
+      ("config,c", po::value<std::string>()->value_name("FILE"),
+       "configuration file (default /etc/preforkd/preforkd.yaml)")
+      ("check,t", "validate FILE and that every command is executable; print \"FILE: ok\" "
+                  "or the errors; exit 0 or 2; binds nothing")
+      ("foreground,f", "stay attached (also the default: preforkd never daemonizes itself)")
+      ("pidfile", po::value<std::string>()->value_name("FILE"),
+       "write preforkd's pid to FILE (overrides supervisor.pidfile)")
+      ("log-level", po::value<std::string>()->value_name("LEVEL"),
+       "trace|debug|info|warn|error (overrides supervisor.log.level)")
+      ("help,h", "show this help and exit")
+      ("version,V", "show the version and exit");
+  return d;
+}
+
+}  // namespace
+
+std::string preforkd_usage() {
+  std::ostringstream out;
+  out << "usage: preforkd [-c FILE] [-t] [-f] [--pidfile FILE] [--log-level LEVEL] [-h] [-V]\n\n"
+         "preforkd binds the listening sockets of every program in FILE, starts N copies\n"
+         "of each program's worker with those sockets inherited, and respawns them when\n"
+         "they die. Signals: HUP reload, TERM/INT graceful stop, QUIT fast stop,\n"
+         "TTIN/TTOU one worker more/less per program, USR1 reopen logs.\n\n"
+      << describe()
+      << "\nExit status: 0 clean shutdown, 1 runtime failure (e.g. cannot bind),\n"
+         "2 bad command line or invalid configuration.\n"
+         "See preforkd(8) and preforkd.yaml(5).\n";
+  return out.str();
+}
+
+Options parse_preforkd_options(int argc, const char* const* argv) {
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(argc, argv).options(describe()).run(), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    throw UsageError(e.what());
+  }
+  Options o;
+  if (vm.count("config")) o.config = vm["config"].as<std::string>();
+  o.check = vm.count("check") > 0;
+  if (vm.count("pidfile")) o.pidfile = vm["pidfile"].as<std::string>();
+  if (vm.count("log-level")) {
+    std::string level = vm["log-level"].as<std::string>();
+    if (level != "trace" && level != "debug" && level != "info" && level != "warn" &&
+        level != "error")
+      throw UsageError("--log-level: expected trace|debug|info|warn|error, got `" + level + "`");
+    o.log_level = level;
+  }
+  o.help = vm.count("help") > 0;
+  o.version = vm.count("version") > 0;
+  return o;
+}
+
+}  // namespace preforkd::cli

@@ -1,0 +1,657 @@
+#include "daemon/daemon.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <thread>
+
+#include "config/signals.hpp"
+#include "daemon/logging.hpp"
+#include "preforkd/worker.h"
+#include "sys/error.hpp"
+#include "sys/listen_socket.hpp"
+#include "sys/procfs.hpp"
+
+namespace preforkd::daemon {
+
+namespace {
+
+using core::Clock;
+using core::TimePoint;
+
+// The signals preforkd acts on. All are blocked and read from the signalfd;
+// SIGPIPE is only there so that a write to a gone peer fails with EPIPE (T13).
+const std::vector<int> kHandledSignals = {SIGHUP,  SIGINT,  SIGTERM, SIGQUIT, SIGTTIN, SIGTTOU,
+                                          SIGUSR1, SIGUSR2, SIGCHLD, SIGPIPE};
+
+// At most this many bytes are read from one pipe per wake-up, so that one
+// chatty worker cannot starve the others or the signals (T24).
+constexpr size_t kReadBudget = 64 * 1024;
+// On reap, what is left in a dead worker's pipes is drained up to this much.
+constexpr size_t kDrainBudget = 1024 * 1024;
+
+sys::ListenSpec to_spec(const config::ListenAddress& a, int backlog, bool reuseport) {
+  sys::ListenSpec s;
+  switch (a.family) {
+    case config::ListenAddress::Family::Inet: s.family = sys::ListenSpec::Family::Inet; break;
+    case config::ListenAddress::Family::Inet6: s.family = sys::ListenSpec::Family::Inet6; break;
+    case config::ListenAddress::Family::Unix: s.family = sys::ListenSpec::Family::Unix; break;
+  }
+  s.host = a.host;
+  s.port = a.port;
+  s.path = a.path;
+  s.backlog = backlog;
+  s.reuseport = reuseport;
+  s.text = a.text;
+  return s;
+}
+
+std::string env_or(const char* name, const char* fallback) {
+  const char* v = std::getenv(name);
+  return v != nullptr ? v : fallback;
+}
+
+void set_nonblocking(int fd) {
+  int fl = fcntl(fd, F_GETFL);
+  if (fl >= 0) fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+}
+
+}  // namespace
+
+Daemon::Daemon(config::Config config, DaemonOptions options)
+    : config_(std::move(config)),
+      options_(std::move(options)),
+      rng_(static_cast<unsigned>(Clock::now().time_since_epoch().count())) {
+  config::LogLevel level = options_.log_level.value_or(config_.supervisor.log_level);
+  log_ = make_logger(config_.supervisor.log_file, level);
+
+  // T8: signalfd only works if no other thread can take our signals.
+  int threads = sys::thread_count();
+  if (threads != 1) throw sys::SysError(EINVAL, "preforkd must be single-threaded, found " + std::to_string(threads) + " threads");
+  signals_ = std::make_unique<sys::SignalFd>(kHandledSignals);
+  epoll_.add(signals_->fd(), EPOLLIN, static_cast<uint64_t>(signals_->fd()));
+  watches_[signals_->fd()] = Watch{Watch::Kind::Signal, nullptr, nullptr};
+  epoll_.add(timer_.fd(), EPOLLIN, static_cast<uint64_t>(timer_.fd()));
+  watches_[timer_.fd()] = Watch{Watch::Kind::Timer, nullptr, nullptr};
+
+  devnull_.reset(::open("/dev/null", O_RDWR | O_CLOEXEC));
+  if (!devnull_) sys::throw_errno("cannot open /dev/null");
+
+  // T18: raise our own fd limit for thousands of pipes, but give workers the
+  // limit we were started with (a select()-based worker breaks past 1024).
+  getrlimit(RLIMIT_NOFILE, &original_nofile_);
+  rlimit raised = original_nofile_;
+  raised.rlim_cur = raised.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &raised);
+
+  // T20: orphans of our workers (double-forked daemons) are reaped by us.
+  if (getpid() != 1) prctl(PR_SET_CHILD_SUBREAPER, 1);
+
+  pidfile_ = options_.pidfile ? options_.pidfile : config_.supervisor.pidfile;
+  for (const auto& p : config_.programs) setup_program(p);
+  write_pidfile();
+}
+
+Daemon::~Daemon() {
+  if (pidfile_) ::unlink(pidfile_->c_str());
+  // Unix socket files we created go with us (as nginx and gunicorn do).
+  auto unlink_unix = [](const Listener& l) {
+    if (l.address.family == config::ListenAddress::Family::Unix) ::unlink(l.address.path.c_str());
+  };
+  for (auto& p : programs_) {
+    for (auto& l : p->listeners) unlink_unix(l);
+    for (auto& s : p->slots)
+      for (auto& l : s->own_listeners) unlink_unix(l);
+  }
+  log_->flush();
+}
+
+void Daemon::write_pidfile() {
+  if (!pidfile_) return;
+  std::string tmp = *pidfile_ + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << getpid() << "\n";
+    if (!out) throw sys::SysError(errno, "cannot write pidfile " + *pidfile_);
+  }
+  if (::rename(tmp.c_str(), pidfile_->c_str()) != 0) sys::throw_errno("cannot write pidfile " + *pidfile_);
+}
+
+// Builds a program's runtime: binds its shared sockets (or every slot's own
+// with reuseport), resolves its user, and prepares the environment.
+void Daemon::setup_program(const config::Program& cfg) {
+  auto p = std::make_unique<Program>();
+  p->config = cfg;
+  p->policy = core::SlotPolicy::from(cfg);
+  if (!cfg.reuseport) {
+    for (const auto& a : cfg.listen) {
+      Listener l{a, sys::bind_listener(to_spec(a, cfg.backlog, false)), {}};
+      l.bound = sys::local_address(l.fd.get());
+      log_->info("{}: listening on {}", cfg.name, l.bound);
+      p->listeners.push_back(std::move(l));
+    }
+  }
+  if (cfg.user) {
+    p->user = sys::lookup_user(*cfg.user);
+    if (!p->user) throw sys::SysError(ENOENT, "program " + cfg.name + ": unknown user " + *cfg.user);
+  }
+  if (cfg.group) {
+    p->group = sys::lookup_group(*cfg.group);
+    if (!p->group) throw sys::SysError(ENOENT, "program " + cfg.name + ": unknown group " + *cfg.group);
+  }
+
+  // A minimal clean environment (SPEC): PATH, LANG and TZ from ours, the
+  // user's identity, the worker contract, then the configured variables.
+  auto& env = p->base_env;
+  env.push_back("PATH=" + env_or("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"));
+  for (const char* name : {"LANG", "TZ"})
+    if (const char* v = std::getenv(name)) env.push_back(std::string(name) + "=" + v);
+  std::optional<sys::UserInfo> who = p->user ? p->user : sys::lookup_uid(geteuid());
+  if (who) {
+    env.push_back("HOME=" + who->home);
+    env.push_back("USER=" + who->name);
+    env.push_back("LOGNAME=" + who->name);
+    env.push_back("SHELL=" + who->shell);
+  }
+  size_t n = cfg.listen.size();
+  if (n > 0) {
+    std::string names;
+    for (const auto& a : cfg.listen) names += (names.empty() ? "" : ":") + a.name;
+    env.push_back("LISTEN_FDS=" + std::to_string(n));
+    env.push_back("LISTEN_FDNAMES=" + names);
+  }
+  env.push_back(std::string(PREFORKD_ENV_NOTIFY_FD) + "=" + std::to_string(3 + n));
+  env.push_back(std::string(PREFORKD_ENV_PROGRAM) + "=" + cfg.name);
+  env.push_back(std::string(PREFORKD_ENV_GENERATION) + "=" + std::to_string(generation_));
+  // `environment` wins over the defaults above (PATH, HOME, LANG...): replace,
+  // never append a second entry (C's getenv reads the first one).
+  for (const auto& [k, v] : cfg.environment) {
+    std::string prefix = k + "=";
+    auto same = std::find_if(env.begin(), env.end(), [&](const std::string& e) { return e.rfind(prefix, 0) == 0; });
+    if (same != env.end())
+      *same = prefix + v;
+    else
+      env.push_back(prefix + v);
+  }
+
+  for (uint32_t i = 0; i < cfg.workers; ++i) {
+    auto s = std::make_unique<Slot>();
+    s->program = p.get();
+    s->worker.slot = static_cast<int>(i);
+    if (cfg.reuseport) bind_slot_listeners(*p, *s);
+    p->slots.push_back(std::move(s));
+  }
+  programs_.push_back(std::move(p));
+}
+
+// reuseport: each slot has its own SO_REUSEPORT sockets, bound once and kept
+// across respawns so that the slot's accept queue outlives its worker. A port
+// of 0 is resolved by the first slot and reused by the others.
+void Daemon::bind_slot_listeners(Program& p, Slot& s) {
+  if (!s.own_listeners.empty()) return;
+  for (size_t i = 0; i < p.config.listen.size(); ++i) {
+    config::ListenAddress a = p.config.listen[i];
+    for (const auto& other : p.slots) {
+      if (other.get() != &s && other->own_listeners.size() > i && a.port == 0 &&
+          a.family != config::ListenAddress::Family::Unix) {
+        std::string bound = other->own_listeners[i].bound;
+        a.port = static_cast<uint16_t>(std::stoi(bound.substr(bound.rfind(':') + 1)));
+        break;
+      }
+    }
+    Listener l{a, sys::bind_listener(to_spec(a, p.config.backlog, true)), {}};
+    l.bound = sys::local_address(l.fd.get());
+    if (s.worker.slot == 0) log_->info("{}: listening on {} (reuseport)", p.config.name, l.bound);
+    s.own_listeners.push_back(std::move(l));
+  }
+}
+
+int Daemon::run() {
+  start_all();
+  epoll_event events[64];
+  while (!finished()) {
+    log_->flush();  // info lines are flushed when the loop goes idle
+    int n = epoll_.wait(events, 64);
+    for (int i = 0; i < n; ++i) {
+      int fd = static_cast<int>(events[i].data.u64);
+      auto it = watches_.find(fd);
+      if (it == watches_.end()) continue;  // closed earlier in this batch
+      Watch w = it->second;
+      switch (w.kind) {
+        case Watch::Kind::Signal:
+          for (int sig : signals_->drain()) on_signal(sig);
+          break;
+        case Watch::Kind::Timer:
+          timer_.acknowledge();
+          break;
+        case Watch::Kind::Pipe:
+          on_pipe_readable(*w.slot, *w.pipe);
+          break;
+      }
+    }
+    reap();
+    expire_deadlines();
+    arm_timer();
+  }
+  log_->info("preforkd: shutdown complete");
+  log_->flush();
+  return 0;
+}
+
+void Daemon::start_all() {
+  size_t total = 0;
+  for (auto& p : programs_) {
+    for (auto& s : p->slots) spawn(*s);
+    total += p->slots.size();
+  }
+  log_->info("preforkd {}: started {} worker(s) in {} program(s)", getpid(), total, programs_.size());
+  arm_timer();
+}
+
+bool Daemon::finished() const {
+  if (!shutting_down_) return false;
+  for (const auto& p : programs_)
+    for (const auto& s : p->slots)
+      if (core::has_process(s->worker)) return false;
+  return true;
+}
+
+// ---- signals (SPEC "Signals to preforkd"; each is a request, T3) ----
+
+void Daemon::on_signal(int sig) {
+  switch (sig) {
+    case SIGTERM:
+    case SIGINT: on_term(); break;
+    case SIGQUIT: on_quit(); break;
+    case SIGTTIN: on_ttin(); break;
+    case SIGTTOU: on_ttou(); break;
+    case SIGUSR1: on_usr1(); break;
+    case SIGHUP:
+      log_->warn("preforkd: SIGHUP: configuration reload is not available in this version; "
+                 "the running configuration is unchanged");
+      break;
+    case SIGUSR2:
+      log_->warn("preforkd: SIGUSR2: in-place upgrade is not available in this version");
+      break;
+    case SIGCHLD:  // only a wake-up: the loop reaps every iteration (T2)
+    case SIGPIPE:  // drained and ignored: the failed write sees EPIPE (T13)
+    default: break;
+  }
+}
+
+void Daemon::on_term() {
+  auto now = Clock::now();
+  if (!shutting_down_) {
+    shutting_down_ = true;
+    shutdown_deadline_ = now + config_.supervisor.shutdown_timeout;
+    log_->info("preforkd: graceful shutdown (at most {}ms)", config_.supervisor.shutdown_timeout.count());
+  }
+  for (auto& p : programs_)
+    for (auto& s : p->slots)
+      apply(*s, core::on_stop(s->worker, p->policy, core::StopReason::Shutdown, core::Want::Down, now));
+}
+
+void Daemon::on_quit() {
+  auto now = Clock::now();
+  shutting_down_ = true;
+  shutdown_forced_ = true;
+  shutdown_deadline_ = core::kNever;
+  log_->info("preforkd: fast shutdown");
+  for (auto& p : programs_)
+    for (auto& s : p->slots) apply(*s, core::on_kill(s->worker, now, core::Want::Down));
+}
+
+// TTIN: one worker more per program. A slot still on its way out is taken
+// back first, so TTOU followed by TTIN does not grow the slot numbers.
+void Daemon::on_ttin() {
+  if (shutting_down_) return;
+  auto now = Clock::now();
+  for (auto& p : programs_) {
+    auto reclaim = std::find_if(p->slots.begin(), p->slots.end(),
+                                [](const auto& s) { return s->worker.want == core::Want::Remove; });
+    if (reclaim != p->slots.end()) {
+      apply(**reclaim, core::on_start((*reclaim)->worker, now));
+      continue;
+    }
+    auto s = std::make_unique<Slot>();
+    s->program = p.get();
+    s->worker.slot = static_cast<int>(p->slots.size());
+    try {
+      if (p->config.reuseport) bind_slot_listeners(*p, *s);
+    } catch (const sys::SysError& e) {
+      log_->error("{}: cannot add a worker: {}", p->config.name, e.what());
+      continue;
+    }
+    Slot& ref = *s;
+    p->slots.push_back(std::move(s));
+    log_->info("{}: scaling up to {} worker(s)", p->config.name, p->slots.size());
+    spawn(ref);
+  }
+}
+
+// TTOU: one worker less per program: the highest slot that is still wanted.
+void Daemon::on_ttou() {
+  if (shutting_down_) return;
+  auto now = Clock::now();
+  for (auto& p : programs_) {
+    for (auto it = p->slots.rbegin(); it != p->slots.rend(); ++it) {
+      Slot& s = **it;
+      if (s.worker.want == core::Want::Remove) continue;
+      log_->info("{}: scaling down, stopping {}", p->config.name, tag(s));
+      apply(s, core::on_stop(s.worker, p->policy, core::StopReason::Scale, core::Want::Remove, now));
+      break;
+    }
+  }
+}
+
+void Daemon::on_usr1() {
+  if (!config_.supervisor.log_file) return;
+  try {
+    auto level = log_->level();
+    auto fresh = make_logger(config_.supervisor.log_file, config::LogLevel::Info);
+    fresh->set_level(level);
+    log_->flush();
+    log_ = std::move(fresh);
+    log_->info("preforkd: log file reopened");
+  } catch (const std::exception& e) {
+    log_->error("preforkd: cannot reopen the log file, keeping the old one: {}", e.what());
+  }
+}
+
+// ---- the state machine's effects ----
+
+void Daemon::apply(Slot& slot, const core::Effects& e) {
+  if (e.signal != 0) send_signal(slot, e.signal);
+  if (e.forget) {
+    forget(slot);
+    return;  // the slot is gone
+  }
+  if (e.spawn) spawn(slot);
+}
+
+void Daemon::send_signal(Slot& slot, int sig) {
+  const core::Worker& w = slot.worker;
+  if (w.pid <= 0) return;  // T14: only unreaped workers have a pid
+  pid_t target = slot.program->config.kill_group ? -w.pid : w.pid;
+  if (::kill(target, sig) != 0 && errno == ESRCH && target < 0) ::kill(w.pid, sig);
+  log_->debug("{} pid {}: sent SIG{}", tag(slot), w.pid, config::signal_name(sig));
+}
+
+void Daemon::forget(Slot& slot) {
+  close_all_pipes(slot);
+  Program& p = *slot.program;
+  int number = slot.worker.slot;
+  // Only the highest slots are ever removed, so numbers stay 0..n-1.
+  auto it = std::find_if(p.slots.begin(), p.slots.end(), [&](const auto& s) { return s.get() == &slot; });
+  if (it == p.slots.end()) return;
+  p.slots.erase(it);
+  log_->debug("{}[{}]: slot removed", p.config.name, number);
+}
+
+std::string Daemon::tag(const Slot& s) const {
+  return s.program->config.name + "[" + std::to_string(s.worker.slot) + "]";
+}
+
+double Daemon::jitter() { return std::uniform_real_distribution<double>(-0.2, 0.2)(rng_); }
+
+// ---- spawning ----
+
+sys::SpawnRequest Daemon::build_request(Program& p, Slot& s, std::vector<sys::UniqueFd>& keep) {
+  const config::Program& cfg = p.config;
+  sys::SpawnRequest req;
+  req.path = cfg.executable;
+  req.argv = cfg.command;
+  req.env = p.base_env;
+  req.env.push_back(std::string(PREFORKD_ENV_SLOT) + "=" + std::to_string(s.worker.slot));
+  req.set_listen_pid = !cfg.listen.empty();
+
+  // fds 0, 1, 2.
+  req.fds.push_back({devnull_.get(), 0});
+  auto output = [&](const config::Output& o, int dst, Pipe::Kind kind) {
+    switch (o.kind) {
+      case config::Output::Kind::Inherit: req.fds.push_back({dst, dst}); break;
+      case config::Output::Kind::Null: req.fds.push_back({devnull_.get(), dst}); break;
+      case config::Output::Kind::File: {
+        int fd = ::open(o.path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+        if (fd < 0) throw sys::SysError(errno, "cannot open " + o.path);
+        keep.emplace_back(fd);
+        req.fds.push_back({fd, dst});
+        break;
+      }
+      case config::Output::Kind::Log: {
+        int pfd[2];
+        if (pipe2(pfd, O_CLOEXEC) != 0) throw sys::SysError(errno, "pipe");
+        set_nonblocking(pfd[0]);  // our end only: the worker's stdout stays blocking
+        auto pipe = std::make_unique<Pipe>();
+        pipe->kind = kind;
+        pipe->fd.reset(pfd[0]);
+        s.pipes.push_back(std::move(pipe));
+        keep.emplace_back(pfd[1]);
+        req.fds.push_back({pfd[1], dst});
+        break;
+      }
+    }
+  };
+  output(cfg.stdout_target, 1, Pipe::Kind::Stdout);
+  output(cfg.stderr_target, 2, Pipe::Kind::Stderr);
+
+  // fds 3.. : the listening sockets, in `listen` order.
+  int next = 3;
+  const auto& listeners = cfg.reuseport ? s.own_listeners : p.listeners;
+  for (const auto& l : listeners) req.fds.push_back({l.fd.get(), next++});
+
+  // Then the notify pipe. Non-blocking on both ends: a worker must never
+  // block on telemetry, and we never block reading it.
+  int nfd[2];
+  if (pipe2(nfd, O_CLOEXEC | O_NONBLOCK) != 0) throw sys::SysError(errno, "pipe");
+  auto notify = std::make_unique<Pipe>();
+  notify->kind = Pipe::Kind::Notify;
+  notify->fd.reset(nfd[0]);
+  notify->lines = core::LineBuffer(PREFORKD_NOTIFY_LINE_MAX, core::LineBuffer::Overflow::Discard);
+  s.pipes.push_back(std::move(notify));
+  keep.emplace_back(nfd[1]);
+  req.fds.push_back({nfd[1], next});
+
+  // Identity and limits.
+  bool root = geteuid() == 0;
+  if (p.user && (root || p.user->uid != geteuid())) {
+    req.uid = p.user->uid;
+    req.gid = p.group.value_or(p.user->gid);
+    if (root) req.groups = p.user->groups;
+  } else if (p.group && (root || *p.group != getegid())) {
+    req.gid = *p.group;
+    if (root) req.groups = std::vector<gid_t>{*p.group};
+  }
+  req.umask = cfg.umask;
+  if (cfg.directory) req.directory = *cfg.directory;
+  bool nofile_configured = false;
+  for (const auto& r : cfg.rlimits) {
+    rlimit v{static_cast<rlim_t>(r.value), static_cast<rlim_t>(r.value)};
+    req.rlimits.emplace_back(r.resource, v);
+    nofile_configured |= r.resource == RLIMIT_NOFILE;
+  }
+  if (!nofile_configured) req.nofile_restore = original_nofile_;  // T18
+  req.pdeathsig = SIGTERM;
+  return req;
+}
+
+void Daemon::spawn(Slot& slot) {
+  Program& p = *slot.program;
+  close_all_pipes(slot);  // anything left from the previous process
+  std::vector<sys::UniqueFd> child_ends;  // closed when this function returns
+  sys::SpawnRequest req;
+  sys::SpawnResult result;
+  try {
+    if (p.config.reuseport) bind_slot_listeners(p, slot);
+    req = build_request(p, slot, child_ends);
+    result = sys::spawn(req);
+  } catch (const sys::SysError& e) {
+    result.error = sys::SpawnError{sys::SpawnError::Stage::Pipe, e.code().value()};
+    log_->error("{}: cannot prepare a worker: {}", tag(slot), e.what());
+  }
+  child_ends.clear();
+  auto now = Clock::now();
+  if (result.error) {
+    close_all_pipes(slot);
+    core::Effects e = core::on_spawn_failed(slot.worker, p.policy, now, jitter());
+    std::string what = result.error->describe(req);
+    if (slot.worker.streak <= 1)
+      log_->error("{}: {}", tag(slot), what);
+    else
+      log_->warn("{}: {} (failure {} in a row, next try in {}ms)", tag(slot), what,
+                 slot.worker.streak, e.respawn_delay.count());
+    apply(slot, e);
+    return;
+  }
+  ++p.starts;
+  core::on_spawned(slot.worker, p.policy, result.pid, generation_, now);
+  by_pid_[result.pid] = &slot;
+  for (auto& pipe : slot.pipes) {
+    int fd = pipe->fd.get();
+    epoll_.add(fd, EPOLLIN, static_cast<uint64_t>(fd));
+    watches_[fd] = Watch{Watch::Kind::Pipe, &slot, pipe.get()};
+  }
+  if (slot.worker.restarts > 0)
+    log_->info("{} pid {}: started (restart {})", tag(slot), result.pid, slot.worker.restarts);
+  else
+    log_->debug("{} pid {}: started", tag(slot), result.pid);
+}
+
+// ---- pipes (T23: EOF is not exit; T24: bounded reads) ----
+
+void Daemon::on_pipe_readable(Slot& slot, Pipe& pipe) { drain(slot, pipe, kReadBudget); }
+
+void Daemon::drain(Slot& slot, Pipe& pipe, size_t budget) {
+  char buf[16384];
+  size_t total = 0;
+  while (total < budget && pipe.fd) {
+    ssize_t n = sys::retry_on_eintr([&] { return ::read(pipe.fd.get(), buf, sizeof buf); });
+    if (n > 0) {
+      total += static_cast<size_t>(n);
+      Pipe::Kind kind = pipe.kind;
+      pipe.lines.feed(std::string_view(buf, static_cast<size_t>(n)),
+                      [&](std::string_view line) { handle_line(slot, kind, line); });
+      continue;
+    }
+    if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) close_pipe(slot, pipe);
+    break;
+  }
+}
+
+void Daemon::handle_line(Slot& slot, Pipe::Kind kind, std::string_view line) {
+  if (kind != Pipe::Kind::Notify) {
+    log_->info("{} {}: {}", tag(slot), slot.worker.pid, line);
+    return;
+  }
+  // The notify protocol proper (counters, gauges, the watchdog, error
+  // accounting) is the notify work's; readiness and status are needed now.
+  if (line == "READY=1") {
+    if (core::on_ready(slot.worker, Clock::now()))
+      log_->debug("{} pid {}: ready", tag(slot), slot.worker.pid);
+  } else if (line.substr(0, 7) == "STATUS=") {
+    slot.worker.status_text = std::string(line.substr(7, 256));
+  }
+}
+
+void Daemon::close_pipe(Slot& slot, Pipe& pipe) {
+  if (!pipe.fd) return;
+  Pipe::Kind kind = pipe.kind;
+  pipe.lines.flush([&](std::string_view line) { handle_line(slot, kind, line); });
+  epoll_.remove(pipe.fd.get());
+  watches_.erase(pipe.fd.get());
+  pipe.fd.reset();
+}
+
+void Daemon::close_all_pipes(Slot& slot) {
+  for (auto& pipe : slot.pipes) {
+    if (pipe->fd) drain(slot, *pipe, kDrainBudget);  // lose no line of a dead worker
+    close_pipe(slot, *pipe);
+  }
+  slot.pipes.clear();
+}
+
+// ---- reaping (T2, T4, T20) ----
+
+void Daemon::reap() {
+  for (const auto& r : sys::reap_all()) {
+    auto it = by_pid_.find(r.pid);
+    if (it == by_pid_.end()) {
+      ++orphans_reaped_;  // T20: an orphan that landed on us, never a worker
+      log_->debug("preforkd: reaped orphan pid {} ({})", r.pid, r.status.to_string());
+      continue;
+    }
+    Slot& slot = *it->second;
+    by_pid_.erase(it);
+    Program& p = *slot.program;
+    core::WorkerState before = slot.worker.state;
+    core::StopReason reason = slot.worker.stop_reason;
+    close_all_pipes(slot);  // drains first: no line of a dead worker is lost
+    auto now = Clock::now();
+    core::Termination t{r.status.signaled(), r.status.signaled() ? r.status.signal() : r.status.exit_code()};
+    std::string who = tag(slot) + " pid " + std::to_string(r.pid);
+    core::Effects e = core::on_exited(slot.worker, p.policy, t, now, jitter());
+    if (e.exited) ++p.exits[static_cast<int>(e.exit_kind)];
+    bool ours = before == core::WorkerState::Stopping || before == core::WorkerState::Killing;
+    if (ours) {
+      log_->info("{}: {} ({})", who, r.status.to_string(), core::to_string(reason));
+    } else if (r.status.signaled() && r.status.signal() == SIGKILL) {
+      log_->warn("{}: {} (perhaps out of memory?)", who, r.status.to_string());
+    } else {
+      log_->warn("{}: {}", who, r.status.to_string());
+    }
+    if (e.respawn_delay.count() > 0)
+      log_->warn("{}: respawning in {}ms ({} failures in a row)", tag(slot), e.respawn_delay.count(),
+                 slot.worker.streak);
+    else if (slot.worker.state == core::WorkerState::Stopped && !shutting_down_ && !e.forget)
+      log_->info("{}: not restarted (restart: {})", tag(slot), config::to_string(p.config.restart));
+    apply(slot, e);
+  }
+}
+
+// ---- deadlines: one timerfd armed to the earliest (T26) ----
+
+void Daemon::expire_deadlines() {
+  auto now = Clock::now();
+  if (shutting_down_ && !shutdown_forced_ && now >= shutdown_deadline_) {
+    shutdown_forced_ = true;
+    log_->warn("preforkd: shutdown_timeout passed, killing the remaining workers");
+    for (auto& p : programs_)
+      for (auto& s : p->slots) apply(*s, core::on_kill(s->worker, now, core::Want::Down));
+  }
+  for (auto& p : programs_) {
+    // Index loop: a due slot may be forgotten (erased) by its effects.
+    for (size_t i = 0; i < p->slots.size();) {
+      Slot& s = *p->slots[i];
+      if (s.worker.deadline <= now) {
+        core::WorkerState before = s.worker.state;
+        core::Effects e = core::on_due(s.worker, p->policy, now);
+        if (before == core::WorkerState::Starting)
+          log_->warn("{} pid {}: no READY=1 within start_timeout, stopping it", tag(s), s.worker.pid);
+        else if (before == core::WorkerState::Stopping)
+          log_->warn("{} pid {}: still running after stop_timeout, sending SIGKILL", tag(s), s.worker.pid);
+        else if (before == core::WorkerState::Killing)
+          log_->warn("{} pid {}: still not gone after SIGKILL", tag(s), s.worker.pid);
+        size_t count = p->slots.size();
+        apply(s, e);
+        if (p->slots.size() < count) continue;  // erased: the same index is the next slot
+      }
+      ++i;
+    }
+  }
+}
+
+void Daemon::arm_timer() {
+  TimePoint earliest = core::kNever;
+  if (shutting_down_ && !shutdown_forced_) earliest = shutdown_deadline_;
+  for (const auto& p : programs_)
+    for (const auto& s : p->slots) earliest = std::min(earliest, s->worker.deadline);
+  timer_.arm(earliest);
+}
+
+}  // namespace preforkd::daemon

@@ -1,0 +1,73 @@
+// preforkd — the preforking supervisor. main() is a table of contents:
+// parse the command line, load the configuration, bind, run, map errors to
+// exit codes (0 clean shutdown, 1 runtime failure, 2 usage or configuration).
+#include <iostream>
+#include <string>
+
+#include "cli/preforkd_options.hpp"
+#include "config/config.hpp"
+#include "daemon/daemon.hpp"
+#include "daemon/logging.hpp"
+#include "sys/error.hpp"
+#include "sys/procfs.hpp"
+#include "version.hpp"
+
+namespace {
+
+constexpr int kExitRuntime = 1;
+constexpr int kExitUsage = 2;
+
+// A command without a slash is looked up in $PATH, then beside this binary
+// (the build tree keeps every binary in one folder), then in ../lib/preforkd
+// relative to it (the package: /usr/sbin/preforkd → /usr/lib/preforkd).
+std::vector<std::string> command_dirs() {
+  std::string exe = preforkd::sys::self_executable();
+  auto slash = exe.rfind('/');
+  if (slash == std::string::npos) return {};
+  std::string dir = exe.substr(0, slash);
+  return {dir, dir + "/../lib/preforkd"};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace preforkd;
+  cli::Options options;
+  try {
+    options = cli::parse_preforkd_options(argc, argv);
+  } catch (const cli::UsageError& e) {
+    std::cerr << "preforkd: " << e.what() << "\n(see preforkd --help)\n";
+    return kExitUsage;
+  }
+  if (options.help) {
+    std::cout << cli::preforkd_usage();
+    return 0;
+  }
+  if (options.version) {
+    std::cout << "preforkd " << kVersion << "\n";
+    return 0;
+  }
+
+  config::LoadOptions load_options;
+  load_options.extra_command_dirs = command_dirs();
+  config::LoadResult loaded = config::load_file(options.config, load_options);
+  if (!loaded.config) {
+    for (const auto& d : loaded.errors) std::cerr << d.to_string() << "\n";
+    return kExitUsage;
+  }
+  if (options.check) {
+    std::cout << options.config << ": ok\n";
+    return 0;
+  }
+
+  daemon::DaemonOptions daemon_options;
+  daemon_options.pidfile = options.pidfile;
+  if (options.log_level) daemon_options.log_level = daemon::parse_level(*options.log_level);
+  try {
+    daemon::Daemon d(std::move(*loaded.config), daemon_options);
+    return d.run();
+  } catch (const std::exception& e) {
+    std::cerr << "preforkd: " << e.what() << "\n";
+    return kExitRuntime;
+  }
+}

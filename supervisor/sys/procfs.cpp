@@ -1,0 +1,59 @@
+#include "sys/procfs.hpp"
+
+#include <dirent.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <string>
+
+namespace preforkd::sys {
+
+namespace {
+
+std::string proc_dir(pid_t pid) { return pid == 0 ? "/proc/self" : "/proc/" + std::to_string(pid); }
+
+std::optional<std::string> status_field(pid_t pid, const std::string& key) {
+  std::ifstream in(proc_dir(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.compare(0, key.size(), key) == 0 && line.size() > key.size() && line[key.size()] == ':') {
+      size_t p = line.find_first_not_of(" \t", key.size() + 1);
+      return p == std::string::npos ? std::string() : line.substr(p);
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+int count_open_fds(pid_t pid) {
+  DIR* d = opendir((proc_dir(pid) + "/fd").c_str());
+  if (d == nullptr) return -1;
+  int n = 0;
+  while (dirent* e = readdir(d)) {
+    if (e->d_name[0] != '.') ++n;
+  }
+  closedir(d);
+  return pid == 0 ? n - 1 : n;  // minus the directory fd itself
+}
+
+int thread_count(pid_t pid) {
+  auto v = status_field(pid, "Threads");
+  return v ? std::atoi(v->c_str()) : -1;
+}
+
+std::optional<unsigned long long> rss_bytes(pid_t pid) {
+  auto v = status_field(pid, "VmRSS");  // "1234 kB"
+  if (!v) return std::nullopt;
+  return std::strtoull(v->c_str(), nullptr, 10) * 1024ULL;
+}
+
+std::string self_executable() {
+  char buf[4096];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return {};
+  return std::string(buf, static_cast<size_t>(n));
+}
+
+}  // namespace preforkd::sys
