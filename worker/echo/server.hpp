@@ -1,0 +1,49 @@
+// server.hpp — preforkd-echo's concurrency: acceptor threads, epoll I/O threads,
+// the signal-waiting main thread, and the graceful drain.
+//
+// Design (why it looks like this):
+//   - One acceptor thread per listening socket, blocked in accept4(). The
+//     listening socket is shared by every worker and stays in blocking mode (T19:
+//     we never touch its O_NONBLOCK), and the kernel wakes exactly one blocked
+//     acceptor per connection, so N workers have no thundering herd. If someone
+//     else made the socket non-blocking, EAGAIN is answered with poll() + retry.
+//   - Accepted sockets are ours: accept4(SOCK_NONBLOCK | SOCK_CLOEXEC). They are
+//     handed to an I/O thread through a mutex-protected queue and an eventfd that
+//     is written only when the queue was empty (one wake-up per burst).
+//   - Each I/O thread runs one level-triggered epoll loop over its connections;
+//     buffers are per connection and fixed-size (no allocation per request), and a
+//     full buffer stops reading (backpressure) instead of growing.
+//   - The main thread owns the signals: TERM/INT/PIPE are blocked in every thread
+//     before any thread starts, and main waits for TERM/INT with sigtimedwait
+//     (ticking the watchdog, if WATCHDOG_USEC is set, at a third of its period).
+//   - Drain on TERM/INT: STOPPING=1; stop accepting by setting a flag and
+//     interrupting each blocked acceptor with a no-op signal handler installed
+//     without SA_RESTART (never shutdown(): the socket is everyone's); then each
+//     I/O thread finishes in-flight work (echo: flush what was read; http: answer
+//     in-flight requests with "Connection: close"), closes idle connections, and
+//     returns when none is left or the grace period ends.
+#pragma once
+
+#include <chrono>
+#include <vector>
+
+#include "listeners.hpp"
+
+namespace preforkd::echo {
+
+enum class Mode { Echo, Http };
+
+struct ServerOptions {
+  Mode mode = Mode::Echo;
+  int io_threads = 1;
+  std::chrono::milliseconds grace{5000};  // drain bound after TERM/INT
+};
+
+// Serves `listeners` until SIGTERM/SIGINT, closes them once accepting stopped,
+// drains, and returns the exit code: 0 after a drain, 1 if an acceptor hit an
+// unrecoverable error. Must be called from the main thread before any other thread
+// exists (it sets the signal mask that every thread inherits). Throws
+// std::runtime_error if the threads cannot start.
+int serve(std::vector<Listener>& listeners, const ServerOptions& options);
+
+}  // namespace preforkd::echo
