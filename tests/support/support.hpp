@@ -1,0 +1,126 @@
+// support.hpp — what the sys and integration tests share: temporary folders,
+// real processes with captured output, deadline-bounded waits (never fixed
+// sleeps), loopback sockets and /proc readers.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace preforkd::test {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+// Path of a built binary: bin("preforkd").
+std::string bin(const std::string& name);
+
+// Polls `pred` every few milliseconds until it holds or `timeout` passes.
+bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout = 10s);
+
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+  std::string write(const std::string& name, const std::string& content) const;
+
+ private:
+  std::string path_;
+};
+
+std::string read_file(const std::string& path);
+bool file_exists(const std::string& path);
+
+// A child process whose stdout+stderr go to a log file.
+class Process {
+ public:
+  // `in_child` runs in the forked child just before exec (e.g. to ignore a
+  // signal or lower a limit that the program under test must not pass on).
+  Process(const std::vector<std::string>& argv, const std::string& log_path,
+          const std::map<std::string, std::string>& extra_env = {},
+          const std::function<void()>& in_child = {});
+  ~Process();  // SIGKILLs and reaps the process if still running
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+
+  pid_t pid() const { return pid_; }
+  std::string log() const { return read_file(log_path_); }
+  // Waits until the log contains `needle` (from offset `from`); returns its offset or npos.
+  size_t wait_for_log(const std::string& needle, std::chrono::milliseconds timeout = 10s,
+                      size_t from = 0) const;
+  bool signal(int sig) const;
+  // Waits for the exit; returns the raw wait status, or nullopt on timeout.
+  std::optional<int> wait(std::chrono::milliseconds timeout = 10s);
+  bool running();
+
+ private:
+  pid_t pid_ = -1;
+  bool reaped_ = false;
+  std::string log_path_;
+};
+
+// Runs a command to completion; returns {exit code (or 128+sig), stdout+stderr}.
+std::pair<int, std::string> run(const std::vector<std::string>& argv,
+                                std::chrono::milliseconds timeout = 30s);
+
+// ---- /proc ----
+std::vector<pid_t> children_of(pid_t parent);    // direct children
+int zombie_children(pid_t parent);               // children in state Z
+int count_fds(pid_t pid);                        // entries of /proc/<pid>/fd
+bool pid_alive(pid_t pid);                       // exists and is not a zombie
+char proc_state(pid_t pid);                      // 'R', 'S', 'Z', ... or 0
+long rss_kib(pid_t pid);
+unsigned long long cpu_ticks(pid_t pid);         // utime + stime
+bool signal_ignored(pid_t pid, int sig);         // SigIgn of /proc/<pid>/status has `sig`
+
+// ---- loopback sockets (127.0.0.1 only) ----
+int connect_tcp(uint16_t port, std::chrono::milliseconds timeout = 2s);  // fd or -errno
+// Sends `msg`, reads until the same number of bytes came back; true if echoed.
+bool echo_roundtrip(uint16_t port, const std::string& msg);
+// A port that was free a moment ago (bind 127.0.0.1:0, read it, close).
+uint16_t free_port();
+
+// ---- preforkd under test ----
+// Writes a config into `dir`, starts build/bin/preforkd on it and waits until
+// it has started its workers.
+class Preforkd {
+ public:
+  Preforkd(const TempDir& dir, const std::string& yaml, const std::vector<std::string>& extra_args = {},
+           bool wait_started = true, const std::function<void()>& in_child = {});
+  ~Preforkd();
+
+  Process& process() { return *proc_; }
+  pid_t pid() const { return proc_->pid(); }
+  std::string log() const { return proc_->log(); }
+  size_t wait_for_log(const std::string& needle, std::chrono::milliseconds timeout = 10s,
+                      size_t from = 0) const {
+    return proc_->wait_for_log(needle, timeout, from);
+  }
+  // The port of the n-th "listening on 127.0.0.1:PORT" line.
+  uint16_t port(size_t n = 0) const;
+  std::vector<pid_t> workers() const { return children_of(pid()); }
+  // Waits until exactly `n` live (non-zombie) children exist.
+  bool wait_workers(size_t n, std::chrono::milliseconds timeout = 10s) const;
+  // TERM, then waits; returns the exit code (or -1 on timeout / signal).
+  int stop(std::chrono::milliseconds timeout = 20s);
+
+ private:
+  std::string config_path_;
+  std::unique_ptr<Process> proc_;
+};
+
+// The test worker's --dump-state JSON, parsed (nlohmann-json).
+nlohmann::json read_json(const std::string& path);
+
+}  // namespace preforkd::test
