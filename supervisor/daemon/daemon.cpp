@@ -70,6 +70,7 @@ Daemon::Daemon(config::Config config, DaemonOptions options)
       rng_(static_cast<unsigned>(Clock::now().time_since_epoch().count())) {
   config::LogLevel level = options_.log_level.value_or(config_.supervisor.log_level);
   log_ = make_logger(config_.supervisor.log_file, level);
+  sys::mark_all_cloexec();  // T5: spdlog's file is opened without O_CLOEXEC
 
   // T8: signalfd only works if no other thread can take our signals.
   int threads = sys::thread_count();
@@ -358,6 +359,7 @@ void Daemon::on_usr1() {
     fresh->set_level(level);
     log_->flush();
     log_ = std::move(fresh);
+    sys::mark_all_cloexec();  // T5: the new file, like the first
     log_->info("preforkd: log file reopened");
   } catch (const std::exception& e) {
     log_->error("preforkd: cannot reopen the log file, keeping the old one: {}", e.what());

@@ -1,6 +1,7 @@
 #include "sys/procfs.hpp"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -47,6 +48,20 @@ std::optional<unsigned long long> rss_bytes(pid_t pid) {
   auto v = status_field(pid, "VmRSS");  // "1234 kB"
   if (!v) return std::nullopt;
   return std::strtoull(v->c_str(), nullptr, 10) * 1024ULL;
+}
+
+void mark_all_cloexec(int from_fd) {
+  DIR* d = opendir("/proc/self/fd");
+  if (d == nullptr) return;
+  int self = dirfd(d);
+  while (dirent* e = readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    int fd = std::atoi(e->d_name);
+    if (fd < from_fd || fd == self) continue;
+    int flags = fcntl(fd, F_GETFD);
+    if (flags >= 0 && !(flags & FD_CLOEXEC)) fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
+  }
+  closedir(d);
 }
 
 std::string self_executable() {

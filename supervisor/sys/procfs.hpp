@@ -14,6 +14,9 @@ int count_open_fds(pid_t pid = 0);
 int thread_count(pid_t pid = 0);
 // Resident set size in bytes (VmRSS), or nullopt.
 std::optional<unsigned long long> rss_bytes(pid_t pid = 0);
+// Sets FD_CLOEXEC on every open fd >= `from_fd` (T5): for fds that a library
+// opened without O_CLOEXEC (spdlog's log file, from Debian's compiled spdlog).
+void mark_all_cloexec(int from_fd = 3);
 // The absolute path of the running executable (/proc/self/exe).
 std::string self_executable();
 
