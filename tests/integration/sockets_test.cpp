@@ -57,7 +57,7 @@ bool unix_echo(const std::string& path, const std::string& msg) {
 
 }  // namespace
 
-TEST_CASE("T5 every fd the supervisor holds is close-on-exec, its log file included") {
+TEST_CASE("T5 T8 every fd the supervisor holds is close-on-exec, its log file included; one thread") {
   TempDir dir;
   Preforkd d(dir, "supervisor:\n  log: { file: " + dir.file("preforkd-own.log") + " }\n"
                   "programs:\n  w:\n    command: [" + worker(dir) + "]\n    workers: 2\n"
@@ -82,6 +82,9 @@ TEST_CASE("T5 every fd the supervisor holds is close-on-exec, its log file inclu
     ++checked;
   }
   CHECK(checked >= 6);  // signalfd, epoll, timerfd, /dev/null, 2 sockets, the log, pipes
+  // T8: signalfd needs every thread to block our signals: there is one thread.
+  std::string status = read_file("/proc/" + std::to_string(d.pid()) + "/status");
+  CHECK(status.find("\nThreads:\t1\n") != std::string::npos);
   // No worker sees the log file.
   REQUIRE(wait_until([&] {
     auto pids = d.workers();
