@@ -49,6 +49,7 @@ SlotPolicy SlotPolicy::from(const config::Program& p) {
   s.ready = p.ready;
   s.start_timeout = p.start_timeout;
   s.stop_timeout = p.stop_timeout;
+  s.watchdog_timeout = p.watchdog_timeout;
   s.stop_signal = p.stop_signal;
   return s;
 }
@@ -106,6 +107,14 @@ ExitKind classify(const Worker& w, Termination t) {
   }
 }
 
+// Ready from now on: the watchdog clock starts (SPEC: when the worker becomes ready).
+void become_ready(Worker& w, const SlotPolicy& p, TimePoint now) {
+  w.state = WorkerState::Ready;
+  w.ready_at = now;
+  w.last_seen = now;
+  w.deadline = p.watchdog_timeout.count() > 0 ? now + p.watchdog_timeout : kNever;
+}
+
 void begin_stop(Worker& w, const SlotPolicy& p, StopReason reason, Effects& e, TimePoint now) {
   e.signal = reason == StopReason::Watchdog ? SIGABRT : p.stop_signal;
   w.state = WorkerState::Stopping;
@@ -129,8 +138,14 @@ Effects on_due(Worker& w, const SlotPolicy& p, TimePoint now) {
     case WorkerState::Starting:  // no READY=1 within start_timeout
       begin_stop(w, p, StopReason::StartTimeout, e, now);
       break;
-    case WorkerState::Ready:  // nothing is timed in Ready yet (the watchdog is the notify work's)
-      w.deadline = kNever;
+    case WorkerState::Ready:  // the watchdog, checked lazily against the last line seen
+      if (p.watchdog_timeout.count() == 0) {
+        w.deadline = kNever;
+      } else if (now - w.last_seen >= p.watchdog_timeout) {
+        begin_stop(w, p, StopReason::Watchdog, e, now);  // SIGABRT, then SIGKILL after stop_timeout
+      } else {
+        w.deadline = w.last_seen + p.watchdog_timeout;
+      }
       break;
     case WorkerState::Stopping:  // stop_timeout passed
     case WorkerState::Killing:   // still not reaped: kill again
@@ -154,9 +169,7 @@ void on_spawned(Worker& w, const SlotPolicy& p, pid_t pid, uint64_t generation, 
   w.stop_reason = StopReason::None;
   w.status_text.clear();
   if (p.ready == config::ReadyMode::Exec) {
-    w.state = WorkerState::Ready;
-    w.ready_at = now;
-    w.deadline = kNever;
+    become_ready(w, p, now);
   } else {
     w.state = WorkerState::Starting;
     w.deadline = now + p.start_timeout;
@@ -176,12 +189,14 @@ Effects on_spawn_failed(Worker& w, const SlotPolicy& p, TimePoint now, double ji
   return e;
 }
 
-bool on_ready(Worker& w, TimePoint now) {
+bool on_ready(Worker& w, const SlotPolicy& p, TimePoint now) {
   if (w.state != WorkerState::Starting) return false;
-  w.state = WorkerState::Ready;
-  w.ready_at = now;
-  w.deadline = kNever;
+  become_ready(w, p, now);
   return true;
+}
+
+void on_notify_seen(Worker& w, TimePoint now) {
+  if (has_process(w)) w.last_seen = now;
 }
 
 Effects on_exited(Worker& w, const SlotPolicy& p, Termination t, TimePoint now, double jitter) {

@@ -46,6 +46,7 @@ struct SlotPolicy {
   config::ReadyMode ready = config::ReadyMode::Exec;
   Duration start_timeout{30000};
   Duration stop_timeout{10000};
+  Duration watchdog_timeout{0};  // 0: no watchdog
   int stop_signal = 15;
   static SlotPolicy from(const config::Program& p);
 };
@@ -65,6 +66,7 @@ struct Worker {
   uint64_t generation = 0;    // config generation the worker was started with
   TimePoint started_at{};
   TimePoint ready_at{};
+  TimePoint last_seen{};        // last valid notify line (the watchdog's clock)
   TimePoint deadline = kNever;  // the slot's one timer (see the header comment)
   unsigned streak = 0;          // consecutive failures (deaths before reset_after, failed spawns)
   unsigned restarts = 0;        // respawns of this slot after the first start
@@ -94,7 +96,11 @@ Effects on_due(Worker& w, const SlotPolicy& p, TimePoint now);
 void on_spawned(Worker& w, const SlotPolicy& p, pid_t pid, uint64_t generation, TimePoint now);
 Effects on_spawn_failed(Worker& w, const SlotPolicy& p, TimePoint now, double jitter);
 // READY=1 from the worker. Returns true if it changed the state.
-bool on_ready(Worker& w, TimePoint now);
+bool on_ready(Worker& w, const SlotPolicy& p, TimePoint now);
+// Any valid notify line: feeds the watchdog. Lazy (T26): only `last_seen`
+// moves; the deadline is re-checked when it expires, so a busy notify stream
+// costs no timer re-arming.
+void on_notify_seen(Worker& w, TimePoint now);
 Effects on_exited(Worker& w, const SlotPolicy& p, Termination t, TimePoint now, double jitter);
 // Operator/scale/shutdown stop: `want` says what the slot becomes afterwards.
 Effects on_stop(Worker& w, const SlotPolicy& p, StopReason reason, Want want, TimePoint now);

@@ -170,6 +170,9 @@ void Daemon::setup_program(const config::Program& cfg) {
   env.push_back(std::string(PREFORKD_ENV_NOTIFY_FD) + "=" + std::to_string(3 + n));
   env.push_back(std::string(PREFORKD_ENV_PROGRAM) + "=" + cfg.name);
   env.push_back(std::string(PREFORKD_ENV_GENERATION) + "=" + std::to_string(generation_));
+  if (cfg.watchdog_timeout.count() > 0)
+    env.push_back(std::string(PREFORKD_ENV_WATCHDOG_USEC) + "=" +
+                  std::to_string(cfg.watchdog_timeout.count() * 1000));
   // `environment` wins over the defaults above (PATH, HOME, LANG...): replace,
   // never append a second entry (C's getenv reads the first one).
   for (const auto& [k, v] : cfg.environment) {
@@ -512,6 +515,9 @@ void Daemon::spawn(Slot& slot) {
     return;
   }
   ++p.starts;
+  slot.report = core::WorkerReport{};
+  slot.notify_errors = 0;
+  slot.draining = false;
   core::on_spawned(slot.worker, p.policy, result.pid, generation_, now);
   by_pid_[result.pid] = &slot;
   for (auto& pipe : slot.pipes) {
@@ -537,8 +543,9 @@ void Daemon::drain(Slot& slot, Pipe& pipe, size_t budget) {
     if (n > 0) {
       total += static_cast<size_t>(n);
       Pipe::Kind kind = pipe.kind;
-      pipe.lines.feed(std::string_view(buf, static_cast<size_t>(n)),
-                      [&](std::string_view line) { handle_line(slot, kind, line); });
+      size_t too_long = pipe.lines.feed(std::string_view(buf, static_cast<size_t>(n)),
+                                        [&](std::string_view line) { handle_line(slot, kind, line); });
+      for (size_t i = 0; i < too_long; ++i) notify_error(slot, core::NotifyError::TooLong);
       continue;
     }
     if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) close_pipe(slot, pipe);
@@ -551,14 +558,48 @@ void Daemon::handle_line(Slot& slot, Pipe::Kind kind, std::string_view line) {
     log_->info("{} {}: {}", tag(slot), slot.worker.pid, line);
     return;
   }
-  // The notify protocol proper (counters, gauges, the watchdog, error
-  // accounting) is the notify work's; readiness and status are needed now.
-  if (line == "READY=1") {
-    if (core::on_ready(slot.worker, Clock::now()))
-      log_->debug("{} pid {}: ready", tag(slot), slot.worker.pid);
-  } else if (line.substr(0, 7) == "STATUS=") {
-    slot.worker.status_text = std::string(line.substr(7, 256));
+  handle_notify(slot, line);
+}
+
+// One line from a worker's notify pipe (SPEC "The worker contract"). The
+// worker is untrusted: a bad line is dropped and counted, nothing else.
+void Daemon::handle_notify(Slot& slot, std::string_view line) {
+  auto parsed = core::parse_notify_line(line);
+  if (const auto* error = std::get_if<core::NotifyError>(&parsed)) {
+    notify_error(slot, *error);
+    return;
   }
+  const auto& m = std::get<core::NotifyMessage>(parsed);
+  auto now = Clock::now();
+  core::on_notify_seen(slot.worker, now);  // every valid line feeds the watchdog
+  switch (m.kind) {
+    case core::NotifyMessage::Kind::Ready:
+      if (core::on_ready(slot.worker, slot.program->policy, now))
+        log_->debug("{} pid {}: ready", tag(slot), slot.worker.pid);
+      break;
+    case core::NotifyMessage::Kind::Stopping:
+      slot.draining = true;
+      break;
+    case core::NotifyMessage::Kind::Watchdog:
+      break;
+    case core::NotifyMessage::Kind::Status:
+      slot.worker.status_text.assign(m.text);
+      break;
+    case core::NotifyMessage::Kind::Counter:
+    case core::NotifyMessage::Kind::Gauge:
+      if (auto r = slot.report.apply(m); std::holds_alternative<core::NotifyError>(r))
+        notify_error(slot, std::get<core::NotifyError>(r));
+      break;
+  }
+}
+
+// The first bad line of a process is logged; the rest are only counted, so a
+// flooding worker cannot flood the log either.
+void Daemon::notify_error(Slot& slot, core::NotifyError error) {
+  ++slot.program->notify_errors;
+  if (++slot.notify_errors == 1)
+    log_->warn("{} pid {}: dropped a notify line ({}); further ones from this worker are only counted",
+               tag(slot), slot.worker.pid, core::to_string(error));
 }
 
 void Daemon::close_pipe(Slot& slot, Pipe& pipe) {
@@ -594,6 +635,8 @@ void Daemon::reap() {
     core::WorkerState before = slot.worker.state;
     core::StopReason reason = slot.worker.stop_reason;
     close_all_pipes(slot);  // drains first: no line of a dead worker is lost
+    p.totals.retire(slot.report);  // its counters stay in the program's totals
+    slot.report = core::WorkerReport{};
     auto now = Clock::now();
     core::Termination t{r.status.signaled(), r.status.signaled() ? r.status.signal() : r.status.exit_code()};
     std::string who = tag(slot) + " pid " + std::to_string(r.pid);
@@ -635,6 +678,9 @@ void Daemon::expire_deadlines() {
         core::Effects e = core::on_due(s.worker, p->policy, now);
         if (before == core::WorkerState::Starting)
           log_->warn("{} pid {}: no READY=1 within start_timeout, stopping it", tag(s), s.worker.pid);
+        else if (before == core::WorkerState::Ready && e.signal != 0)
+          log_->warn("{} pid {}: watchdog: nothing heard for {}ms, sending SIGABRT", tag(s),
+                     s.worker.pid, p->policy.watchdog_timeout.count());
         else if (before == core::WorkerState::Stopping)
           log_->warn("{} pid {}: still running after stop_timeout, sending SIGKILL", tag(s), s.worker.pid);
         else if (before == core::WorkerState::Killing)

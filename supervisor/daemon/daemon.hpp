@@ -24,6 +24,7 @@
 
 #include "config/config.hpp"
 #include "core/line_buffer.hpp"
+#include "core/notify.hpp"
 #include "core/worker.hpp"
 #include "sys/event_loop_fds.hpp"
 #include "sys/exit_status.hpp"
@@ -72,6 +73,9 @@ class Daemon {
   struct Slot {
     Program* program = nullptr;
     core::Worker worker;
+    core::WorkerReport report;     // what the current process reported (reset per spawn)
+    uint64_t notify_errors = 0;    // of the current process
+    bool draining = false;         // it said STOPPING=1
     std::vector<std::unique_ptr<Pipe>> pipes;  // of the current process
     std::vector<Listener> own_listeners;       // reuseport: this slot's sockets, kept across respawns
   };
@@ -86,6 +90,8 @@ class Daemon {
     std::optional<gid_t> group;
     uint64_t starts = 0;
     uint64_t exits[5] = {};  // by core::ExitKind
+    core::ProgramTotals totals;   // counters of retired workers
+    uint64_t notify_errors = 0;   // all workers, ever
   };
 
   // An fd the loop watches; epoll's data.u64 is the fd number.
@@ -124,6 +130,8 @@ class Daemon {
   void close_pipe(Slot& slot, Pipe& pipe);
   void close_all_pipes(Slot& slot);
   void handle_line(Slot& slot, Pipe::Kind kind, std::string_view line);
+  void handle_notify(Slot& slot, std::string_view line);
+  void notify_error(Slot& slot, core::NotifyError error);
 
   sys::SpawnRequest build_request(Program& p, Slot& s, std::vector<sys::UniqueFd>& keep);
   std::string tag(const Slot& s) const;  // "echo[2]"

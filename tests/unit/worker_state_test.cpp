@@ -65,10 +65,10 @@ TEST_CASE("spawned: ready at once with ready: exec, starting with a start_timeou
   Worker n = running(pn);
   CHECK(n.state == WorkerState::Starting);
   CHECK(n.deadline == t0 + 5000ms);
-  CHECK(on_ready(n, t0 + 1ms));
+  CHECK(on_ready(n, pn, t0 + 1ms));
   CHECK(n.state == WorkerState::Ready);
   CHECK(n.deadline == kNever);
-  CHECK_FALSE(on_ready(n, t0 + 2ms));  // READY twice changes nothing
+  CHECK_FALSE(on_ready(n, pn, t0 + 2ms));  // READY twice changes nothing
 }
 
 TEST_CASE("exit of a proven worker respawns at once and starts no streak") {
@@ -263,6 +263,41 @@ TEST_CASE("events for a slot without a process are ignored") {
   auto p = policy();
   Worker w;
   CHECK_FALSE(on_exited(w, p, exit0, t0, 0.0).exited);
-  CHECK_FALSE(on_ready(w, t0));
+  CHECK_FALSE(on_ready(w, p, t0));
   CHECK(to_string(WorkerState::Killing) == std::string("stopping"));
+}
+
+TEST_CASE("watchdog: starts at readiness, any line resets it lazily, silence stops the worker with SIGABRT") {
+  auto p = policy(preforkd::config::ReadyMode::Notify);
+  p.watchdog_timeout = 1000ms;
+  Worker w = running(p);
+  CHECK(w.deadline == t0 + 5000ms);  // start_timeout while starting, not the watchdog
+  REQUIRE(on_ready(w, p, t0 + 100ms));
+  CHECK(w.deadline == t0 + 1100ms);
+  on_notify_seen(w, t0 + 600ms);
+  CHECK(w.deadline == t0 + 1100ms);  // lazy: no re-arm per line
+  auto e = on_due(w, p, t0 + 1100ms);
+  CHECK(e.signal == 0);  // a line came in time: the deadline moves to last_seen + timeout
+  CHECK(w.deadline == t0 + 1600ms);
+  CHECK(w.state == WorkerState::Ready);
+  e = on_due(w, p, t0 + 1600ms);
+  CHECK(e.signal == SIGABRT);
+  CHECK(w.state == WorkerState::Stopping);
+  CHECK(w.stop_reason == StopReason::Watchdog);
+  CHECK(w.deadline == t0 + 1600ms + p.stop_timeout);
+  CHECK(on_due(w, p, w.deadline).signal == SIGKILL);
+  e = on_exited(w, p, killed9, t0 + 5s, 0.0);
+  CHECK(e.exit_kind == ExitKind::Watchdog);
+  CHECK(e.failure);
+  CHECK(w.want == Want::Up);  // replaced without anyone's help
+}
+
+TEST_CASE("watchdog: with ready: exec the clock starts at exec; 0 means no watchdog") {
+  auto p = policy();
+  p.watchdog_timeout = 500ms;
+  Worker w = running(p);
+  CHECK(w.deadline == t0 + 500ms);
+  p.watchdog_timeout = 0ms;
+  Worker quiet = running(p);
+  CHECK(quiet.deadline == kNever);
 }
