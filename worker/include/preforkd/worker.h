@@ -13,9 +13,11 @@
  *     PREFORKD_PROGRAM, PREFORKD_SLOT, PREFORKD_GENERATION, and WATCHDOG_USEC
  *     when a watchdog is configured.
  *
- * The notify protocol: one line per write(), at most PREFORKD_NOTIFY_LINE_MAX
- * bytes including the final '\n' (so each write is atomic: <= PIPE_BUF), each
- * line KEY=VALUE:
+ * The notify protocol: lines of at most PREFORKD_NOTIFY_LINE_MAX bytes including
+ * the final '\n', each written whole by one write() of at most PIPE_BUF bytes, so
+ * that no write is ever split or interleaved with another thread's: one line per
+ * write (preforkd_notify*), or several whole lines per write (preforkd_batch_*),
+ * each line KEY=VALUE:
  *   READY=1                 ready to serve (programs with `ready: notify`)
  *   STOPPING=1              draining
  *   WATCHDOG=1              heartbeat (send at a third of WATCHDOG_USEC)
@@ -35,6 +37,11 @@
  *     file-status flag such as O_NONBLOCK (trap T19).
  *   - Without PREFORKD_NOTIFY_FD every notify call is a silent no-op, so a
  *     worker also runs standalone.
+ *   - Counting is not reporting: the hot path only bumps a per-thread cell
+ *     (preforkd_counter_add_owned: a relaxed load and store, no locked
+ *     instruction, no cache line shared with other writers); one thread sums the
+ *     cells and reports them at most every interval of a preforkd_rate (e.g. 100
+ *     ms), several lines per write() through a preforkd_notify_batch.
  *
  * POSIX.1-2008 is needed (sigtimedwait, pthread_sigmask, clock_gettime). In C,
  * either include this header before any system header or compile with
@@ -334,6 +341,238 @@ static inline PREFORKD_PRINTF_LIKE(1, 2) int preforkd_notify(
   return preforkd__send_terminated(fd, buf, len);
 }
 
+/* ---- Counters and gauges ----------------------------------------------------- */
+
+/**
+ * Returns 1 when name is a valid COUNTER_/GAUGE_ name, [a-z0-9_]{1,PREFORKD_NOTIFY_NAME_MAX}
+ * (the part after the prefix), else 0.
+ */
+static inline int preforkd_metric_name_valid(const char* name) {
+  size_t i;
+  if (name == NULL) return 0;
+  for (i = 0; name[i] != '\0'; ++i) {
+    char c = name[i];
+    if (i >= PREFORKD_NOTIFY_NAME_MAX) return 0;
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_')) return 0;
+  }
+  return i > 0;
+}
+
+/* Longest COUNTER_/GAUGE_ line: "COUNTER_" + name + "=" + sign + 20 digits + "\n". */
+#define PREFORKD__METRIC_LINE_MAX (8 + PREFORKD_NOTIFY_NAME_MAX + 1 + 1 + 20 + 1)
+
+/* Writes "<prefix><name>=[-]<magnitude>\n" into out (PREFORKD__METRIC_LINE_MAX bytes)
+ * without printf; returns its length, or -EINVAL for an invalid name. */
+static inline int preforkd__metric_line(char* out, const char* prefix, const char* name,
+                                        int negative, uint64_t magnitude) {
+  char digits[20];
+  size_t n = 0, len, plen;
+  if (!preforkd_metric_name_valid(name)) return -EINVAL;
+  plen = strlen(prefix);
+  len = strlen(name);
+  memcpy(out, prefix, plen);
+  memcpy(out + plen, name, len);
+  len += plen;
+  out[len++] = '=';
+  if (negative) out[len++] = '-';
+  do {
+    digits[n++] = (char)('0' + (int)(magnitude % 10u));
+    magnitude /= 10u;
+  } while (magnitude != 0);
+  while (n > 0) out[len++] = digits[--n];
+  out[len++] = '\n';
+  return (int)len;
+}
+
+static inline int preforkd__counter_line(char* out, const char* name, uint64_t value) {
+  return preforkd__metric_line(out, PREFORKD_KEY_COUNTER_PREFIX, name, 0, value);
+}
+
+static inline int preforkd__gauge_line(char* out, const char* name, int64_t value) {
+  /* -(value + 1) + 1: |INT64_MIN| without signed overflow. */
+  uint64_t magnitude = value < 0 ? (uint64_t)(-(value + 1)) + 1u : (uint64_t)value;
+  return preforkd__metric_line(out, PREFORKD_KEY_GAUGE_PREFIX, name, value < 0, magnitude);
+}
+
+/**
+ * Sends COUNTER_<name>=<value> in one write(). value is cumulative since the worker
+ * started and must never decrease (the supervisor drops a decreasing one). Returns
+ * the bytes written, -EINVAL for an invalid name (checked even standalone), 0 when
+ * there is no notify fd, or the errors of preforkd_notify_line().
+ */
+static inline int preforkd_notify_counter(const char* name, uint64_t value) {
+  char line[PREFORKD__METRIC_LINE_MAX];
+  int len = preforkd__counter_line(line, name, value);
+  int fd;
+  if (len < 0) return len;
+  fd = preforkd_notify_fd();
+  if (fd < 0) return 0;
+  return preforkd__write_line(fd, line, (size_t)len);
+}
+
+/** Sends GAUGE_<name>=<value> (a current value) in one write(); returns as preforkd_notify_counter(). */
+static inline int preforkd_notify_gauge(const char* name, int64_t value) {
+  char line[PREFORKD__METRIC_LINE_MAX];
+  int len = preforkd__gauge_line(line, name, value);
+  int fd;
+  if (len < 0) return len;
+  fd = preforkd_notify_fd();
+  if (fd < 0) return 0;
+  return preforkd__write_line(fd, line, (size_t)len);
+}
+
+/**
+ * Several notify lines sent with as few write()s as possible: lines are buffered
+ * whole, and each write() carries at most PREFORKD_NOTIFY_LINE_MAX (== PIPE_BUF)
+ * bytes of complete lines, so every write, and thus every line, stays atomic. A line
+ * that no longer fits first sends what is buffered (an automatic flush). About 50
+ * counter lines fit in one write. Not synchronised: one batch per thread, usually on
+ * the stack.
+ *
+ *   struct preforkd_notify_batch b;
+ *   preforkd_batch_init(&b);
+ *   preforkd_batch_counter(&b, "requests", requests);
+ *   preforkd_batch_gauge(&b, "active_connections", active);
+ *   if (preforkd_batch_flush(&b) < 0) ...  (the lines were dropped: retry next time)
+ */
+struct preforkd_notify_batch {
+  size_t len;   /* bytes buffered in buf */
+  size_t sent;  /* bytes written by automatic flushes since the last preforkd_batch_flush() */
+  int error;    /* first write error (-errno) since the last preforkd_batch_flush(), or 0 */
+  char buf[PREFORKD_NOTIFY_LINE_MAX];
+};
+
+/** Empties the batch. */
+static inline void preforkd_batch_init(struct preforkd_notify_batch* b) {
+  b->len = 0;
+  b->sent = 0;
+  b->error = 0;
+}
+
+/* One write() of what is buffered (dropped when there is no notify fd); records the
+ * outcome for preforkd_batch_flush(). */
+static inline void preforkd__batch_write(struct preforkd_notify_batch* b) {
+  int fd, r;
+  if (b->len == 0) return;
+  fd = preforkd_notify_fd();
+  r = fd < 0 ? 0 : preforkd__write_line(fd, b->buf, b->len);
+  b->len = 0;
+  if (r < 0) {
+    if (b->error == 0) b->error = r;
+  } else {
+    b->sent += (size_t)r;
+  }
+}
+
+/* Appends a complete line (ending in '\n', len <= PREFORKD_NOTIFY_LINE_MAX). */
+static inline void preforkd__batch_append(struct preforkd_notify_batch* b, const char* line,
+                                          size_t len) {
+  if (b->len + len > sizeof b->buf) preforkd__batch_write(b);
+  memcpy(b->buf + b->len, line, len);
+  b->len += len;
+}
+
+/**
+ * Adds any notify line (READY=1, WATCHDOG=1, STATUS=...; a '\n' is appended if
+ * missing): 0, or -EINVAL for an empty line or one with an embedded '\n', -EMSGSIZE
+ * when it exceeds PREFORKD_NOTIFY_LINE_MAX with its '\n'. Nothing is added on error.
+ */
+static inline int preforkd_batch_line(struct preforkd_notify_batch* b, const char* line,
+                                      size_t len) {
+  size_t body;
+  if (line == NULL || len == 0) return -EINVAL;
+  body = line[len - 1] == '\n' ? len - 1 : len;
+  if (body == 0 || memchr(line, '\n', body) != NULL) return -EINVAL;
+  if (body + 1 > PREFORKD_NOTIFY_LINE_MAX) return -EMSGSIZE;
+  if (b->len + body + 1 > sizeof b->buf) preforkd__batch_write(b);
+  memcpy(b->buf + b->len, line, body);
+  b->buf[b->len + body] = '\n';
+  b->len += body + 1;
+  return 0;
+}
+
+/** Adds COUNTER_<name>=<value>: 0, or -EINVAL for an invalid name (nothing added). */
+static inline int preforkd_batch_counter(struct preforkd_notify_batch* b, const char* name,
+                                         uint64_t value) {
+  char line[PREFORKD__METRIC_LINE_MAX];
+  int len = preforkd__counter_line(line, name, value);
+  if (len < 0) return len;
+  preforkd__batch_append(b, line, (size_t)len);
+  return 0;
+}
+
+/** Adds GAUGE_<name>=<value>: 0, or -EINVAL for an invalid name (nothing added). */
+static inline int preforkd_batch_gauge(struct preforkd_notify_batch* b, const char* name,
+                                       int64_t value) {
+  char line[PREFORKD__METRIC_LINE_MAX];
+  int len = preforkd__gauge_line(line, name, value);
+  if (len < 0) return len;
+  preforkd__batch_append(b, line, (size_t)len);
+  return 0;
+}
+
+/**
+ * Sends what is buffered (one write()) and empties the batch. Returns the bytes
+ * written since the last flush, automatic flushes included (0 when there is nothing
+ * or no notify fd), or, if any of those writes failed, the first error (-EAGAIN: the
+ * pipe was full and those lines were dropped; -EPIPE: the supervisor is gone).
+ */
+static inline int preforkd_batch_flush(struct preforkd_notify_batch* b) {
+  int r;
+  preforkd__batch_write(b);
+  r = b->error != 0 ? b->error : (b->sent > (size_t)INT_MAX ? INT_MAX : (int)b->sent);
+  b->sent = 0;
+  b->error = 0;
+  return r;
+}
+
+/*
+ * Counter cells for the hot path. A cell is a plain uint64_t (int64_t for a gauge)
+ * accessed only through these relaxed atomics, so a reporting thread may read it at
+ * any time without a data race. Give each writing thread its own cells, on its own
+ * cache line (PREFORKD_CACHE_ALIGNED), and let the reporter sum them: a sum of
+ * per-thread counters read in any order never decreases from one report to the next.
+ */
+
+/** Cache line size assumed for PREFORKD_CACHE_ALIGNED (x86-64, most arm64). */
+#define PREFORKD_CACHE_LINE 64
+#if defined(__GNUC__) || defined(__clang__)
+#define PREFORKD_CACHE_ALIGNED __attribute__((aligned(PREFORKD_CACHE_LINE)))
+#else
+#define PREFORKD_CACHE_ALIGNED
+#endif
+
+/** Adds n to a counter that only the calling thread writes: a relaxed load and store,
+ *  no locked instruction (other threads may read it with preforkd_counter_load). */
+static inline void preforkd_counter_add_owned(uint64_t* counter, uint64_t n) {
+  __atomic_store_n(counter, __atomic_load_n(counter, __ATOMIC_RELAXED) + n, __ATOMIC_RELAXED);
+}
+
+/** Adds n to a counter that several threads write: a relaxed atomic read-modify-write. */
+static inline void preforkd_counter_add(uint64_t* counter, uint64_t n) {
+  (void)__atomic_fetch_add(counter, n, __ATOMIC_RELAXED);
+}
+
+/** Reads a counter cell from any thread. */
+static inline uint64_t preforkd_counter_load(const uint64_t* counter) {
+  return __atomic_load_n(counter, __ATOMIC_RELAXED);
+}
+
+/** Sets a gauge cell (its writer thread's current value, e.g. its open connections). */
+static inline void preforkd_gauge_store(int64_t* gauge, int64_t value) {
+  __atomic_store_n(gauge, value, __ATOMIC_RELAXED);
+}
+
+/** Adds delta (possibly negative) to a gauge cell that several threads write. */
+static inline void preforkd_gauge_add(int64_t* gauge, int64_t delta) {
+  (void)__atomic_fetch_add(gauge, delta, __ATOMIC_RELAXED);
+}
+
+/** Reads a gauge cell from any thread. */
+static inline int64_t preforkd_gauge_load(const int64_t* gauge) {
+  return __atomic_load_n(gauge, __ATOMIC_RELAXED);
+}
+
 /* ---- Watchdog and rate limiting -------------------------------------------- */
 
 /**
@@ -378,6 +617,17 @@ static inline int preforkd_rate_due(struct preforkd_rate* rate) {
   /* The coarse clock never reads 0 after boot, but keep "0 = never" unambiguous. */
   rate->last_ns = now != 0 ? now : 1;
   return 1;
+}
+
+/**
+ * Returns the ns left until preforkd_rate_due() next answers 1 (0 when it would now),
+ * by the same coarse clock: a reporting thread sleeps that long, e.g. in sigtimedwait.
+ */
+static inline uint64_t preforkd_rate_wait_ns(const struct preforkd_rate* rate) {
+  uint64_t elapsed;
+  if (rate->last_ns == 0) return 0;
+  elapsed = preforkd_coarse_now_ns() - rate->last_ns;
+  return elapsed >= rate->interval_ns ? 0 : rate->interval_ns - elapsed;
 }
 
 #ifdef __cplusplus
