@@ -347,8 +347,15 @@ class IoThread {
 
   void http_io(Conn* c, std::uint32_t events) {
     if ((events & EPOLLIN) && http_can_read(c) && !read_into(c, c->in)) return;
-    answer_requests(c);
-    if (!flush(c)) return;
+    // Pipelined requests already read can outnumber the replies that fit in `out`:
+    // when a flush empties it, answer the next ones now, since no EPOLLIN will ever
+    // come for bytes that have already left the socket. Each round answers at least
+    // one request, so this ends.
+    bool more;
+    do {
+      more = answer_requests(c);
+      if (!flush(c)) return;
+    } while (more && c->out.empty());
     if (c->out.empty()) {
       // Peer gone (a partial request can never complete), or last reply sent, or
       // draining and nothing in flight: done.
@@ -361,9 +368,11 @@ class IoThread {
     set_interest(c, http_can_read(c), !c->out.empty());
   }
 
-  // Answers every complete request in `in` (pipelining) while replies fit.
-  void answer_requests(Conn* c) {
+  // Answers every complete request in `in` (pipelining) while replies fit; returns
+  // true if it stopped only for lack of room in `out` (more may be waiting in `in`).
+  bool answer_requests(Conn* c) {
     Buffer& in = c->in;
+    bool out_full = false;
     while (!c->close_after_flush) {
       if (c->body_left > 0) {
         auto skip = static_cast<std::size_t>(std::min<std::uint64_t>(c->body_left, in.size()));
@@ -371,7 +380,11 @@ class IoThread {
         c->body_left -= skip;
         if (c->body_left > 0) break;
       }
-      if (in.empty() || c->out.free_space() < max_reply_) break;
+      if (in.empty()) break;
+      if (c->out.free_space() < max_reply_) {
+        out_full = true;
+        break;
+      }
       http::Request req;
       http::ParseStatus status = http::parse_request(in.data(), in.size(), req);
       if (status == http::ParseStatus::Incomplete) break;
@@ -388,6 +401,7 @@ class IoThread {
     }
     // Keep the whole capacity available to the next head (the 16 KiB bound).
     in.compact();
+    return out_full;
   }
 
   void set_interest(Conn* c, bool want_in, bool want_out) {
