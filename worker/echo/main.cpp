@@ -1,7 +1,8 @@
 // preforkd-echo — the reference worker: the TCP echo server of the classic
 // multiprocess-server texts, serving many clients at once in one process on the
 // listening sockets it inherits from preforkd (or systemd), speaking the worker
-// protocol (READY=1, STOPPING=1, WATCHDOG=1). `--http` answers every HTTP/1.x
+// protocol (READY=1, STOPPING=1, WATCHDOG=1, STATUS=, and the COUNTER_/GAUGE_
+// lines described in server.hpp). `--http` answers every HTTP/1.x
 // request with a fixed 200 instead, for load tests. Run standalone with
 // `--listen ADDR` to compare against the supervised setup.
 //
@@ -28,7 +29,7 @@ using preforkd::echo::UsageError;
 constexpr int kBacklog = 1024;
 
 constexpr char kUsage[] =
-    "usage: preforkd-echo [--http] [--io-threads N] [--listen ADDR]...\n"
+    "usage: preforkd-echo [--http] [--io-threads N] [--no-stats] [--listen ADDR]...\n"
     "\n"
     "Echoes every byte back to each client (or, with --http, answers every HTTP/1.x\n"
     "request with a fixed 200), on the listening sockets inherited from preforkd or\n"
@@ -38,6 +39,8 @@ constexpr char kUsage[] =
     "                       when no socket is inherited\n"
     "      --http           HTTP/1.1 mode: keep-alive, pipelining, fixed \"ok\" body\n"
     "  -t, --io-threads N   epoll I/O threads (default 1; preforkd scales by workers)\n"
+    "      --no-stats       neither count nor send the requests, connections, bytes_in,\n"
+    "                       bytes_out counters and the active_connections gauge\n"
     "  -h, --help           this text\n"
     "\n"
     "SIGTERM or SIGINT drains: stop accepting, finish in-flight work, exit 0 (within 5 s).\n";
@@ -48,11 +51,12 @@ struct Options {
 };
 
 Options parse_options(int argc, char** argv) {
-  enum { kHttp = 256 };
+  enum { kHttp = 256, kNoStats };
   static const option long_options[] = {
       {"listen", required_argument, nullptr, 'l'},
       {"http", no_argument, nullptr, kHttp},
       {"io-threads", required_argument, nullptr, 't'},
+      {"no-stats", no_argument, nullptr, kNoStats},
       {"help", no_argument, nullptr, 'h'},
       {nullptr, 0, nullptr, 0},
   };
@@ -67,6 +71,9 @@ Options parse_options(int argc, char** argv) {
         break;
       case kHttp:
         opt.server.mode = preforkd::echo::Mode::Http;
+        break;
+      case kNoStats:
+        opt.server.stats = false;
         break;
       case 't': {
         char* end = nullptr;

@@ -21,6 +21,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -36,6 +37,7 @@ constexpr std::size_t kEchoBufferSize = 64 * 1024;     // per connection; full â
 constexpr std::size_t kHttpReplyBufferSize = 8 * 1024; // ~90 pipelined replies
 constexpr std::size_t kCloseDiscardMax = 64 * 1024;    // unread bytes swallowed before close()
 constexpr int kMaxEvents = 256;
+constexpr std::uint64_t kStatsIntervalNs = 100 * 1000 * 1000;  // counters at most every 100 ms
 
 // One line to stderr in a single write(), so threads never interleave halves.
 PREFORKD_PRINTF_LIKE(1, 2) void log_line(const char* fmt, ...) {
@@ -123,11 +125,25 @@ struct Conn {
   Conn* next = nullptr;
 };
 
-// One epoll loop and the connections it owns. post(), drain() and ping() are
-// the only members other threads call.
+// What one I/O thread counts (server.hpp lists the meanings). Only that thread
+// writes the cells, with relaxed load+store (no locked instruction); the main
+// thread reads them when it reports. The alignment gives the cells cache lines of
+// their own: the members other threads write (the queue's mutex, ping_) never
+// share a line with them, so counting causes no cache-line bouncing.
+struct alignas(PREFORKD_CACHE_LINE) IoStats {
+  std::uint64_t requests = 0;
+  std::uint64_t connections = 0;
+  std::uint64_t bytes_in = 0;
+  std::uint64_t bytes_out = 0;
+  std::int64_t active_connections = 0;  // gauge: connections this thread has open
+};
+
+// One epoll loop and the connections it owns. post(), drain(), ping() and stats()
+// are the only members other threads call.
 class IoThread {
  public:
-  explicit IoThread(Mode mode) : mode_(mode), max_reply_(http::max_reply_size()) {
+  IoThread(Mode mode, bool stats)
+      : mode_(mode), max_reply_(http::max_reply_size()), stats_on_(stats) {
     epfd_ = ::epoll_create1(EPOLL_CLOEXEC);
     evfd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (epfd_ < 0 || evfd_ < 0) {
@@ -182,7 +198,19 @@ class IoThread {
   }
   std::uint64_t pong() const { return pong_.load(std::memory_order_relaxed); }
 
+  // Any thread: the cells, to be read with preforkd_counter_load/preforkd_gauge_load.
+  const IoStats& stats() const { return stats_; }
+
  private:
+  // The hot path's whole telemetry cost: a predictable branch and, with stats on,
+  // an add to a cell in this thread's own cache line.
+  void count(std::uint64_t IoStats::*cell, std::uint64_t n) {
+    if (stats_on_) preforkd_counter_add_owned(&(stats_.*cell), n);
+  }
+  void count_active() {
+    if (stats_on_) preforkd_gauge_store(&stats_.active_connections, static_cast<std::int64_t>(count_));
+  }
+
   void close_fds() {
     if (evfd_ >= 0) ::close(evfd_);
     if (epfd_ >= 0) ::close(epfd_);
@@ -264,6 +292,8 @@ class IoThread {
     if (head_ != nullptr) head_->prev = c;
     head_ = c;
     ++count_;
+    count(&IoStats::connections, 1);
+    count_active();
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.ptr = c;
@@ -300,6 +330,7 @@ class IoThread {
     ssize_t n = ::recv(c->fd, tail, b.tail_space(), 0);
     if (n > 0) {
       b.produce(static_cast<std::size_t>(n));
+      count(&IoStats::bytes_in, static_cast<std::uint64_t>(n));
     } else if (n == 0) {
       c->read_eof = true;
     } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
@@ -315,6 +346,7 @@ class IoThread {
     while (!b.empty()) {
       ssize_t n = ::send(c->fd, b.data(), b.size(), MSG_NOSIGNAL);  // T13: no SIGPIPE
       if (n >= 0) {
+        count(&IoStats::bytes_out, static_cast<std::uint64_t>(n));
         bool partial = static_cast<std::size_t>(n) < b.size();
         b.consume(static_cast<std::size_t>(n));
         if (partial) break;  // socket buffer full: EPOLLOUT will say when to go on
@@ -333,6 +365,7 @@ class IoThread {
     if ((events & EPOLLIN) && may_read && c->out.free_space() > 0 && !read_into(c, c->out)) return;
     if (!flush(c)) return;
     if (c->out.empty() && (c->read_eof || c->draining)) {
+      count(&IoStats::requests, 1);  // echo: a connection served to completion
       close_conn(c, true);
       return;
     }
@@ -398,6 +431,7 @@ class IoThread {
         c->out.append(http::error_reply(status));
         c->close_after_flush = true;
       }
+      count(&IoStats::requests, 1);
     }
     // Keep the whole capacity available to the next head (the 16 KiB bound).
     in.compact();
@@ -427,6 +461,7 @@ class IoThread {
         ssize_t n = ::recv(c->fd, scratch, sizeof scratch, 0);
         if (n <= 0) break;
         total += static_cast<std::size_t>(n);
+        count(&IoStats::bytes_in, static_cast<std::uint64_t>(n));
       }
     }
     ::close(c->fd);  // also leaves the epoll set; T16: never retried
@@ -435,6 +470,7 @@ class IoThread {
     if (c->next != nullptr) c->next->prev = c->prev;
     if (head_ == c) head_ = c->next;
     --count_;
+    count_active();
     closed_.push_back(c);  // freed after the batch: later events may still point at it
   }
 
@@ -445,6 +481,7 @@ class IoThread {
 
   const Mode mode_;
   const std::size_t max_reply_;
+  const bool stats_on_;
   int epfd_ = -1;
   int evfd_ = -1;
   std::thread thread_;
@@ -455,6 +492,8 @@ class IoThread {
   Clock::time_point deadline_{};  // written before drain_requested_ (release)
   std::atomic<std::uint64_t> ping_{0};
   std::atomic<std::uint64_t> pong_{0};
+
+  IoStats stats_;  // written by the loop thread only
 
   // Loop-thread only.
   std::vector<int> batch_;
@@ -594,34 +633,93 @@ class Threads {
   }
 };
 
-// Waits for SIGTERM/SIGINT (blocked in every thread), sending WATCHDOG=1 at a
-// third of WATCHDOG_USEC, but only while every I/O loop answers its pings: a
-// stuck loop must let the supervisor's watchdog fire.
-int wait_for_stop(const sigset_t& stop_signals, Threads& threads) {
+// Sums the I/O threads' cells and sends the lines whose value changed since the
+// last report that went through (all of them the first time, announcing the names),
+// whole lines in one write (preforkd_notify_batch). Main thread only.
+class StatsReporter {
+ public:
+  explicit StatsReporter(const std::vector<std::unique_ptr<IoThread>>& io) : io_(io) {}
+
+  void report() {
+    Totals now{};
+    for (const auto& t : io_) {
+      const IoStats& s = t->stats();
+      now.requests += preforkd_counter_load(&s.requests);
+      now.connections += preforkd_counter_load(&s.connections);
+      now.bytes_in += preforkd_counter_load(&s.bytes_in);
+      now.bytes_out += preforkd_counter_load(&s.bytes_out);
+      now.active_connections += preforkd_gauge_load(&s.active_connections);
+    }
+    // Each cell only grows and is read after its previous reading, so every
+    // counter sum is >= the one reported before: counters never decrease.
+    preforkd_notify_batch batch;
+    preforkd_batch_init(&batch);
+    auto counter = [&](const char* name, std::uint64_t Totals::*field) {
+      if (!sent_ || (*sent_).*field != now.*field) preforkd_batch_counter(&batch, name, now.*field);
+    };
+    counter("requests", &Totals::requests);
+    counter("connections", &Totals::connections);
+    counter("bytes_in", &Totals::bytes_in);
+    counter("bytes_out", &Totals::bytes_out);
+    if (!sent_ || sent_->active_connections != now.active_connections)
+      preforkd_batch_gauge(&batch, "active_connections", now.active_connections);
+    // A full pipe dropped the lines (-EAGAIN): keep the old values so that the next
+    // report sends them again.
+    if (preforkd_batch_flush(&batch) >= 0) sent_ = now;
+  }
+
+ private:
+  struct Totals {
+    std::uint64_t requests, connections, bytes_in, bytes_out;
+    std::int64_t active_connections;
+  };
+  const std::vector<std::unique_ptr<IoThread>>& io_;
+  std::optional<Totals> sent_;  // what the supervisor last received
+};
+
+timespec to_timespec(std::chrono::nanoseconds d) {
+  auto ns = std::max<std::int64_t>(d.count(), 0);
+  return timespec{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
+}
+
+// Waits for SIGTERM/SIGINT (blocked in every thread). Meanwhile it sends
+// WATCHDOG=1 at a third of WATCHDOG_USEC, but only while every I/O loop answers
+// its pings (a stuck loop must let the supervisor's watchdog fire), and, with
+// `stats`, the counters that changed at most every kStatsIntervalNs.
+int wait_for_stop(const sigset_t& stop_signals, Threads& threads, StatsReporter* stats) {
   const std::uint64_t watchdog_usec = preforkd_watchdog_usec();
-  const std::uint64_t tick_usec = std::max<std::uint64_t>(watchdog_usec / 3, 1000);
+  const std::chrono::microseconds tick(std::max<std::uint64_t>(watchdog_usec / 3, 1000));
+  Clock::time_point next_watchdog = Clock::now() + tick;
+  preforkd_rate stats_rate = PREFORKD_RATE_INIT(kStatsIntervalNs);  // first report: at once
   std::uint64_t seq = 0;
   for (;;) {
+    // Sleep until the next thing is due, or until a signal if nothing ever is.
+    std::optional<std::chrono::nanoseconds> wait;
+    if (watchdog_usec > 0) wait = next_watchdog - Clock::now();
+    if (stats != nullptr) {
+      std::chrono::nanoseconds until_report(preforkd_rate_wait_ns(&stats_rate));
+      wait = wait ? std::min(*wait, until_report) : until_report;
+    }
     int sig;
-    if (watchdog_usec > 0) {
-      timespec tick{static_cast<time_t>(tick_usec / 1000000),
-                    static_cast<long>((tick_usec % 1000000) * 1000)};
-      sig = ::sigtimedwait(&stop_signals, nullptr, &tick);
-      if (sig < 0 && errno == EAGAIN) {
-        bool alive = std::all_of(threads.io.begin(), threads.io.end(),
-                                 [seq](const auto& t) { return t->pong() == seq; });
-        if (alive) {
-          preforkd_notify("WATCHDOG=1");
-          ++seq;
-          for (auto& t : threads.io) t->ping(seq);
-        }
-        continue;
-      }
+    if (wait) {
+      timespec ts = to_timespec(*wait);
+      sig = ::sigtimedwait(&stop_signals, nullptr, &ts);
     } else {
       sig = ::sigwaitinfo(&stop_signals, nullptr);
     }
     if (sig > 0) return sig;
-    // EINTR (e.g. after SIGSTOP/SIGCONT, T16): wait again.
+    // EAGAIN (time is up) or EINTR (e.g. after SIGSTOP/SIGCONT, T16): do what is due.
+    if (watchdog_usec > 0 && Clock::now() >= next_watchdog) {
+      next_watchdog = Clock::now() + tick;
+      bool alive = std::all_of(threads.io.begin(), threads.io.end(),
+                               [seq](const auto& t) { return t->pong() == seq; });
+      if (alive) {
+        preforkd_notify("WATCHDOG=1");
+        ++seq;
+        for (auto& t : threads.io) t->ping(seq);
+      }
+    }
+    if (stats != nullptr && preforkd_rate_due(&stats_rate)) stats->report();
   }
 }
 
@@ -647,7 +745,7 @@ int serve(std::vector<Listener>& listeners, const ServerOptions& options) {
 
   Threads threads;
   for (int i = 0; i < std::max(options.io_threads, 1); ++i) {
-    threads.io.push_back(std::make_unique<IoThread>(options.mode));
+    threads.io.push_back(std::make_unique<IoThread>(options.mode, options.stats));
     threads.io.back()->start();
   }
   for (const Listener& l : listeners) {
@@ -655,18 +753,22 @@ int serve(std::vector<Listener>& listeners, const ServerOptions& options) {
         std::make_unique<Acceptor>(l, threads.io, threads.stopping, threads.failed));
     threads.acceptors.back()->start();
   }
+  std::optional<StatsReporter> stats;
+  if (options.stats) stats.emplace(threads.io);
   preforkd_notify("READY=1");
   preforkd_notify("STATUS=%s on %zu socket(s)", options.mode == Mode::Http ? "http" : "echo",
                   listeners.size());
 
-  wait_for_stop(stop_signals, threads);
+  wait_for_stop(stop_signals, threads, stats ? &*stats : nullptr);
   const Clock::time_point deadline = Clock::now() + options.grace;
+  if (stats) stats->report();  // what the last interval counted
   preforkd_notify("STOPPING=1");
   threads.stop_accepting();
   // Standalone, this refuses connections still queued instead of leaving them
   // hanging for the grace period; an inherited socket only loses our reference.
   close_listeners(listeners);
   threads.drain(deadline);
+  if (stats) stats->report();  // the final values (active_connections back to 0)
   return threads.failed.load() ? 1 : 0;
 }
 

@@ -16,6 +16,20 @@
 //   - The main thread owns the signals: TERM/INT/PIPE are blocked in every thread
 //     before any thread starts, and main waits for TERM/INT with sigtimedwait
 //     (ticking the watchdog, if WATCHDOG_USEC is set, at a third of its period).
+//   - Telemetry (unless --no-stats): each I/O thread counts into its own
+//     cache-line-aligned cells with relaxed stores (preforkd_counter_add_owned),
+//     so the hot path never shares a written cache line with another thread; the
+//     main thread sums the cells at most every 100 ms (preforkd_rate) and sends
+//     the lines that changed in one write (preforkd_notify_batch), plus once when
+//     the drain starts and once after it. Counters (cumulative, per worker):
+//       connections  connections accepted (handed to an I/O thread)
+//       requests     http: requests answered (a reply queued, 200 or 4xx/5xx);
+//                    echo: connections served to completion (everything read
+//                    was echoed back and the connection ended cleanly: the
+//                    client's FIN, or the drain)
+//       bytes_in     bytes received from clients (bodies and discarded rest included)
+//       bytes_out    bytes sent to clients
+//     and the gauge active_connections (connections open now).
 //   - Drain on TERM/INT: STOPPING=1; stop accepting by setting a flag and
 //     interrupting each blocked acceptor with a no-op signal handler installed
 //     without SA_RESTART (never shutdown(): the socket is everyone's); then each
@@ -36,6 +50,7 @@ enum class Mode { Echo, Http };
 struct ServerOptions {
   Mode mode = Mode::Echo;
   int io_threads = 1;
+  bool stats = true;  // count and send COUNTER_/GAUGE_ lines (--no-stats: neither)
   std::chrono::milliseconds grace{5000};  // drain bound after TERM/INT
 };
 
