@@ -250,6 +250,17 @@ Effects on_stop(Worker& w, const SlotPolicy& p, StopReason reason, Want want, Ti
   return e;
 }
 
+Worker hand_over(Worker& w) {
+  Worker old = w;
+  old.want = Want::Remove;
+  w.pid = 0;
+  w.state = WorkerState::Backoff;
+  w.deadline = kNever;
+  w.stop_reason = StopReason::None;
+  w.status_text.clear();
+  return old;
+}
+
 Effects on_kill(Worker& w, TimePoint now, Want want) {
   Effects e;
   w.want = want;

@@ -109,6 +109,12 @@ Effects on_kill(Worker& w, TimePoint now, Want want);
 // Operator start of a Stopped (or stopping) slot: want Up again.
 Effects on_start(Worker& w, TimePoint now);
 
+// Rolling replacement (recycling now, reload later; SPEC: new ready before
+// old stops). The running process leaves the slot as a retiree record that
+// keeps serving (want Remove: forgotten once reaped); the slot itself is left
+// without a process and must spawn its successor now. Only from Ready.
+Worker hand_over(Worker& w);
+
 // How long after SIGKILL a still-unreaped worker is re-killed and warned about.
 inline constexpr Duration kRekillInterval{5000};
 

@@ -35,6 +35,8 @@ const std::vector<int> kHandledSignals = {SIGHUP,  SIGINT,  SIGTERM, SIGQUIT, SI
 constexpr size_t kReadBudget = 64 * 1024;
 // On reap, what is left in a dead worker's pipes is drained up to this much.
 constexpr size_t kDrainBudget = 1024 * 1024;
+// How often workers' RSS is compared with max_memory (only when it is set).
+constexpr std::chrono::seconds kMemoryCheckInterval{1};
 
 sys::ListenSpec to_spec(const config::ListenAddress& a, int backlog, bool reuseport) {
   sys::ListenSpec s;
@@ -239,6 +241,7 @@ int Daemon::run() {
           break;
       }
     }
+    run_recycles();
     reap();
     expire_deadlines();
     arm_timer();
@@ -255,14 +258,18 @@ void Daemon::start_all() {
     total += p->slots.size();
   }
   log_->info("preforkd {}: started {} worker(s) in {} program(s)", getpid(), total, programs_.size());
+  for (auto& p : programs_)
+    if (p->config.max_memory > 0) next_memory_check_ = Clock::now() + kMemoryCheckInterval;
   arm_timer();
 }
 
 bool Daemon::finished() const {
   if (!shutting_down_) return false;
-  for (const auto& p : programs_)
+  for (const auto& p : programs_) {
     for (const auto& s : p->slots)
       if (core::has_process(s->worker)) return false;
+    if (!p->retirees.empty()) return false;  // each is forgotten once reaped
+  }
   return true;
 }
 
@@ -296,9 +303,11 @@ void Daemon::on_term() {
     shutdown_deadline_ = now + config_.supervisor.shutdown_timeout;
     log_->info("preforkd: graceful shutdown (at most {}ms)", config_.supervisor.shutdown_timeout.count());
   }
-  for (auto& p : programs_)
+  for (auto& p : programs_) {
     for (auto& s : p->slots)
       apply(*s, core::on_stop(s->worker, p->policy, core::StopReason::Shutdown, core::Want::Down, now));
+    stop_retirees(*p, -1, core::StopReason::Shutdown, now);
+  }
 }
 
 void Daemon::on_quit() {
@@ -307,8 +316,10 @@ void Daemon::on_quit() {
   shutdown_forced_ = true;
   shutdown_deadline_ = core::kNever;
   log_->info("preforkd: fast shutdown");
-  for (auto& p : programs_)
+  for (auto& p : programs_) {
     for (auto& s : p->slots) apply(*s, core::on_kill(s->worker, now, core::Want::Down));
+    for (auto& r : p->retirees) apply(*r, core::on_kill(r->worker, now, core::Want::Remove));
+  }
 }
 
 // TTIN: one worker more per program. A slot still on its way out is taken
@@ -348,7 +359,9 @@ void Daemon::on_ttou() {
       Slot& s = **it;
       if (s.worker.want == core::Want::Remove) continue;
       log_->info("{}: scaling down, stopping {}", p->config.name, tag(s));
+      int number = s.worker.slot;
       apply(s, core::on_stop(s.worker, p->policy, core::StopReason::Scale, core::Want::Remove, now));
+      stop_retirees(*p, number, core::StopReason::Scale, now);  // no successor is coming
       break;
     }
   }
@@ -392,11 +405,13 @@ void Daemon::forget(Slot& slot) {
   close_all_pipes(slot);
   Program& p = *slot.program;
   int number = slot.worker.slot;
+  auto& list = slot.retiree ? p.retirees : p.slots;
   // Only the highest slots are ever removed, so numbers stay 0..n-1.
-  auto it = std::find_if(p.slots.begin(), p.slots.end(), [&](const auto& s) { return s.get() == &slot; });
-  if (it == p.slots.end()) return;
-  p.slots.erase(it);
-  log_->debug("{}[{}]: slot removed", p.config.name, number);
+  auto it = std::find_if(list.begin(), list.end(), [&](const auto& s) { return s.get() == &slot; });
+  if (it == list.end()) return;
+  bool was_retiree = slot.retiree;
+  list.erase(it);
+  if (!was_retiree) log_->debug("{}[{}]: slot removed", p.config.name, number);
 }
 
 std::string Daemon::tag(const Slot& s) const {
@@ -587,8 +602,13 @@ void Daemon::handle_notify(Slot& slot, std::string_view line) {
       break;
     case core::NotifyMessage::Kind::Counter:
     case core::NotifyMessage::Kind::Gauge:
-      if (auto r = slot.report.apply(m); std::holds_alternative<core::NotifyError>(r))
+      if (auto r = slot.report.apply(m); std::holds_alternative<core::NotifyError>(r)) {
         notify_error(slot, std::get<core::NotifyError>(r));
+      } else if (m.kind == core::NotifyMessage::Kind::Counter && m.name == "requests" && !slot.retiree &&
+                 slot.program->config.max_requests > 0 && m.counter >= slot.program->config.max_requests &&
+                 slot.recycle_reason == nullptr) {
+        slot.recycle_reason = "max_requests";  // carried out after this read (run_recycles)
+      }
       break;
   }
 }
@@ -663,11 +683,38 @@ void Daemon::reap() {
 
 void Daemon::expire_deadlines() {
   auto now = Clock::now();
+  if (now >= next_memory_check_ && !shutting_down_) {
+    check_memory(now);
+    run_recycles();
+  }
+  // Retirees whose successor has been ready for reload.settle are stopped now.
+  for (auto& p : programs_) {
+    for (size_t i = 0; i < p->retirees.size();) {
+      Slot& r = *p->retirees[i];
+      size_t count = p->retirees.size();
+      if (r.worker.deadline <= now) apply(r, core::on_due(r.worker, p->policy, now));
+      if (p->retirees.size() < count) continue;
+      bool serving = r.worker.state == core::WorkerState::Ready || r.worker.state == core::WorkerState::Starting;
+      size_t n = static_cast<size_t>(r.worker.slot);
+      if (serving && n < p->slots.size()) {
+        const core::Worker& successor = p->slots[n]->worker;
+        if (successor.state == core::WorkerState::Ready && now >= successor.ready_at + p->config.reload.settle) {
+          log_->info("{} pid {}: its replacement pid {} is proven, stopping it", tag(r), r.worker.pid,
+                     successor.pid);
+          apply(r, core::on_stop(r.worker, p->policy, core::StopReason::Recycle, core::Want::Remove, now));
+          if (p->retirees.size() < count) continue;
+        }
+      }
+      ++i;
+    }
+  }
   if (shutting_down_ && !shutdown_forced_ && now >= shutdown_deadline_) {
     shutdown_forced_ = true;
     log_->warn("preforkd: shutdown_timeout passed, killing the remaining workers");
-    for (auto& p : programs_)
+    for (auto& p : programs_) {
       for (auto& s : p->slots) apply(*s, core::on_kill(s->worker, now, core::Want::Down));
+      for (auto& r : p->retirees) apply(*r, core::on_kill(r->worker, now, core::Want::Remove));
+    }
   }
   for (auto& p : programs_) {
     // Index loop: a due slot may be forgotten (erased) by its effects.
@@ -695,11 +742,91 @@ void Daemon::expire_deadlines() {
 }
 
 void Daemon::arm_timer() {
-  TimePoint earliest = core::kNever;
-  if (shutting_down_ && !shutdown_forced_) earliest = shutdown_deadline_;
-  for (const auto& p : programs_)
+  TimePoint earliest = shutting_down_ ? core::kNever : next_memory_check_;
+  if (shutting_down_ && !shutdown_forced_) earliest = std::min(earliest, shutdown_deadline_);
+  for (auto& p : programs_) {
     for (const auto& s : p->slots) earliest = std::min(earliest, s->worker.deadline);
+    for (const auto& r : p->retirees) {
+      earliest = std::min(earliest, r->worker.deadline);
+      const core::Worker& successor = p->slots.size() > static_cast<size_t>(r->worker.slot)
+                                          ? p->slots[static_cast<size_t>(r->worker.slot)]->worker
+                                          : r->worker;
+      if (&successor != &r->worker && successor.state == core::WorkerState::Ready &&
+          (r->worker.state == core::WorkerState::Ready || r->worker.state == core::WorkerState::Starting))
+        earliest = std::min(earliest, successor.ready_at + p->config.reload.settle);
+    }
+  }
   timer_.arm(earliest);
+}
+
+// ---- recycling (max_requests, max_memory): new before old ----
+
+Daemon::Slot* Daemon::awaiting_retiree(Program& p, int slot_number) {
+  for (auto& r : p.retirees)
+    if (r->worker.slot == slot_number &&
+        (r->worker.state == core::WorkerState::Ready || r->worker.state == core::WorkerState::Starting))
+      return r.get();
+  return nullptr;
+}
+
+// Recycles requested while reading pipes are carried out here, outside the
+// read loop: a recycle moves the pipes being read to the retiree.
+void Daemon::run_recycles() {
+  for (auto& p : programs_)
+    for (size_t i = 0; i < p->slots.size(); ++i)
+      if (p->slots[i]->recycle_reason != nullptr) recycle(*p->slots[i]);
+}
+
+void Daemon::recycle(Slot& slot) {
+  const char* why = std::exchange(slot.recycle_reason, nullptr);
+  Program& p = *slot.program;
+  if (shutting_down_ || slot.worker.state != core::WorkerState::Ready ||
+      awaiting_retiree(p, slot.worker.slot) != nullptr)
+    return;  // not serving, or a replacement is already on its way
+  auto old = std::make_unique<Slot>();
+  old->program = &p;
+  old->retiree = true;
+  old->worker = core::hand_over(slot.worker);
+  old->pipes = std::move(slot.pipes);
+  old->report = std::move(slot.report);
+  old->notify_errors = slot.notify_errors;
+  old->draining = slot.draining;
+  slot.pipes.clear();
+  slot.report = core::WorkerReport{};
+  for (auto& pipe : old->pipes)
+    if (pipe->fd) watches_[pipe->fd.get()].slot = old.get();
+  by_pid_[old->worker.pid] = old.get();
+  log_->info("{} pid {}: recycling ({}): starting its replacement first", tag(slot), old->worker.pid, why);
+  p.retirees.push_back(std::move(old));
+  spawn(slot);
+}
+
+// Stops the retirees of one slot (or of all, with -1): their successor is
+// proven, or will never come.
+void Daemon::stop_retirees(Program& p, int slot_number, core::StopReason reason, TimePoint now) {
+  for (size_t i = 0; i < p.retirees.size();) {
+    Slot& r = *p.retirees[i];
+    size_t count = p.retirees.size();
+    if (slot_number < 0 || r.worker.slot == slot_number)
+      apply(r, core::on_stop(r.worker, p.policy, reason, core::Want::Remove, now));
+    if (p.retirees.size() == count) ++i;
+  }
+}
+
+void Daemon::check_memory(TimePoint now) {
+  next_memory_check_ = now + kMemoryCheckInterval;
+  for (auto& p : programs_) {
+    if (p->config.max_memory == 0) continue;
+    for (auto& s : p->slots) {
+      if (s->worker.state != core::WorkerState::Ready) continue;
+      auto rss = sys::rss_bytes(s->worker.pid);
+      if (rss && *rss > p->config.max_memory && s->recycle_reason == nullptr) {
+        log_->info("{} pid {}: RSS {} bytes is over max_memory {}", tag(*s), s->worker.pid, *rss,
+                   p->config.max_memory);
+        s->recycle_reason = "max_memory";
+      }
+    }
+  }
 }
 
 }  // namespace preforkd::daemon

@@ -76,6 +76,8 @@ class Daemon {
     core::WorkerReport report;     // what the current process reported (reset per spawn)
     uint64_t notify_errors = 0;    // of the current process
     bool draining = false;         // it said STOPPING=1
+    bool retiree = false;          // an old process that left its slot to a successor
+    const char* recycle_reason = nullptr;  // set when a recycle is due (handled after I/O)
     std::vector<std::unique_ptr<Pipe>> pipes;  // of the current process
     std::vector<Listener> own_listeners;       // reuseport: this slot's sockets, kept across respawns
   };
@@ -85,6 +87,9 @@ class Daemon {
     core::SlotPolicy policy;
     std::vector<Listener> listeners;  // shared sockets, in `listen` order (empty with reuseport)
     std::vector<std::unique_ptr<Slot>> slots;  // index == slot number
+    // Processes being replaced: they serve until their slot's successor has been
+    // ready for reload.settle, then get their stop signal (new before old).
+    std::vector<std::unique_ptr<Slot>> retirees;
     std::vector<std::string> base_env;         // everything but PREFORKD_SLOT
     std::optional<sys::UserInfo> user;
     std::optional<gid_t> group;
@@ -118,6 +123,11 @@ class Daemon {
   void expire_deadlines();
   void arm_timer();
   bool finished() const;
+  void run_recycles();
+  void recycle(Slot& slot);
+  void stop_retirees(Program& p, int slot_number, core::StopReason reason, core::TimePoint now);
+  Slot* awaiting_retiree(Program& p, int slot_number);
+  void check_memory(core::TimePoint now);
 
   // Effects.
   void apply(Slot& slot, const core::Effects& e);
@@ -155,6 +165,7 @@ class Daemon {
   core::TimePoint shutdown_deadline_ = core::kNever;
   bool shutdown_forced_ = false;
   uint64_t orphans_reaped_ = 0;
+  core::TimePoint next_memory_check_ = core::kNever;  // only with a max_memory somewhere
   std::minstd_rand rng_;
 };
 
