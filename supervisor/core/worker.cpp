@@ -261,6 +261,19 @@ Worker hand_over(Worker& w) {
   return old;
 }
 
+void take_back(Worker& w, const Worker& retiree) {
+  w.state = retiree.state;
+  w.pid = retiree.pid;
+  w.generation = retiree.generation;
+  w.started_at = retiree.started_at;
+  w.ready_at = retiree.ready_at;
+  w.last_seen = retiree.last_seen;
+  w.deadline = retiree.deadline;
+  w.stop_reason = retiree.stop_reason;
+  w.status_text = retiree.status_text;
+  w.want = Want::Up;
+}
+
 Effects on_kill(Worker& w, TimePoint now, Want want) {
   Effects e;
   w.want = want;

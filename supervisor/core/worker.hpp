@@ -115,6 +115,11 @@ Effects on_start(Worker& w, TimePoint now);
 // without a process and must spawn its successor now. Only from Ready.
 Worker hand_over(Worker& w);
 
+// The opposite, when a rollout is aborted: the retiree's process becomes the
+// slot's worker again (want Up); the slot's own history (streak, restarts,
+// spawn_seq) is kept. Only for a slot without a process.
+void take_back(Worker& slot_worker, const Worker& retiree);
+
 // How long after SIGKILL a still-unreaped worker is re-killed and warned about.
 inline constexpr Duration kRekillInterval{5000};
 

@@ -12,6 +12,8 @@
 #include <thread>
 
 #include "config/signals.hpp"
+#include "daemon/control_protocol.hpp"
+#include "version.hpp"
 #include "daemon/logging.hpp"
 #include "preforkd/worker.h"
 #include "sys/error.hpp"
@@ -98,6 +100,17 @@ Daemon::Daemon(config::Config config, DaemonOptions options)
 
   pidfile_ = options_.pidfile ? options_.pidfile : config_.supervisor.pidfile;
   for (const auto& p : config_.programs) setup_program(p);
+  std::optional<gid_t> control_gid;
+  if (config_.supervisor.control_group) {
+    control_gid = sys::lookup_group(*config_.supervisor.control_group);
+    if (!control_gid) throw sys::SysError(ENOENT, "unknown control_group " + *config_.supervisor.control_group);
+  }
+  control_ = std::make_unique<ControlServer>(
+      config_.supervisor.control_socket, control_gid,
+      [this](ControlServer::ClientId c, const std::string& line) { on_control_request(c, line); },
+      [this](const std::string& msg) { log_->warn("{}", msg); });
+  control_->attach(epoll_);
+  watches_[control_->listen_fd()] = Watch{Watch::Kind::Control, nullptr, nullptr};
   write_pidfile();
 }
 
@@ -227,7 +240,10 @@ int Daemon::run() {
     for (int i = 0; i < n; ++i) {
       int fd = static_cast<int>(events[i].data.u64);
       auto it = watches_.find(fd);
-      if (it == watches_.end()) continue;  // closed earlier in this batch
+      if (it == watches_.end()) {
+        if (control_ && control_->owns(fd)) control_->on_client_event(fd, events[i].events);
+        continue;  // else: closed earlier in this batch
+      }
       Watch w = it->second;
       switch (w.kind) {
         case Watch::Kind::Signal:
@@ -239,11 +255,16 @@ int Daemon::run() {
         case Watch::Kind::Pipe:
           on_pipe_readable(*w.slot, *w.pipe);
           break;
+        case Watch::Kind::Control:
+          control_->on_listen_readable();
+          break;
       }
     }
     run_recycles();
     reap();
     expire_deadlines();
+    advance_rollouts();
+    check_pending_ops();
     arm_timer();
   }
   log_->info("preforkd: shutdown complete");
@@ -322,48 +343,59 @@ void Daemon::on_quit() {
   }
 }
 
-// TTIN: one worker more per program. A slot still on its way out is taken
-// back first, so TTOU followed by TTIN does not grow the slot numbers.
+// TTIN: one worker more per program (SPEC; signals coalesce, so a burst
+// adds at least one, T3: `preforkctl scale` is the exact tool).
 void Daemon::on_ttin() {
   if (shutting_down_) return;
-  auto now = Clock::now();
-  for (auto& p : programs_) {
-    auto reclaim = std::find_if(p->slots.begin(), p->slots.end(),
-                                [](const auto& s) { return s->worker.want == core::Want::Remove; });
-    if (reclaim != p->slots.end()) {
-      apply(**reclaim, core::on_start((*reclaim)->worker, now));
-      continue;
-    }
-    auto s = std::make_unique<Slot>();
-    s->program = p.get();
-    s->worker.slot = static_cast<int>(p->slots.size());
-    try {
-      if (p->config.reuseport) bind_slot_listeners(*p, *s);
-    } catch (const sys::SysError& e) {
-      log_->error("{}: cannot add a worker: {}", p->config.name, e.what());
-      continue;
-    }
-    Slot& ref = *s;
-    p->slots.push_back(std::move(s));
-    log_->info("{}: scaling up to {} worker(s)", p->config.name, p->slots.size());
-    spawn(ref);
-  }
+  for (auto& p : programs_) add_worker(*p);
 }
 
 // TTOU: one worker less per program: the highest slot that is still wanted.
 void Daemon::on_ttou() {
   if (shutting_down_) return;
+  for (auto& p : programs_) remove_worker(*p);
+}
+
+size_t Daemon::wanted(const Program& p) const {
+  return static_cast<size_t>(std::count_if(p.slots.begin(), p.slots.end(),
+                                           [](const auto& s) { return s->worker.want != core::Want::Remove; }));
+}
+
+// A slot still on its way out is taken back first, so that scaling down and
+// up again does not grow the slot numbers.
+void Daemon::add_worker(Program& p) {
   auto now = Clock::now();
-  for (auto& p : programs_) {
-    for (auto it = p->slots.rbegin(); it != p->slots.rend(); ++it) {
-      Slot& s = **it;
-      if (s.worker.want == core::Want::Remove) continue;
-      log_->info("{}: scaling down, stopping {}", p->config.name, tag(s));
-      int number = s.worker.slot;
-      apply(s, core::on_stop(s.worker, p->policy, core::StopReason::Scale, core::Want::Remove, now));
-      stop_retirees(*p, number, core::StopReason::Scale, now);  // no successor is coming
-      break;
-    }
+  auto reclaim = std::find_if(p.slots.begin(), p.slots.end(),
+                              [](const auto& s) { return s->worker.want == core::Want::Remove; });
+  if (reclaim != p.slots.end()) {
+    apply(**reclaim, core::on_start((*reclaim)->worker, now));
+    return;
+  }
+  auto s = std::make_unique<Slot>();
+  s->program = &p;
+  s->worker.slot = static_cast<int>(p.slots.size());
+  try {
+    if (p.config.reuseport) bind_slot_listeners(p, *s);
+  } catch (const sys::SysError& e) {
+    log_->error("{}: cannot add a worker: {}", p.config.name, e.what());
+    return;
+  }
+  Slot& ref = *s;
+  p.slots.push_back(std::move(s));
+  log_->info("{}: scaling up to {} worker(s)", p.config.name, wanted(p));
+  spawn(ref);
+}
+
+void Daemon::remove_worker(Program& p) {
+  auto now = Clock::now();
+  for (auto it = p.slots.rbegin(); it != p.slots.rend(); ++it) {
+    Slot& s = **it;
+    if (s.worker.want == core::Want::Remove) continue;
+    log_->info("{}: scaling down, stopping {}", p.config.name, tag(s));
+    int number = s.worker.slot;
+    apply(s, core::on_stop(s.worker, p.policy, core::StopReason::Scale, core::Want::Remove, now));
+    stop_retirees(p, number, core::StopReason::Scale, now);  // no successor is coming
+    return;
   }
 }
 
@@ -743,6 +775,7 @@ void Daemon::expire_deadlines() {
 
 void Daemon::arm_timer() {
   TimePoint earliest = shutting_down_ ? core::kNever : next_memory_check_;
+  if (control_) earliest = std::min(earliest, control_->expire(Clock::now()));
   if (shutting_down_ && !shutdown_forced_) earliest = std::min(earliest, shutdown_deadline_);
   for (auto& p : programs_) {
     for (const auto& s : p->slots) earliest = std::min(earliest, s->worker.deadline);
@@ -827,6 +860,248 @@ void Daemon::check_memory(TimePoint now) {
       }
     }
   }
+}
+
+// ---- the control socket ----
+
+Daemon::Program* Daemon::find_program(const std::string& name) {
+  for (auto& p : programs_)
+    if (p->config.name == name) return p.get();
+  return nullptr;
+}
+
+core::Snapshot Daemon::snapshot() const {
+  core::Snapshot s;
+  s.version = kVersion;
+  s.pid = getpid();
+  s.generation = generation_;
+  auto now = Clock::now();
+  for (const auto& p : programs_) {
+    core::ProgramSnapshot ps;
+    ps.name = p->config.name;
+    ps.workers_wanted = static_cast<uint32_t>(std::count_if(
+        p->slots.begin(), p->slots.end(), [](const auto& sl) { return sl->worker.want == core::Want::Up; }));
+    std::vector<const core::WorkerReport*> live;
+    bool crash_looping = false, any_process = false;
+    auto add = [&](const Slot& sl, bool retiring) {
+      const core::Worker& w = sl.worker;
+      core::WorkerSnapshot ws;
+      ws.slot = w.slot;
+      ws.pid = w.pid;
+      ws.state = core::to_string(w.state);
+      ws.generation = w.generation;
+      ws.uptime_s = core::has_process(w) ? std::chrono::duration<double>(now - w.started_at).count() : 0.0;
+      ws.restarts = w.restarts;
+      ws.status = w.status_text;
+      ws.retiring = retiring;
+      ws.counters.insert(sl.report.counters().begin(), sl.report.counters().end());
+      ws.gauges.insert(sl.report.gauges().begin(), sl.report.gauges().end());
+      ps.workers.push_back(std::move(ws));
+      live.push_back(&sl.report);
+      crash_looping |= w.state == core::WorkerState::Backoff && w.streak >= 2;
+      any_process |= core::has_process(w);
+    };
+    for (const auto& sl : p->slots) add(*sl, false);
+    for (const auto& r : p->retirees) add(*r, true);
+    ps.state = crash_looping ? "crash-looping" : (ps.workers_wanted == 0 && !any_process) ? "stopped" : "running";
+    ps.counters = p->totals.counters(live);
+    ps.gauges = core::ProgramTotals::gauges(live);
+    ps.notify_errors = p->notify_errors;
+    ps.starts = p->starts;
+    for (size_t i = 0; i < ps.exits.size(); ++i) ps.exits[i] = p->exits[i];
+    s.programs.push_back(std::move(ps));
+  }
+  return s;
+}
+
+void Daemon::on_control_request(ControlServer::ClientId client, const std::string& line) {
+  auto parsed = parse_control_request(line);
+  if (const auto* err = std::get_if<std::string>(&parsed)) return control_->reply(client, reply_error(*err));
+  const ControlRequest& r = std::get<ControlRequest>(parsed);
+  Program* p = nullptr;
+  if (!r.program.empty() && (p = find_program(r.program)) == nullptr)
+    return control_->reply(client, reply_error("unknown program `" + r.program + "`"));
+  const std::string& cmd = r.cmd;
+  log_->debug("control: {}{}{}", cmd, p ? " " : "", r.program);
+  if (cmd == "status") return control_->reply(client, reply_status(snapshot()));
+  if (cmd == "stats") return control_->reply(client, reply_stats(snapshot()));
+  if (cmd == "version") return control_->reply(client, reply_version(snapshot()));
+  if (cmd == "metrics") return control_->reply(client, reply_error("metrics are not available in this version yet"));
+  if (cmd == "reload")
+    return control_->reply(client, reply_error("reload is not available in this version yet; "
+                                               "the running configuration is unchanged"));
+  if (shutting_down_) return control_->reply(client, reply_error("preforkd is shutting down"));
+  auto now = Clock::now();
+  if (cmd == "shutdown") {
+    control_->reply(client, reply_ok("shutting down"));
+    log_->info("preforkd: shutdown requested over the control socket");
+    return on_term();
+  }
+  if (cmd == "signal") {
+    auto sig = config::parse_signal(r.signal);
+    if (!sig) return control_->reply(client, reply_error("unknown signal `" + r.signal + "`"));
+    size_t n = 0;
+    for (auto* list : {&p->slots, &p->retirees})
+      for (auto& s : *list)
+        if (core::has_process(s->worker)) {
+          send_signal(*s, *sig);
+          ++n;
+        }
+    return control_->reply(client, reply_ok("sent SIG" + std::string(config::signal_name(*sig)) + " to " +
+                                            std::to_string(n) + " worker(s)"));
+  }
+  if (cmd == "start") {
+    for (auto& s : p->slots)
+      if (s->worker.want != core::Want::Remove) apply(*s, core::on_start(s->worker, now));
+    return control_->reply(client, reply_ok("started " + p->config.name));
+  }
+  if (p->rollout) return control_->reply(client, reply_error(p->config.name + ": a restart is in progress"));
+  if (cmd == "stop") {
+    for (auto& s : p->slots)
+      if (s->worker.want != core::Want::Remove)
+        apply(*s, core::on_stop(s->worker, p->policy, core::StopReason::Operator, core::Want::Down, now));
+    stop_retirees(*p, -1, core::StopReason::Operator, now);
+    pending_ops_.push_back({PendingOp::Kind::Stop, p, 0, client});
+    return;
+  }
+  if (cmd == "scale") {
+    auto target = static_cast<size_t>(r.workers);
+    log_->info("{}: scaling to {} worker(s) (control)", p->config.name, target);
+    while (wanted(*p) < target) {
+      size_t before = wanted(*p);
+      add_worker(*p);
+      if (wanted(*p) == before) break;  // could not add (bind failed): reported below
+    }
+    while (wanted(*p) > target) remove_worker(*p);
+    pending_ops_.push_back({PendingOp::Kind::Scale, p, target, client});
+    return;
+  }
+  if (cmd == "restart") {
+    Program::Rollout ro;
+    for (const auto& s : p->slots)
+      if (s->worker.want == core::Want::Up) ro.todo.push_back(s->worker.slot);
+    std::reverse(ro.todo.begin(), ro.todo.end());  // popped from the back: slot 0 first
+    ro.client = client;
+    p->rollout = std::move(ro);
+    log_->info("{}: rolling restart of {} worker(s)", p->config.name, p->rollout->todo.size());
+    return;
+  }
+}
+
+// Operations that reply once they have finished (SPEC: so scripts can chain them).
+void Daemon::check_pending_ops() {
+  for (size_t i = 0; i < pending_ops_.size();) {
+    PendingOp& op = pending_ops_[i];
+    Program& p = *op.program;
+    std::optional<std::string> done_ok, failed;
+    if (op.kind == PendingOp::Kind::Stop) {
+      bool running = !p.retirees.empty() || std::any_of(p.slots.begin(), p.slots.end(), [](const auto& s) {
+                       return core::has_process(s->worker);
+                     });
+      if (!running) done_ok = "stopped " + p.config.name;
+    } else {
+      bool settled = wanted(p) == op.target && p.slots.size() == op.target &&
+                     std::all_of(p.slots.begin(), p.slots.end(), [](const auto& s) {
+                       return s->worker.state == core::WorkerState::Ready;
+                     });
+      auto broken = std::find_if(p.slots.begin(), p.slots.end(), [](const auto& s) {
+        return s->worker.want == core::Want::Up && s->worker.state == core::WorkerState::Backoff &&
+               s->worker.streak > 0;
+      });
+      if (settled)
+        done_ok = p.config.name + " has " + std::to_string(op.target) + " worker(s)";
+      else if (broken != p.slots.end())
+        failed = tag(**broken) + " failed to start (see preforkd's log); it is retried with backoff";
+      else if (wanted(p) != op.target && p.slots.size() == wanted(p))
+        failed = "could not reach " + std::to_string(op.target) + " worker(s) (see preforkd's log)";
+    }
+    if (shutting_down_ && !done_ok) failed = "preforkd is shutting down";
+    if (done_ok || failed) {
+      control_->reply(op.client, done_ok ? reply_ok(*done_ok) : reply_error(*failed));
+      pending_ops_.erase(pending_ops_.begin() + static_cast<std::ptrdiff_t>(i));
+      continue;
+    }
+    ++i;
+  }
+}
+
+// A rolling restart, one slot at a time: the slot's successor is started,
+// proven (ready for reload.settle) and only then is the old worker stopped
+// (the recycling mechanism). A successor that fails aborts the rollout and
+// gives the slot back to its old worker, which never stopped serving.
+void Daemon::advance_rollouts() {
+  for (auto& pp : programs_) {
+    Program& p = *pp;
+    if (!p.rollout) continue;
+    auto& ro = *p.rollout;
+    if (shutting_down_) {
+      control_->reply(ro.client, reply_error("preforkd is shutting down"));
+      p.rollout.reset();
+      continue;
+    }
+    while (true) {
+      if (ro.current >= 0) {
+        auto n = static_cast<size_t>(ro.current);
+        if (n >= p.slots.size()) {
+          abort_rollout(p, p.config.name + "[" + std::to_string(ro.current) + "] was removed");
+          break;
+        }
+        Slot& slot = *p.slots[n];
+        Slot* old = awaiting_retiree(p, ro.current);
+        if (slot.worker.streak > ro.streak_before && !core::has_process(slot.worker)) {
+          if (old) take_back(slot, *old);
+          abort_rollout(p, "the new worker of " + tag(slot) +
+                               " failed to start (see preforkd's log); the old workers keep serving");
+          break;
+        }
+        if (old != nullptr || slot.worker.state != core::WorkerState::Ready) break;  // not proven yet
+        ++ro.replaced;
+        ro.current = -1;
+      }
+      if (ro.todo.empty()) {
+        if (!p.retirees.empty()) break;  // finished means the old workers are gone too
+        control_->reply(ro.client, reply_ok("restarted " + std::to_string(ro.replaced) + " worker(s) of " +
+                                            p.config.name));
+        log_->info("{}: rolling restart done", p.config.name);
+        p.rollout.reset();
+        break;
+      }
+      int next = ro.todo.back();
+      ro.todo.pop_back();
+      auto n = static_cast<size_t>(next);
+      if (n >= p.slots.size() || p.slots[n]->worker.state != core::WorkerState::Ready) continue;  // nothing to replace
+      Slot& slot = *p.slots[n];
+      ro.current = next;
+      ro.streak_before = slot.worker.streak;
+      slot.recycle_reason = "restart";
+      recycle(slot);
+      break;
+    }
+  }
+}
+
+void Daemon::abort_rollout(Program& p, const std::string& why) {
+  log_->error("{}: rolling restart aborted: {}", p.config.name, why);
+  control_->reply(p.rollout->client, reply_error("restart of " + p.config.name + " aborted: " + why));
+  p.rollout.reset();
+}
+
+// The slot's new worker failed before it was proven: its old worker, still
+// serving as a retiree, becomes the slot's worker again.
+void Daemon::take_back(Slot& slot, Slot& retiree) {
+  Program& p = *slot.program;
+  close_all_pipes(slot);
+  core::take_back(slot.worker, retiree.worker);
+  slot.pipes = std::move(retiree.pipes);
+  slot.report = std::move(retiree.report);
+  slot.notify_errors = retiree.notify_errors;
+  slot.draining = retiree.draining;
+  for (auto& pipe : slot.pipes)
+    if (pipe->fd) watches_[pipe->fd.get()].slot = &slot;
+  by_pid_[slot.worker.pid] = &slot;
+  auto it = std::find_if(p.retirees.begin(), p.retirees.end(), [&](const auto& r) { return r.get() == &retiree; });
+  if (it != p.retirees.end()) p.retirees.erase(it);
+  log_->warn("{} pid {}: keeps serving, its replacement failed", tag(slot), slot.worker.pid);
 }
 
 }  // namespace preforkd::daemon

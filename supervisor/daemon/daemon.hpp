@@ -25,6 +25,8 @@
 #include "config/config.hpp"
 #include "core/line_buffer.hpp"
 #include "core/notify.hpp"
+#include "core/snapshot.hpp"
+#include "daemon/control_server.hpp"
 #include "core/worker.hpp"
 #include "sys/event_loop_fds.hpp"
 #include "sys/exit_status.hpp"
@@ -97,11 +99,21 @@ class Daemon {
     uint64_t exits[5] = {};  // by core::ExitKind
     core::ProgramTotals totals;   // counters of retired workers
     uint64_t notify_errors = 0;   // all workers, ever
+    // A rolling restart in progress (preforkctl restart): slots still to
+    // replace, the one being replaced, and who waits for the answer.
+    struct Rollout {
+      std::vector<int> todo;
+      int current = -1;
+      unsigned streak_before = 0;  // the slot's failure streak when its successor was started
+      unsigned replaced = 0;
+      ControlServer::ClientId client = 0;
+    };
+    std::optional<Rollout> rollout;
   };
 
   // An fd the loop watches; epoll's data.u64 is the fd number.
   struct Watch {
-    enum class Kind { Signal, Timer, Pipe };
+    enum class Kind { Signal, Timer, Pipe, Control };
     Kind kind = Kind::Pipe;
     Slot* slot = nullptr;
     Pipe* pipe = nullptr;
@@ -128,6 +140,27 @@ class Daemon {
   void stop_retirees(Program& p, int slot_number, core::StopReason reason, core::TimePoint now);
   Slot* awaiting_retiree(Program& p, int slot_number);
   void check_memory(core::TimePoint now);
+
+  // Scaling (TTIN/TTOU and preforkctl scale).
+  void add_worker(Program& p);
+  void remove_worker(Program& p);
+  size_t wanted(const Program& p) const;
+
+  // The control socket (SPEC "Control socket and preforkctl").
+  struct PendingOp {
+    enum class Kind { Stop, Scale };
+    Kind kind = Kind::Stop;
+    Program* program = nullptr;
+    size_t target = 0;
+    ControlServer::ClientId client = 0;
+  };
+  void on_control_request(ControlServer::ClientId client, const std::string& line);
+  Program* find_program(const std::string& name);
+  core::Snapshot snapshot() const;
+  void check_pending_ops();
+  void advance_rollouts();
+  void abort_rollout(Program& p, const std::string& why);
+  void take_back(Slot& slot, Slot& retiree);
 
   // Effects.
   void apply(Slot& slot, const core::Effects& e);
@@ -166,6 +199,9 @@ class Daemon {
   bool shutdown_forced_ = false;
   uint64_t orphans_reaped_ = 0;
   core::TimePoint next_memory_check_ = core::kNever;  // only with a max_memory somewhere
+  core::TimePoint started_ = core::Clock::now();
+  std::unique_ptr<ControlServer> control_;
+  std::vector<PendingOp> pending_ops_;
   std::minstd_rand rng_;
 };
 

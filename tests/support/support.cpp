@@ -9,9 +9,11 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -311,7 +313,8 @@ uint16_t free_port() {
 
 Preforkd::Preforkd(const TempDir& dir, const std::string& yaml, const std::vector<std::string>& extra_args,
                    bool wait_started, const std::function<void()>& in_child) {
-  config_path_ = dir.write("preforkd.yaml", yaml);
+  control_socket_ = dir.file("ctl.sock");
+  config_path_ = dir.write("preforkd.yaml", with_control_socket(yaml, control_socket_));
   std::vector<std::string> argv = {bin("preforkd"), "-c", config_path_};
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
   proc_ = std::make_unique<Process>(argv, dir.file("preforkd.log"), std::map<std::string, std::string>{}, in_child);
@@ -324,6 +327,48 @@ Preforkd::~Preforkd() {
     proc_->signal(SIGQUIT);
     if (!proc_->wait(10s)) proc_->signal(SIGKILL);
   }
+}
+
+std::string with_control_socket(const std::string& yaml, const std::string& socket_path) {
+  if (yaml.find("control_socket:") != std::string::npos) return yaml;
+  const std::string flow = "supervisor: {", block = "supervisor:\n";
+  std::string out = yaml;
+  if (auto at = out.find(flow); at != std::string::npos)
+    return out.insert(at + flow.size(), " control_socket: \"" + socket_path + "\",");
+  if (auto at = out.find(block); at != std::string::npos)
+    return out.insert(at + block.size(), "  control_socket: \"" + socket_path + "\"\n");
+  return "supervisor:\n  control_socket: \"" + socket_path + "\"\n" + out;
+}
+
+std::string unix_request(const std::string& socket_path, const std::string& line,
+                         std::chrono::milliseconds timeout) {
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un sun{};
+  sun.sun_family = AF_UNIX;
+  std::snprintf(sun.sun_path, sizeof sun.sun_path, "%s", socket_path.c_str());
+  timeval tv{static_cast<time_t>(timeout.count() / 1000), static_cast<suseconds_t>((timeout.count() % 1000) * 1000)};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::string reply;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&sun), sizeof sun) == 0) {
+    std::string msg = line + "\n";
+    if (send(fd, msg.data(), msg.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(msg.size())) {
+      char buf[65536];
+      while (reply.find('\n') == std::string::npos) {
+        ssize_t n = recv(fd, buf, sizeof buf, 0);
+        if (n <= 0) break;
+        reply.append(buf, static_cast<size_t>(n));
+      }
+    }
+  }
+  ::close(fd);
+  if (auto nl = reply.find('\n'); nl != std::string::npos) reply.resize(nl);
+  return reply;
+}
+
+nlohmann::json Preforkd::control(const nlohmann::json& request, std::chrono::milliseconds timeout) const {
+  std::string reply = unix_request(control_socket_, request.dump(), timeout);
+  auto j = nlohmann::json::parse(reply, nullptr, false);
+  return j.is_discarded() ? nlohmann::json{{"ok", false}, {"error", "no reply: " + reply}} : j;
 }
 
 uint16_t Preforkd::port(size_t n) const {

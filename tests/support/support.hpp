@@ -107,6 +107,10 @@ class Preforkd {
                       size_t from = 0) const {
     return proc_->wait_for_log(needle, timeout, from);
   }
+  // The control socket (each test's preforkd has its own, in its TempDir).
+  const std::string& control_socket() const { return control_socket_; }
+  // One request line over the control socket; the reply, parsed.
+  nlohmann::json control(const nlohmann::json& request, std::chrono::milliseconds timeout = 30s) const;
   // The port of the n-th "listening on 127.0.0.1:PORT" line.
   uint16_t port(size_t n = 0) const;
   std::vector<pid_t> workers() const { return children_of(pid()); }
@@ -117,8 +121,17 @@ class Preforkd {
 
  private:
   std::string config_path_;
+  std::string control_socket_;
   std::unique_ptr<Process> proc_;
 };
+
+// Gives a test config its own control socket (unless it names one): parallel
+// tests must not share preforkd's default /run/preforkd/preforkd.sock.
+std::string with_control_socket(const std::string& yaml, const std::string& socket_path);
+
+// Sends one line to a Unix socket and reads one line back ("" on failure).
+std::string unix_request(const std::string& socket_path, const std::string& line,
+                         std::chrono::milliseconds timeout = 30s);
 
 // The test worker's --dump-state JSON, parsed (nlohmann-json).
 nlohmann::json read_json(const std::string& path);

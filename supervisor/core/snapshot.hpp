@@ -1,0 +1,59 @@
+// snapshot.hpp — what preforkd shows the outside, as plain values.
+//
+// The daemon fills a Snapshot from its live state; `status`, `stats` (JSON,
+// daemon/control_protocol) and the Prometheus text (core/metrics_text) are
+// rendered from it, so every view reports the same numbers. No OS, no clock.
+#pragma once
+
+#include <sys/types.h>
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace preforkd::core {
+
+// SPEC's worker states, in display order; "stopping" covers Killing.
+inline constexpr std::array<const char*, 5> kWorkerStateNames = {"starting", "ready", "stopping",
+                                                                "backoff", "stopped"};
+// SPEC's exit reasons, indexed by core::ExitKind.
+inline constexpr std::array<const char*, 5> kExitReasonNames = {"exit", "signal", "watchdog",
+                                                               "start_timeout", "recycled"};
+
+struct WorkerSnapshot {
+  int slot = 0;
+  pid_t pid = 0;              // 0 when the slot has no process
+  std::string state;          // one of kWorkerStateNames
+  uint64_t generation = 0;
+  double uptime_s = 0;        // since the current process started; 0 without one
+  unsigned restarts = 0;
+  std::string status;         // last STATUS= text
+  bool retiring = false;      // an old process serving until its replacement is proven
+  std::map<std::string, uint64_t> counters;
+  std::map<std::string, int64_t> gauges;
+};
+
+struct ProgramSnapshot {
+  std::string name;
+  std::string state;          // "running", "crash-looping" or "stopped"
+  uint32_t workers_wanted = 0;
+  std::vector<WorkerSnapshot> workers;  // slots in order, then retiring processes
+  std::map<std::string, uint64_t> counters;  // live + retired: never goes back
+  std::map<std::string, int64_t> gauges;     // sum over live workers
+  uint64_t notify_errors = 0;
+  uint64_t starts = 0;
+  std::array<uint64_t, 5> exits{};  // by kExitReasonNames
+};
+
+struct Snapshot {
+  std::string version;
+  pid_t pid = 0;
+  uint64_t generation = 0;
+  std::vector<ProgramSnapshot> programs;
+  uint64_t reloads_ok = 0;
+  uint64_t reloads_failed = 0;
+};
+
+}  // namespace preforkd::core

@@ -1,0 +1,249 @@
+#include "daemon/control_server.hpp"
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+
+#include "sys/error.hpp"
+#include "sys/identity.hpp"
+#include "sys/listen_socket.hpp"
+
+namespace preforkd::daemon {
+
+namespace {
+
+constexpr size_t kMaxQueuedLines = 16;
+constexpr size_t kReadBudget = 64 * 1024;
+
+const char kPermissionDenied[] = R"({"ok":false,"error":"permission denied"})";
+
+void make_parent_dir(const std::string& path) {
+  auto slash = path.rfind('/');
+  if (slash == std::string::npos || slash == 0) return;
+  std::string dir = path.substr(0, slash);
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) == 0) return;
+  make_parent_dir(dir);
+  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
+    sys::throw_errno("cannot create the folder of the control socket " + dir);
+}
+
+}  // namespace
+
+ControlServer::ControlServer(const std::string& path, std::optional<gid_t> gid, RequestHandler on_request,
+                             Logger warn)
+    : path_(path), gid_(gid), on_request_(std::move(on_request)), warn_(std::move(warn)) {
+  make_parent_dir(path_);
+  sys::ListenSpec spec;
+  spec.family = sys::ListenSpec::Family::Unix;
+  spec.path = path_;
+  spec.backlog = 64;
+  spec.text = "unix:" + path_;
+  try {
+    listen_ = sys::bind_listener(spec);
+  } catch (const sys::SysError& e) {
+    if (e.code().value() == EADDRINUSE)
+      throw sys::SysError(EADDRINUSE, "control socket " + path_ + " is in use: another preforkd is running");
+    throw;
+  }
+  // Ours alone (not shared with workers): non-blocking is safe here.
+  fcntl(listen_.get(), F_SETFL, fcntl(listen_.get(), F_GETFL) | O_NONBLOCK);
+  if (::chmod(path_.c_str(), 0660) != 0) sys::throw_errno("cannot chmod control socket " + path_);
+  if (gid_ && ::chown(path_.c_str(), static_cast<uid_t>(-1), *gid_) != 0)
+    sys::throw_errno("cannot give control socket " + path_ + " to its control_group");
+}
+
+ControlServer::~ControlServer() {
+  if (listen_) ::unlink(path_.c_str());
+}
+
+void ControlServer::attach(sys::Epoll& epoll) {
+  epoll_ = &epoll;
+  epoll.add(listen_.get(), EPOLLIN, static_cast<uint64_t>(listen_.get()));
+}
+
+bool ControlServer::peer_allowed(uid_t uid) const {
+  if (uid == 0 || uid == geteuid()) return true;
+  if (!gid_) return false;
+  auto user = sys::lookup_uid(uid);  // primary and supplementary groups
+  return user && std::find(user->groups.begin(), user->groups.end(), *gid_) != user->groups.end();
+}
+
+void ControlServer::on_listen_readable() {
+  for (;;) {
+    int fd = ::accept4(listen_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) warn_(sys::errno_message("control: accept", errno));
+      return;
+    }
+    sys::UniqueFd owned(fd);
+    if (clients_.size() >= kMaxClients) {
+      warn_("control: too many clients, refusing a connection");
+      continue;  // closed at once: the backlog never fills up behind idle clients
+    }
+    ucred cred{};
+    socklen_t len = sizeof cred;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) continue;
+    Client c;
+    c.id = next_id_++;
+    c.fd = std::move(owned);
+    c.uid = cred.uid;
+    c.pid = cred.pid;
+    c.allowed = peer_allowed(cred.uid);
+    c.deadline = Clock::now() + kIdleTimeout;
+    ClientId id = c.id;
+    epoll_->add(fd, EPOLLIN, static_cast<uint64_t>(fd));
+    by_fd_[fd] = id;
+    clients_.emplace(id, std::move(c));
+  }
+}
+
+void ControlServer::on_client_event(int fd, uint32_t events) {
+  auto it = by_fd_.find(fd);
+  if (it == by_fd_.end()) return;
+  ClientId id = it->second;
+  Client& c = clients_.at(id);
+  if (events & (EPOLLERR | EPOLLHUP)) {
+    if (!(events & EPOLLIN)) return drop(id);
+  }
+  if (events & EPOLLOUT) {
+    flush(c);
+    if (!c.fd) return drop(id);
+    if (c.out.empty() && c.close_after_flush) return drop(id);
+  }
+  if ((events & EPOLLIN) && !c.close_after_flush) {
+    char buf[16384];
+    size_t total = 0;
+    while (total < kReadBudget) {
+      ssize_t n = ::recv(c.fd.get(), buf, sizeof buf, 0);
+      if (n > 0) {
+        total += static_cast<size_t>(n);
+        c.deadline = Clock::now() + kIdleTimeout;
+        size_t too_long = c.in.feed(std::string_view(buf, static_cast<size_t>(n)),
+                                    [&](std::string_view line) { c.lines.emplace_back(line); });
+        if (too_long > 0 || c.lines.size() > kMaxQueuedLines) {
+          reply(id, R"({"ok":false,"error":"request too long or too many requests"})", true);
+          return;
+        }
+        continue;
+      }
+      if (n == 0) {  // the peer is done sending; answer what it asked, then close
+        if (!c.pending && c.lines.empty() && c.out.empty()) return drop(id);
+        c.close_after_flush = true;
+        update_events(c);
+        break;
+      }
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) return drop(id);
+      break;
+    }
+  }
+  dispatch(c);
+}
+
+// Hands the next line to the daemon, one request at a time per client.
+void ControlServer::dispatch(Client& c) {
+  if (!c.allowed) {
+    // Refused peers are answered on their first request, then disconnected.
+    if (c.lines.empty() || c.denied) return;
+    c.denied = true;
+    warn_("control: refused uid " + std::to_string(c.uid) + " (pid " + std::to_string(c.pid) +
+          "): not root, the owner or in control_group");
+    c.lines.clear();
+    reply(c.id, kPermissionDenied, true);
+    return;
+  }
+  while (!c.pending && !c.lines.empty() && c.allowed) {
+    std::string line = std::move(c.lines.front());
+    c.lines.pop_front();
+    if (line.empty()) continue;
+    c.pending = true;
+    ClientId id = c.id;
+    on_request_(id, line);  // may reply() at once, which clears `pending`
+    auto it = clients_.find(id);
+    if (it == clients_.end()) return;
+  }
+}
+
+void ControlServer::reply(ClientId client, const std::string& json_line, bool close_after) {
+  auto it = clients_.find(client);
+  if (it == clients_.end()) return;  // gone: the operation's result is dropped
+  Client& c = it->second;
+  c.pending = false;
+  if (c.out.size() + json_line.size() + 1 > kMaxPendingOut) {
+    warn_("control: a client does not read its replies, disconnecting it");
+    close_fd(c);
+    return;  // dropped at the next expire()
+  }
+  c.out += json_line;
+  c.out += '\n';
+  c.close_after_flush |= close_after;
+  c.deadline = Clock::now() + kIdleTimeout;
+  update_events(c);  // EPOLLOUT: written from the loop, never from inside a handler
+}
+
+void ControlServer::flush(Client& c) {
+  while (!c.out.empty() && c.fd) {
+    ssize_t n = ::send(c.fd.get(), c.out.data(), c.out.size(), MSG_NOSIGNAL);  // T13
+    if (n > 0) {
+      c.out.erase(0, static_cast<size_t>(n));
+      c.deadline = Clock::now() + kIdleTimeout;
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+    close_fd(c);  // EPIPE, ECONNRESET: the client is gone
+    return;
+  }
+  update_events(c);
+  if (c.out.empty() && !c.pending) dispatch(c);
+}
+
+void ControlServer::update_events(Client& c) {
+  if (!c.fd) return;
+  bool want_write = !c.out.empty();
+  uint32_t ev = (c.close_after_flush ? 0U : static_cast<uint32_t>(EPOLLIN)) | (want_write ? EPOLLOUT : 0U);
+  epoll_->modify(c.fd.get(), ev, static_cast<uint64_t>(c.fd.get()));
+  c.want_write = want_write;
+}
+
+// Leaves epoll and the fd map before the fd is closed, so that a reused fd
+// number can never be confused with this one.
+void ControlServer::close_fd(Client& c) {
+  if (!c.fd) return;
+  epoll_->remove(c.fd.get());
+  by_fd_.erase(c.fd.get());
+  c.fd.reset();
+}
+
+void ControlServer::drop(ClientId id) {
+  auto it = clients_.find(id);
+  if (it == clients_.end()) return;
+  close_fd(it->second);
+  clients_.erase(it);
+}
+
+ControlServer::Clock::time_point ControlServer::expire(Clock::time_point now) {
+  auto next = Clock::time_point::max();
+  for (auto it = clients_.begin(); it != clients_.end();) {
+    Client& c = it->second;
+    bool dead = !c.fd;
+    bool idle = !c.pending && now >= c.deadline;  // a pending reply is waited for, however long
+    if (dead || idle) {
+      ClientId id = it->first;
+      ++it;
+      drop(id);
+      continue;
+    }
+    if (!c.pending) next = std::min(next, c.deadline);
+    ++it;
+  }
+  return next;
+}
+
+}  // namespace preforkd::daemon

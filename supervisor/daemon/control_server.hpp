@@ -1,0 +1,102 @@
+// control_server.hpp — the control socket's transport, inside the one loop.
+//
+// Owns: the listening Unix socket (mode 0660), its clients, their bounded
+// input and output buffers, the SO_PEERCRED check and the idle deadline.
+// It speaks lines: every complete request line goes to the daemon through
+// `on_request`; the daemon answers with `reply()`, now or later (restart,
+// scale, stop reply when their operation has finished). Must never: block
+// (every fd is non-blocking), or let one client hold memory or the loop: a
+// line over 64 KiB, more than 16 MiB of unread replies, more than 64 clients
+// or 10 s of silence while nothing is pending ends that client.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+
+#include "core/line_buffer.hpp"
+#include "sys/event_loop_fds.hpp"
+#include "sys/unique_fd.hpp"
+
+namespace preforkd::daemon {
+
+class ControlServer {
+ public:
+  using ClientId = uint64_t;
+  using Clock = std::chrono::steady_clock;
+  // (client, request line) — called for one line at a time, in order; a
+  // client's next line is held until its previous request has been answered.
+  using RequestHandler = std::function<void(ClientId, const std::string&)>;
+  using Logger = std::function<void(const std::string&)>;
+
+  static constexpr size_t kMaxLine = 64 * 1024;
+  static constexpr size_t kMaxPendingOut = 16 * 1024 * 1024;
+  static constexpr size_t kMaxClients = 64;
+  static constexpr std::chrono::seconds kIdleTimeout{10};
+
+  // Binds `path` (a stale socket file is replaced, a live one is an error:
+  // "another preforkd is running"), mode 0660, group `gid` when given.
+  // Throws sys::SysError.
+  ControlServer(const std::string& path, std::optional<gid_t> gid, RequestHandler on_request,
+                Logger warn);
+  ~ControlServer();
+
+  int listen_fd() const { return listen_.get(); }
+  const std::string& path() const { return path_; }
+  // Which fds belong to clients (for the daemon's epoll dispatch).
+  bool owns(int fd) const { return by_fd_.count(fd) > 0; }
+
+  // Wires the listening socket into `epoll` (data.u64 = fd).
+  void attach(sys::Epoll& epoll);
+  void on_listen_readable();
+  void on_client_event(int fd, uint32_t events);
+  // Queues one reply line for `client` (dropped if it is gone). With
+  // `close_after`, the connection ends once the reply is written.
+  void reply(ClientId client, const std::string& json_line, bool close_after = false);
+  bool connected(ClientId client) const { return clients_.count(client) > 0; }
+
+  // Idle clients past their deadline are closed; returns the next deadline.
+  Clock::time_point expire(Clock::time_point now);
+
+ private:
+  struct Client {
+    ClientId id = 0;
+    sys::UniqueFd fd;
+    uid_t uid = 0;
+    pid_t pid = 0;
+    bool allowed = false;
+    bool denied = false;  // the refusal has been sent
+    core::LineBuffer in{kMaxLine, core::LineBuffer::Overflow::Discard};
+    std::deque<std::string> lines;  // received, not yet handed over (one request at a time)
+    bool pending = false;           // a request awaits its reply
+    std::string out;
+    bool close_after_flush = false;
+    bool want_write = false;
+    Clock::time_point deadline;
+  };
+
+  bool peer_allowed(uid_t uid) const;
+  void dispatch(Client& c);
+  void flush(Client& c);
+  void update_events(Client& c);
+  void drop(ClientId id);
+  void close_fd(Client& c);
+
+  std::string path_;
+  std::optional<gid_t> gid_;
+  sys::UniqueFd listen_;
+  sys::Epoll* epoll_ = nullptr;
+  RequestHandler on_request_;
+  Logger warn_;
+  ClientId next_id_ = 1;
+  std::map<ClientId, Client> clients_;
+  std::map<int, ClientId> by_fd_;
+};
+
+}  // namespace preforkd::daemon
