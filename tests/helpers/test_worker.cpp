@@ -17,27 +17,67 @@
 //   3. --notify LINE         LINE + "\n" in one write() to PREFORKD_NOTIFY_FD
 //   4. --double-fork         a grandchild in our process group that sleeps forever
 //   5. signals               --ignore-term: SIGTERM ignored; else SIGTERM → _exit(0)
-//   6. the action            --exit N | --exit-after MS | --kill-self SIG | --serve | pause()
+//                            (with --flood: SIGTERM → the flood report line, then _exit(0));
+//                            with --flood or --watchdog-every, SIGPIPE is ignored
+//   6. the action            --exit N | --exit-after MS | --kill-self SIG | --flood KIND |
+//                            --serve | pause()
 // With --double-fork, the dump file is written after step 4 (with the grandchild's
 // pid) instead of at step 1; its content is still the state captured at step 1.
+//
+// Timed duties, run by the action's own loop (MS counted from the start of step 6;
+// --exit and --kill-self act at once, so they never get to them):
+//   --watchdog-every MS  "WATCHDOG=1" to the notify fd at once, then every MS
+//                        (never in the middle of a line the flood is writing)
+//   --hang-after MS      after MS: an endless busy loop, nothing more is written
+//                        (a worker stuck in a loop; SIGABRT and SIGKILL keep their
+//                        default actions, SIGTERM still acts as set at step 5)
+//   --flood-for MS       with --flood: stop flooding after MS, then wait like pause()
+// With --serve they are done between accepts: SIGALRM (no SA_RESTART) interrupts
+// accept() at the next deadline. With --flood garbage the heartbeat is written as
+// "\nWATCHDOG=1\n", so that it is a line of its own. Without PREFORKD_NOTIFY_FD,
+// --flood and --watchdog-every say so on stderr and do nothing.
+//
+// --flood KIND writes to PREFORKD_NOTIFY_FD as fast as the supervisor drains it
+// (the fd is non-blocking: on EAGAIN, poll() for POLLOUT):
+//   counters  "COUNTER_lines=<n>", n = 1, 2, 3, ..., one write() per line
+//   garbage   random bytes (NULs and newlines included), writes of 1..4096 bytes;
+//             each write counts as one line
+//   long      10000 bytes of 'x' (no '=') then '\n', in writes of 4000, 4000, 2001
+//   names     "COUNTER_n<k>=1" for k = 0, 1, 2, ...: ever new names
+//   mixed     a rotation of "COUNTER_mixed=<n>" (valid, n = 1, 2, ...), "no equals
+//             sign", "COUNTER_Bad-Name=1", "COUNTER_x=abc", "COUNTER_down=5",
+//             "COUNTER_down=4", and an overlong line ("COUNTER_overlong=999..." of
+//             8000 bytes, in writes of at most 4000)
+// A line counts once all its bytes are written. The report, on SIGTERM or when
+// --exit-after ends the flood, is one line on stderr:
+//   flood: wrote N lines in M ms
+// M being the time spent flooding (until SIGTERM, --flood-for, --hang-after or a
+// write error other than EAGAIN; such an error is reported on stderr at once).
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
+#include <charconv>
 #include <climits>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <iterator>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -50,7 +90,18 @@ constexpr char kUsage[] =
     "usage: preforkd-test-worker [--dump-state FILE] [--stdout TEXT]... [--stderr TEXT]...\n"
     "                            [--notify LINE]... [--double-fork] [--ignore-term]\n"
     "                            [--exit N] [--exit-after MS] [--kill-self SIG] [--serve]\n"
-    "FILE may contain %p (the pid). Default action: pause() until SIGTERM (exit 0).\n";
+    "                            [--flood KIND [--flood-for MS]] [--hang-after MS]\n"
+    "                            [--watchdog-every MS]\n"
+    "FILE may contain %p (the pid). Default action: pause() until SIGTERM (exit 0).\n"
+    "  --flood KIND          flood PREFORKD_NOTIFY_FD as fast as it is drained, KIND one of\n"
+    "                        counters|garbage|long|names|mixed; on SIGTERM print\n"
+    "                        'flood: wrote N lines in M ms' on stderr and exit 0\n"
+    "                        (an action: not with --serve, --kill-self, or --exit without\n"
+    "                        --exit-after; with --exit-after, flood until then)\n"
+    "  --flood-for MS        stop flooding after MS, then wait (the report still comes on TERM)\n"
+    "  --hang-after MS       after MS, spin in an endless busy loop\n"
+    "  --watchdog-every MS   send WATCHDOG=1 at once, then every MS\n"
+    "MS of these three count from the start of the action.\n";
 
 struct Options {
   std::string dump_file;
@@ -63,6 +114,10 @@ struct Options {
   long exit_after_ms = -1;
   int kill_self = 0;
   bool serve = false;
+  std::string flood;  // "" = no flood, else the KIND
+  long flood_for_ms = -1;
+  long hang_after_ms = -1;
+  long watchdog_every_ms = -1;
 };
 
 [[noreturn]] void usage_error(const std::string& message) {
@@ -100,8 +155,10 @@ Options parse_options(int argc, char** argv) {
       opt.serve = true;
       continue;
     }
-    static const char* const kWithValue[] = {"--dump-state", "--stdout", "--stderr", "--notify",
-                                             "--exit", "--exit-after", "--kill-self"};
+    static const char* const kWithValue[] = {"--dump-state", "--stdout",     "--stderr",
+                                             "--notify",     "--exit",       "--exit-after",
+                                             "--kill-self",  "--flood",      "--flood-for",
+                                             "--hang-after", "--watchdog-every"};
     if (std::find(std::begin(kWithValue), std::end(kWithValue), arg) == std::end(kWithValue))
       usage_error("unknown option '" + arg + "'");
     if (i + 1 >= argc) usage_error("option '" + arg + "' needs a value");
@@ -119,11 +176,27 @@ Options parse_options(int argc, char** argv) {
       opt.exit_code = static_cast<int>(parse_long(arg, value, 0, 255));
     } else if (arg == "--exit-after") {
       opt.exit_after_ms = parse_long(arg, value, 0, LONG_MAX / 1000000);
-    } else {  // --kill-self
+    } else if (arg == "--kill-self") {
       opt.kill_self = static_cast<int>(parse_long(arg, value, 1, SIGRTMAX));
+    } else if (arg == "--flood") {
+      static const char* const kKinds[] = {"counters", "garbage", "long", "names", "mixed"};
+      if (std::find(std::begin(kKinds), std::end(kKinds), std::string(value)) == std::end(kKinds))
+        usage_error("--flood: expected counters, garbage, long, names or mixed, got '" +
+                    std::string(value) + "'");
+      opt.flood = value;
+    } else if (arg == "--flood-for") {
+      opt.flood_for_ms = parse_long(arg, value, 0, LONG_MAX / 1000000);
+    } else if (arg == "--hang-after") {
+      opt.hang_after_ms = parse_long(arg, value, 0, LONG_MAX / 1000000);
+    } else {  // --watchdog-every
+      opt.watchdog_every_ms = parse_long(arg, value, 1, LONG_MAX / 1000000);
     }
     ++i;
   }
+  if (opt.flood_for_ms >= 0 && opt.flood.empty()) usage_error("--flood-for needs --flood");
+  if (!opt.flood.empty() &&
+      (opt.serve || opt.kill_self != 0 || (opt.has_exit && opt.exit_after_ms < 0)))
+    usage_error("--flood is the action: not with --serve, --kill-self, or --exit without --exit-after");
   return opt;
 }
 
@@ -414,11 +487,317 @@ void sleep_ms(long ms) {
   }
 }
 
+// ---- Timed duties and the flood --------------------------------------------
+
+long long now_ns() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<long long>(ts.tv_sec) * 1000000000LL + ts.tv_nsec;
+}
+
+// The notify fd from PREFORKD_NOTIFY_FD, or -1.
+int notify_fd_from_env() {
+  const char* env = std::getenv("PREFORKD_NOTIFY_FD");
+  if (env == nullptr || *env == '\0') return -1;
+  return std::atoi(env);
+}
+
+// What the SIGTERM handler reports: plain lock-free atomics, read from the handler.
+std::atomic<unsigned long long> g_flood_lines{0};
+std::atomic<long long> g_flood_start_ns{0};
+std::atomic<long long> g_flood_end_ns{0};  // 0 while still flooding
+static_assert(std::atomic<unsigned long long>::is_always_lock_free &&
+                  std::atomic<long long>::is_always_lock_free,
+              "the SIGTERM handler reads these");
+
+// "flood: wrote N lines in M ms\n" on stderr in one write(); async-signal-safe.
+void report_flood() {
+  long long end = g_flood_end_ns.load(std::memory_order_relaxed);
+  if (end == 0) end = now_ns();
+  long long ms = (end - g_flood_start_ns.load(std::memory_order_relaxed)) / 1000000;
+  char buf[96];
+  std::size_t n = 0;
+  auto text = [&](const char* t) {
+    while (*t != '\0') buf[n++] = *t++;
+  };
+  auto number = [&](unsigned long long v) {
+    char digits[24];
+    int k = 0;
+    do {
+      digits[k++] = static_cast<char>('0' + v % 10);
+      v /= 10;
+    } while (v != 0);
+    while (k > 0) buf[n++] = digits[--k];
+  };
+  text("flood: wrote ");
+  number(g_flood_lines.load(std::memory_order_relaxed));
+  text(" lines in ");
+  number(static_cast<unsigned long long>(ms < 0 ? 0 : ms));
+  text(" ms\n");
+  ssize_t w;
+  do {
+    w = ::write(STDERR_FILENO, buf, n);
+  } while (w < 0 && errno == EINTR);
+}
+
+extern "C" void on_term_flood(int) {
+  report_flood();
+  ::_exit(0);
+}
+
+// The flood's lines, generated one at a time; a line may be written in chunks.
+class Flood {
+ public:
+  explicit Flood(const std::string& kind) : kind_(kind) {
+    rng_ = static_cast<std::uint64_t>(now_ns()) ^ (static_cast<std::uint64_t>(::getpid()) << 32);
+    if (rng_ == 0) rng_ = 0x9e3779b97f4a7c15ULL;
+  }
+
+  // True when no line is half written (so another line may be sent in between).
+  bool at_boundary() const { return off_ == line_.size(); }
+  bool garbage() const { return kind_ == "garbage"; }
+
+  // One write() of the next chunk: > 0 bytes written, or -1 with errno set.
+  ssize_t write_chunk(int fd) {
+    if (at_boundary()) next_line();
+    std::size_t chunk = std::min(line_.size() - off_, chunk_max_);
+    ssize_t n = ::write(fd, line_.data() + off_, chunk);
+    if (n > 0) {
+      off_ += static_cast<std::size_t>(n);
+      if (at_boundary())
+        g_flood_lines.store(g_flood_lines.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    }
+    return n;
+  }
+
+ private:
+  static constexpr std::size_t kWhole = 4096;  // a line of at most PIPE_BUF: one atomic write
+  static constexpr std::size_t kChunk = 4000;  // the chunks of the long and overlong lines
+
+  std::uint64_t random() {  // xorshift64*
+    rng_ ^= rng_ >> 12;
+    rng_ ^= rng_ << 25;
+    rng_ ^= rng_ >> 27;
+    return rng_ * 0x2545f4914f6cdd1dULL;
+  }
+
+  void number_line(const char* prefix, unsigned long long v, const char* suffix) {
+    line_ = prefix;
+    char digits[24];
+    auto r = std::to_chars(digits, digits + sizeof digits, v);
+    line_.append(digits, r.ptr);
+    line_ += suffix;
+  }
+
+  void next_line() {
+    off_ = 0;
+    chunk_max_ = kWhole;
+    if (kind_ == "counters") {
+      number_line("COUNTER_lines=", ++seq_, "\n");
+    } else if (kind_ == "names") {
+      number_line("COUNTER_n", seq_++, "=1\n");
+    } else if (kind_ == "long") {
+      line_.assign(10000, 'x');
+      line_ += '\n';
+      chunk_max_ = kChunk;
+    } else if (kind_ == "garbage") {
+      std::size_t len = 1 + static_cast<std::size_t>(random() % 4096);
+      line_.resize(len);
+      for (std::size_t i = 0; i < len; i += 8) {
+        std::uint64_t r = random();
+        for (std::size_t k = 0; k < 8 && i + k < len; ++k, r >>= 8)
+          line_[i + k] = static_cast<char>(r & 0xff);
+      }
+    } else {  // mixed
+      switch (step_++ % 7) {
+        case 0: number_line("COUNTER_mixed=", ++seq_, "\n"); break;
+        case 1: line_ = "no equals sign\n"; break;
+        case 2: line_ = "COUNTER_Bad-Name=1\n"; break;
+        case 3: line_ = "COUNTER_x=abc\n"; break;
+        case 4: line_ = "COUNTER_down=5\n"; break;
+        case 5: line_ = "COUNTER_down=4\n"; break;
+        default:
+          line_ = "COUNTER_overlong=";
+          line_.append(8000 - line_.size() - 1, '9');
+          line_ += '\n';
+          chunk_max_ = kChunk;
+          break;
+      }
+    }
+  }
+
+  std::string kind_;
+  std::string line_;
+  std::size_t off_ = 0;
+  std::size_t chunk_max_ = kWhole;
+  unsigned long long seq_ = 0;
+  unsigned step_ = 0;
+  std::uint64_t rng_;
+};
+
+[[noreturn]] void hang() {
+  volatile unsigned long spin = 0;
+  for (;;) spin = spin + 1;
+}
+
+// The action's loop for --watchdog-every, --hang-after and --flood[-for]: every
+// deadline is absolute (CLOCK_MONOTONIC ns); nothing due means pause().
+class Ticker {
+ public:
+  Ticker(const Options& opt, int fd) : fd_(fd), start_(now_ns()) {
+    const long long start = start_;
+    if (opt.hang_after_ms >= 0) hang_at_ = start + opt.hang_after_ms * 1000000LL;
+    if (opt.watchdog_every_ms > 0) {
+      wd_every_ = opt.watchdog_every_ms * 1000000LL;
+      next_wd_ = start;
+    }
+    if (!opt.flood.empty()) {
+      flood_ = std::make_unique<Flood>(opt.flood);
+      g_flood_start_ns.store(start, std::memory_order_relaxed);
+      if (opt.flood_for_ms >= 0) flood_stop_at_ = start + opt.flood_for_ms * 1000000LL;
+    }
+    if (fd_ < 0 && (flood_ || wd_every_ > 0)) {
+      std::fprintf(stderr, "preforkd-test-worker: %s without PREFORKD_NOTIFY_FD\n",
+                   flood_ ? "--flood" : "--watchdog-every");
+      stop_flood(start);
+      wd_every_ = -1;
+    }
+  }
+
+  long long start() const { return start_; }
+  bool has_duties() const { return hang_at_ >= 0 || wd_every_ > 0 || flood_; }
+  bool flooding() const { return flood_ && g_flood_end_ns.load(std::memory_order_relaxed) == 0; }
+
+  // Does what is due; returns when `until` (-1: never) has passed.
+  void run_until(long long until) {
+    for (;;) {
+      const long long now = now_ns();
+      if (hang_at_ >= 0 && now >= hang_at_) {
+        stop_flood(now);
+        hang();
+      }
+      if (flooding() && flood_stop_at_ >= 0 && now >= flood_stop_at_) stop_flood(now);
+      if (wd_every_ > 0 && now >= next_wd_) {
+        wd_pending_ = true;
+        next_wd_ += wd_every_;
+        if (next_wd_ <= now) next_wd_ = now + wd_every_;  // late: no burst to catch up
+      }
+      const bool wd_now = wd_pending_ && (!flooding() || flood_->at_boundary());
+      if (wd_now) send_watchdog();  // one attempt; still pending after EAGAIN
+      if (until >= 0 && now >= until) return;
+      const long long wake = next_deadline(until);
+      if (wd_now && wd_pending_) {  // the pipe is full: the heartbeat goes first
+        wait_writable(wake);
+        continue;
+      }
+      if (flooding()) {
+        ssize_t n = flood_->write_chunk(fd_);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+          wait_writable(wake);
+        } else if (n < 0 && errno != EINTR) {
+          std::fprintf(stderr, "preforkd-test-worker: flood: %s\n", std::strerror(errno));
+          stop_flood(now_ns());
+        }
+        continue;
+      }
+      sleep_until(wake);
+    }
+  }
+
+  // The earliest pending deadline, `until` included; -1 when there is none.
+  long long next_deadline(long long until = -1) const {
+    long long d = until;
+    auto take = [&d](long long t) {
+      if (t >= 0 && (d < 0 || t < d)) d = t;
+    };
+    take(hang_at_);
+    if (wd_every_ > 0) take(next_wd_);
+    if (flooding()) take(flood_stop_at_);
+    return d;
+  }
+
+ private:
+  static void stop_flood(long long now) {
+    long long expected = 0;
+    g_flood_end_ns.compare_exchange_strong(expected, now == 0 ? 1 : now);
+  }
+
+  // poll() for POLLOUT until `wake` (-1: no limit); a signal also ends the wait.
+  void wait_writable(long long wake) const {
+    int timeout = -1;
+    if (wake >= 0) {
+      long long left = wake - now_ns();
+      timeout = left <= 0 ? 0 : static_cast<int>(std::min<long long>((left + 999999) / 1000000, INT_MAX));
+    }
+    pollfd p{fd_, POLLOUT, 0};
+    ::poll(&p, 1, timeout);
+  }
+
+  static void sleep_until(long long wake) {
+    if (wake < 0) {
+      ::pause();
+      return;
+    }
+    long long left = wake - now_ns();
+    if (left <= 0) return;
+    timespec ts{static_cast<time_t>(left / 1000000000LL), static_cast<long>(left % 1000000000LL)};
+    ::nanosleep(&ts, nullptr);  // EINTR: the caller's loop looks again
+  }
+
+  void send_watchdog() {
+    const char* line = flood_ && flood_->garbage() ? "\nWATCHDOG=1\n" : "WATCHDOG=1\n";
+    ssize_t n = ::write(fd_, line, std::strlen(line));
+    if (n >= 0) {
+      wd_pending_ = false;
+    } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+      std::fprintf(stderr, "preforkd-test-worker: watchdog: %s\n", std::strerror(errno));
+      wd_pending_ = false;
+      wd_every_ = -1;
+    }
+  }
+
+  int fd_;
+  long long start_;
+  long long hang_at_ = -1;
+  long long wd_every_ = -1;
+  long long next_wd_ = -1;
+  bool wd_pending_ = false;
+  std::unique_ptr<Flood> flood_;
+  long long flood_stop_at_ = -1;
+};
+
+extern "C" void on_alarm(int) {}
+
+// For --serve with timed duties: SIGALRM (no SA_RESTART) at the next deadline
+// interrupts the blocking accept(); a short repeat covers an alarm that fires
+// just before accept() is entered.
+void arm_alarm(long long deadline) {
+  itimerval it{};
+  if (deadline >= 0) {
+    long long left = std::max(deadline - now_ns(), 1000LL);
+    it.it_value = {static_cast<time_t>(left / 1000000000LL), static_cast<suseconds_t>(left % 1000000000LL / 1000)};
+    if (it.it_value.tv_sec == 0 && it.it_value.tv_usec == 0) it.it_value.tv_usec = 1;
+    it.it_interval = {0, 5000};
+  }
+  ::setitimer(ITIMER_REAL, &it, nullptr);
+}
+
 // Blocking accept loop on fd 3: each client gets "<pid>\n", then the connection
-// is closed. SIGTERM ends it through on_term (exit 0).
-[[noreturn]] void serve() {
+// is closed. SIGTERM ends it through on_term (exit 0). With timed duties, they
+// are done between accepts, and SIGALRM cuts a wait for a client short.
+[[noreturn]] void serve(Ticker& ticker) {
   const std::string reply = std::to_string(::getpid()) + "\n";
+  if (ticker.has_duties()) {
+    struct sigaction sa {};
+    sigemptyset(&sa.sa_mask);
+    sa.sa_handler = on_alarm;  // no SA_RESTART: accept() returns EINTR
+    ::sigaction(SIGALRM, &sa, nullptr);
+  }
   for (;;) {
+    if (ticker.has_duties()) {
+      ticker.run_until(now_ns());
+      arm_alarm(ticker.next_deadline());
+    }
     int c = ::accept4(3, nullptr, nullptr, SOCK_CLOEXEC);
     if (c < 0) {
       if (errno == EINTR || errno == ECONNABORTED || errno == EAGAIN) continue;
@@ -456,15 +835,34 @@ int main(int argc, char** argv) {
     if (!opt.dump_file.empty()) write_dump(opt.dump_file, state, grandchild);
   }
 
-  // 5. Signals.
+  // 5. Signals. The timed duties count from here (the start of the action).
+  Ticker ticker(opt, notify_fd_from_env());
   struct sigaction sa {};
   sigemptyset(&sa.sa_mask);
-  sa.sa_handler = opt.ignore_term ? SIG_IGN : on_term;
+  sa.sa_handler = opt.ignore_term ? SIG_IGN : opt.flood.empty() ? on_term : on_term_flood;
   ::sigaction(SIGTERM, &sa, nullptr);
+  if (!opt.flood.empty() || opt.watchdog_every_ms > 0) {
+    struct sigaction ign {};
+    sigemptyset(&ign.sa_mask);
+    ign.sa_handler = SIG_IGN;  // a closed read end is EPIPE, reported, not a silent death
+    ::sigaction(SIGPIPE, &ign, nullptr);
+  }
 
   // 6. The action.
   if (opt.exit_after_ms >= 0) {
-    sleep_ms(opt.exit_after_ms);
+    if (!ticker.has_duties()) {
+      sleep_ms(opt.exit_after_ms);
+      return opt.exit_code;
+    }
+    ticker.run_until(ticker.start() + opt.exit_after_ms * 1000000LL);
+    if (!opt.flood.empty()) {
+      sigset_t term;
+      sigemptyset(&term);
+      sigaddset(&term, SIGTERM);
+      ::sigprocmask(SIG_BLOCK, &term, nullptr);  // one report, not two
+      if (ticker.flooding()) g_flood_end_ns.store(now_ns());
+      report_flood();
+    }
     return opt.exit_code;
   }
   if (opt.has_exit) return opt.exit_code;
@@ -480,6 +878,7 @@ int main(int argc, char** argv) {
     ::raise(opt.kill_self);
     return 0;  // a signal whose default action is to ignore it
   }
-  if (opt.serve) serve();
-  for (;;) ::pause();
+  if (opt.serve) serve(ticker);
+  ticker.run_until(-1);  // without duties: pause() until SIGTERM
+  return 0;
 }
