@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "config/signals.hpp"
+#include "core/metrics_text.hpp"
 #include "daemon/control_protocol.hpp"
 #include "version.hpp"
 #include "daemon/logging.hpp"
@@ -111,6 +112,13 @@ Daemon::Daemon(config::Config config, DaemonOptions options)
       [this](const std::string& msg) { log_->warn("{}", msg); });
   control_->attach(epoll_);
   watches_[control_->listen_fd()] = Watch{Watch::Kind::Control, nullptr, nullptr};
+  if (const auto& m = config_.supervisor.metrics_address) {
+    metrics_ = std::make_unique<MetricsHttp>(to_spec(*m, 128, false),
+                                             [this] { return core::render_prometheus(snapshot()); });
+    metrics_->attach(epoll_);
+    watches_[metrics_->listen_fd()] = Watch{Watch::Kind::Metrics, nullptr, nullptr};
+    log_->info("preforkd: metrics on http://{}/metrics", metrics_->bound());
+  }
   write_pidfile();
 }
 
@@ -242,6 +250,7 @@ int Daemon::run() {
       auto it = watches_.find(fd);
       if (it == watches_.end()) {
         if (control_ && control_->owns(fd)) control_->on_client_event(fd, events[i].events);
+        else if (metrics_ && metrics_->owns(fd)) metrics_->on_client_event(fd, events[i].events);
         continue;  // else: closed earlier in this batch
       }
       Watch w = it->second;
@@ -257,6 +266,9 @@ int Daemon::run() {
           break;
         case Watch::Kind::Control:
           control_->on_listen_readable();
+          break;
+        case Watch::Kind::Metrics:
+          metrics_->on_listen_readable();
           break;
       }
     }
@@ -776,6 +788,7 @@ void Daemon::expire_deadlines() {
 void Daemon::arm_timer() {
   TimePoint earliest = shutting_down_ ? core::kNever : next_memory_check_;
   if (control_) earliest = std::min(earliest, control_->expire(Clock::now()));
+  if (metrics_) earliest = std::min(earliest, metrics_->expire(Clock::now()));
   if (shutting_down_ && !shutdown_forced_) earliest = std::min(earliest, shutdown_deadline_);
   for (auto& p : programs_) {
     for (const auto& s : p->slots) earliest = std::min(earliest, s->worker.deadline);
@@ -926,7 +939,7 @@ void Daemon::on_control_request(ControlServer::ClientId client, const std::strin
   if (cmd == "status") return control_->reply(client, reply_status(snapshot()));
   if (cmd == "stats") return control_->reply(client, reply_stats(snapshot()));
   if (cmd == "version") return control_->reply(client, reply_version(snapshot()));
-  if (cmd == "metrics") return control_->reply(client, reply_error("metrics are not available in this version yet"));
+  if (cmd == "metrics") return control_->reply(client, reply_text(core::render_prometheus(snapshot())));
   if (cmd == "reload")
     return control_->reply(client, reply_error("reload is not available in this version yet; "
                                                "the running configuration is unchanged"));

@@ -27,6 +27,7 @@
 #include "core/notify.hpp"
 #include "core/snapshot.hpp"
 #include "daemon/control_server.hpp"
+#include "daemon/metrics_http.hpp"
 #include "core/worker.hpp"
 #include "sys/event_loop_fds.hpp"
 #include "sys/exit_status.hpp"
@@ -113,7 +114,7 @@ class Daemon {
 
   // An fd the loop watches; epoll's data.u64 is the fd number.
   struct Watch {
-    enum class Kind { Signal, Timer, Pipe, Control };
+    enum class Kind { Signal, Timer, Pipe, Control, Metrics };
     Kind kind = Kind::Pipe;
     Slot* slot = nullptr;
     Pipe* pipe = nullptr;
@@ -201,6 +202,7 @@ class Daemon {
   core::TimePoint next_memory_check_ = core::kNever;  // only with a max_memory somewhere
   core::TimePoint started_ = core::Clock::now();
   std::unique_ptr<ControlServer> control_;
+  std::unique_ptr<MetricsHttp> metrics_;  // only with supervisor.metrics
   std::vector<PendingOp> pending_ops_;
   std::minstd_rand rng_;
 };

@@ -1,0 +1,62 @@
+// metrics_http.hpp — GET /metrics (Prometheus text 0.0.4) inside the loop.
+//
+// Owns: the metrics listening socket and its short-lived connections. One
+// request per connection, answered then closed. Must never: block, or let a
+// client hold resources: a request head over 8 KiB gets 431, a client that
+// has not sent its request within 5 s is cut off, at most 32 connections.
+// Anything but GET/HEAD is 405; any path but /metrics is 404.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+
+#include "sys/event_loop_fds.hpp"
+#include "sys/listen_socket.hpp"
+#include "sys/unique_fd.hpp"
+
+namespace preforkd::daemon {
+
+class MetricsHttp {
+ public:
+  using Clock = std::chrono::steady_clock;
+  static constexpr size_t kMaxHead = 8 * 1024;
+  static constexpr size_t kMaxClients = 32;
+  static constexpr std::chrono::seconds kTimeout{5};
+
+  // Binds `spec` (throws sys::SysError); `render` produces the body on demand.
+  MetricsHttp(const sys::ListenSpec& spec, std::function<std::string()> render);
+  void attach(sys::Epoll& epoll);
+  int listen_fd() const { return listen_.get(); }
+  const std::string& bound() const { return bound_; }
+  bool owns(int fd) const { return clients_.count(fd) > 0; }
+  void on_listen_readable();
+  void on_client_event(int fd, uint32_t events);
+  Clock::time_point expire(Clock::time_point now);  // returns the next deadline
+
+  // Pure: the response to one request head (exposed for tests).
+  static std::string respond(const std::string& head, const std::function<std::string()>& render);
+
+ private:
+  struct Client {
+    sys::UniqueFd fd;
+    std::string in;
+    std::string out;
+    bool answered = false;
+    bool lingering = false;  // response written, draining input until EOF
+    Clock::time_point deadline;
+  };
+  void answer(Client& c, std::string response);
+  void flush(int fd, Client& c);
+  void drop(int fd);
+
+  sys::UniqueFd listen_;
+  std::string bound_;
+  std::function<std::string()> render_;
+  sys::Epoll* epoll_ = nullptr;
+  std::map<int, Client> clients_;
+};
+
+}  // namespace preforkd::daemon
