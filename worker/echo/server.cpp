@@ -118,6 +118,8 @@ struct Conn {
   bool read_eof = false;      // the peer sent FIN
   bool close_after_flush = false;
   bool draining = false;      // no new work: echo stops reading, http answers with close
+  bool served = false;        // has sent us something: a connection that has not may
+                              // still be carrying its first request when a drain starts
   std::uint64_t body_left = 0; // http: request body bytes still to discard
   Buffer in;   // http: request bytes not yet parsed (echo: unused)
   Buffer out;  // echo: bytes read, not yet echoed; http: replies not yet sent
@@ -330,6 +332,7 @@ class IoThread {
     ssize_t n = ::recv(c->fd, tail, b.tail_space(), 0);
     if (n > 0) {
       b.produce(static_cast<std::size_t>(n));
+      c->served = true;
       count(&IoStats::bytes_in, static_cast<std::uint64_t>(n));
     } else if (n == 0) {
       c->read_eof = true;
@@ -360,17 +363,22 @@ class IoThread {
     return true;
   }
 
+  // Draining, echo mode: what was read is echoed, then the connection closes. A
+  // connection accepted just before the drain that has sent nothing yet is given
+  // until the grace deadline to send its first bytes, so that a client whose
+  // connect raced the drain is still served rather than cut off.
   void echo_io(Conn* c, std::uint32_t events) {
-    const bool may_read = !c->read_eof && !c->draining;
+    const bool may_read = !c->read_eof && (!c->draining || !c->served);
     if ((events & EPOLLIN) && may_read && c->out.free_space() > 0 && !read_into(c, c->out)) return;
     if (!flush(c)) return;
-    if (c->out.empty() && (c->read_eof || c->draining)) {
+    if (c->out.empty() && (c->read_eof || (c->draining && c->served))) {
       count(&IoStats::requests, 1);  // echo: a connection served to completion
       close_conn(c, true);
       return;
     }
     // Backpressure: with a full buffer (the peer does not read) we stop reading.
-    set_interest(c, !c->read_eof && !c->draining && c->out.free_space() > 0, !c->out.empty());
+    set_interest(c, !c->read_eof && (!c->draining || !c->served) && c->out.free_space() > 0,
+                 !c->out.empty());
   }
 
   bool http_can_read(const Conn* c) const {
@@ -390,10 +398,12 @@ class IoThread {
       if (!flush(c)) return;
     } while (more && c->out.empty());
     if (c->out.empty()) {
-      // Peer gone (a partial request can never complete), or last reply sent, or
-      // draining and nothing in flight: done.
-      if (c->close_after_flush || c->read_eof ||
-          (c->draining && c->in.empty() && c->body_left == 0)) {
+      // Peer gone (a partial request can never complete), or last reply sent: done.
+      // Draining, an idle keep-alive connection is NOT closed: its next request
+      // may already be on the wire, and closing would reset it. It is answered
+      // with `Connection: close` instead (close_after_flush), or cut off at the
+      // grace deadline (preforkd-worker(7): the graceful-stop contract).
+      if (c->close_after_flush || c->read_eof) {
         close_conn(c, true);
         return;
       }
