@@ -1080,8 +1080,10 @@ void Daemon::advance_rollouts() {
         break;
       }
       int next = ro.todo.back();
-      ro.todo.pop_back();
       auto n = static_cast<size_t>(next);
+      // A worker still starting runs the old code too: wait until it is ready.
+      if (n < p.slots.size() && p.slots[n]->worker.state == core::WorkerState::Starting) break;
+      ro.todo.pop_back();
       if (n >= p.slots.size() || p.slots[n]->worker.state != core::WorkerState::Ready) continue;  // nothing to replace
       Slot& slot = *p.slots[n];
       ro.current = next;

@@ -181,10 +181,14 @@ TEST_CASE("control: a rolling restart replaces every worker under load without a
 TEST_CASE("control: a restart whose new worker fails is aborted and the old workers keep serving") {
   TempDir dir;
   std::string flag = dir.file("broken");
+  // ready: notify, so that "ready" means the worker said so, whatever the machine's load.
   Preforkd d(dir, "programs:\n  w:\n    command: [/bin/sh, -c, \"test -e " + flag + " && exit 1; exec " +
-                      bin("preforkd-test-worker") + "\"]\n    workers: 2\n"
+                      bin("preforkd-test-worker") + " --notify READY=1\"]\n    workers: 2\n    ready: notify\n"
                       "    backoff: { min: 50ms, max: 100ms, reset_after: 1h }\n");
-  REQUIRE(d.wait_workers(2));
+  REQUIRE(wait_until([&] {
+    auto w = program_of(d.control({{"cmd", "status"}}), "w")["workers"];
+    return w.size() == 2 && w[0]["state"] == "ready" && w[1]["state"] == "ready";
+  }));
   auto before = pids_of(d.control({{"cmd", "status"}}), "w");
   REQUIRE(before.size() == 2);
   { std::FILE* f = std::fopen(flag.c_str(), "w"); std::fclose(f); }
