@@ -228,6 +228,20 @@ void ControlServer::drop(ClientId id) {
   clients_.erase(it);
 }
 
+void ControlServer::flush_all() {
+  for (auto& [id, c] : clients_) {
+    while (!c.out.empty() && c.fd) {
+      ssize_t n = ::send(c.fd.get(), c.out.data(), c.out.size(), MSG_NOSIGNAL);
+      if (n > 0) {
+        c.out.erase(0, static_cast<size_t>(n));
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      break;  // full or gone: nothing more can be done on the way out
+    }
+  }
+}
+
 ControlServer::Clock::time_point ControlServer::expire(Clock::time_point now) {
   auto next = Clock::time_point::max();
   for (auto it = clients_.begin(); it != clients_.end();) {

@@ -61,6 +61,9 @@ class ControlServer {
   void reply(ClientId client, const std::string& json_line, bool close_after = false);
   bool connected(ClientId client) const { return clients_.count(client) > 0; }
 
+  // At exit: writes what can be written of every queued reply (non-blocking).
+  void flush_all();
+
   // Idle clients past their deadline are closed; returns the next deadline.
   Clock::time_point expire(Clock::time_point now);
 

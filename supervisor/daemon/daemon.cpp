@@ -279,6 +279,7 @@ int Daemon::run() {
     check_pending_ops();
     arm_timer();
   }
+  if (control_) control_->flush_all();  // e.g. the reply to `shutdown` itself
   log_->info("preforkd: shutdown complete");
   log_->flush();
   return 0;

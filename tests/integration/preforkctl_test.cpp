@@ -121,3 +121,13 @@ TEST_CASE("preforkctl: another user is refused: permission denied, exit 1") {
   CHECK(out.find("permission denied") != std::string::npos);
   CHECK(d.stop() == 0);
 }
+
+TEST_CASE("preforkctl: shutdown of a preforkd with no worker still gets its reply") {
+  TempDir dir;
+  Preforkd d(dir, "programs:\n" + program("idle", 0));
+  auto [code, out] = ctl(d, {"shutdown"});
+  CHECK_MESSAGE(code == 0, out);
+  auto st = d.process().wait(10s);
+  REQUIRE(st);
+  CHECK(WEXITSTATUS(*st) == 0);
+}
