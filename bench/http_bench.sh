@@ -6,6 +6,7 @@
 # close) and keep-alive. Only 127.0.0.1 is ever targeted.
 # Usage: bench/http_bench.sh [BUILD_DIR] [SECONDS]
 set -eu
+. "$(dirname "$0")/lib.sh"
 top=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$top/build-bench}
 secs=${2:-5}
@@ -13,7 +14,6 @@ command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null; }
 tmp=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$tmp"' EXIT
 
-port_of() { grep -o 'listening on 127.0.0.1:[0-9]*' "$1" | head -1 | sed 's/.*://'; }
 # rps PORT CONNECTIONS close|keepalive
 rps() {
   if [ "$3" = close ]; then
@@ -23,15 +23,6 @@ rps() {
   fi | awk '/Requests\/sec/ {print $2}'
 }
 
-# Two free ports below the ephemeral range, so that the client's TIME_WAIT
-# sockets of the short-connection runs never crowd either server's port.
-free_port() {
-  python3 -c 'import random, socket
-for _ in range(200):
-    p = random.randint(20000, 30000); s = socket.socket()
-    try: s.bind(("127.0.0.1", p)); print(p); break
-    except OSError: pass'
-}
 sport=$(free_port)
 pport=$(free_port)
 # Standalone.
@@ -39,6 +30,7 @@ pport=$(free_port)
 sa=$!
 # Under preforkd.
 cat >"$tmp/p.yaml" <<YAML
+supervisor: { control_socket: $tmp/ctl.sock }
 programs:
   echo:
     command: [$build/bin/preforkd-echo, --http]

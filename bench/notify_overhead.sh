@@ -8,6 +8,7 @@
 # targeted.
 # Usage: bench/notify_overhead.sh [BUILD_DIR]
 set -eu
+. "$(dirname "$0")/lib.sh"
 top=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$top/build-bench}
 secs=5
@@ -15,21 +16,13 @@ command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null; }
 tmp=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$tmp"' EXIT
 
-port_of() { grep -o 'listening on 127.0.0.1:[0-9]*' "$1" | head -1 | sed 's/.*://'; }
 rps() { wrk -t2 -c64 -d"${secs}s" "http://127.0.0.1:$1/" | awk '/Requests\/sec/ {print $2}'; }
 
-# Free ports below the ephemeral range (as bench/http_bench.sh).
-free_port() {
-  python3 -c 'import random, socket
-for _ in range(200):
-    p = random.randint(20000, 30000); s = socket.socket()
-    try: s.bind(("127.0.0.1", p)); print(p); break
-    except OSError: pass'
-}
 
 # start NAME PORT [EXTRA_ARG]: preforkd with one preforkd-echo --http worker.
 start() {
   cat >"$tmp/$1.yaml" <<YAML
+supervisor: { control_socket: $tmp/$1.sock }
 programs:
   echo:
     command: [$build/bin/preforkd-echo, --http${3:+, $3}]
