@@ -8,7 +8,7 @@
 set -eu
 . "$(dirname "$0")/lib.sh"
 top=$(cd "$(dirname "$0")/.." && pwd)
-build=${1:-$top/build-bench}
+build=$(cd "${1:-$top/build-bench}" && pwd)  # absolute: configs live in a temp folder
 secs=${2:-5}
 command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null; }
 tmp=$(mktemp -d)
