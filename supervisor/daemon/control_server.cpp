@@ -206,10 +206,8 @@ void ControlServer::flush(Client& c) {
 
 void ControlServer::update_events(Client& c) {
   if (!c.fd) return;
-  bool want_write = !c.out.empty();
-  uint32_t ev = (c.close_after_flush ? 0U : static_cast<uint32_t>(EPOLLIN)) | (want_write ? EPOLLOUT : 0U);
+  uint32_t ev = (c.close_after_flush ? 0U : static_cast<uint32_t>(EPOLLIN)) | (c.out.empty() ? 0U : EPOLLOUT);
   epoll_->modify(c.fd.get(), ev, static_cast<uint64_t>(c.fd.get()));
-  c.want_write = want_write;
 }
 
 // Leaves epoll and the fd map before the fd is closed, so that a reused fd

@@ -80,7 +80,6 @@ class ControlServer {
     bool pending = false;           // a request awaits its reply
     std::string out;
     bool close_after_flush = false;
-    bool want_write = false;
     Clock::time_point deadline;
   };
 

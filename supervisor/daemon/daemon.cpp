@@ -690,7 +690,7 @@ void Daemon::reap() {
   for (const auto& r : sys::reap_all()) {
     auto it = by_pid_.find(r.pid);
     if (it == by_pid_.end()) {
-      ++orphans_reaped_;  // T20: an orphan that landed on us, never a worker
+      // T20: an orphan that landed on us, never a worker.
       log_->debug("preforkd: reaped orphan pid {} ({})", r.pid, r.status.to_string());
       continue;
     }
@@ -739,16 +739,11 @@ void Daemon::expire_deadlines() {
       size_t count = p->retirees.size();
       if (r.worker.deadline <= now) apply(r, core::on_due(r.worker, p->policy, now));
       if (p->retirees.size() < count) continue;
-      bool serving = r.worker.state == core::WorkerState::Ready || r.worker.state == core::WorkerState::Starting;
-      size_t n = static_cast<size_t>(r.worker.slot);
-      if (serving && n < p->slots.size()) {
-        const core::Worker& successor = p->slots[n]->worker;
-        if (successor.state == core::WorkerState::Ready && now >= successor.ready_at + p->config.reload.settle) {
-          log_->info("{} pid {}: its replacement pid {} is proven, stopping it", tag(r), r.worker.pid,
-                     successor.pid);
-          apply(r, core::on_stop(r.worker, p->policy, core::StopReason::Recycle, core::Want::Remove, now));
-          if (p->retirees.size() < count) continue;
-        }
+      if (now >= retire_at(*p, r)) {
+        log_->info("{} pid {}: its replacement pid {} is proven, stopping it", tag(r), r.worker.pid,
+                   p->slots[static_cast<size_t>(r.worker.slot)]->worker.pid);
+        apply(r, core::on_stop(r.worker, p->policy, core::StopReason::Recycle, core::Want::Remove, now));
+        if (p->retirees.size() < count) continue;
       }
       ++i;
     }
@@ -793,27 +788,33 @@ void Daemon::arm_timer() {
   if (shutting_down_ && !shutdown_forced_) earliest = std::min(earliest, shutdown_deadline_);
   for (auto& p : programs_) {
     for (const auto& s : p->slots) earliest = std::min(earliest, s->worker.deadline);
-    for (const auto& r : p->retirees) {
-      earliest = std::min(earliest, r->worker.deadline);
-      const core::Worker& successor = p->slots.size() > static_cast<size_t>(r->worker.slot)
-                                          ? p->slots[static_cast<size_t>(r->worker.slot)]->worker
-                                          : r->worker;
-      if (&successor != &r->worker && successor.state == core::WorkerState::Ready &&
-          (r->worker.state == core::WorkerState::Ready || r->worker.state == core::WorkerState::Starting))
-        earliest = std::min(earliest, successor.ready_at + p->config.reload.settle);
-    }
+    for (const auto& r : p->retirees) earliest = std::min({earliest, r->worker.deadline, retire_at(*p, *r)});
   }
   timer_.arm(earliest);
 }
 
 // ---- recycling (max_requests, max_memory): new before old ----
 
+namespace {
+// A retiree still serving, i.e. not yet asked to stop.
+bool serving(const core::Worker& w) {
+  return w.state == core::WorkerState::Ready || w.state == core::WorkerState::Starting;
+}
+}  // namespace
+
 Daemon::Slot* Daemon::awaiting_retiree(Program& p, int slot_number) {
   for (auto& r : p.retirees)
-    if (r->worker.slot == slot_number &&
-        (r->worker.state == core::WorkerState::Ready || r->worker.state == core::WorkerState::Starting))
-      return r.get();
+    if (r->worker.slot == slot_number && serving(r->worker)) return r.get();
   return nullptr;
+}
+
+// When a serving retiree may be stopped: once its slot's successor has been
+// ready for reload.settle (proven). kNever while there is nothing to wait for.
+TimePoint Daemon::retire_at(const Program& p, const Slot& retiree) const {
+  auto n = static_cast<size_t>(retiree.worker.slot);
+  if (!serving(retiree.worker) || n >= p.slots.size()) return core::kNever;
+  const core::Worker& successor = p.slots[n]->worker;
+  return successor.state == core::WorkerState::Ready ? successor.ready_at + p.config.reload.settle : core::kNever;
 }
 
 // Recycles requested while reading pipes are carried out here, outside the

@@ -140,6 +140,7 @@ class Daemon {
   void recycle(Slot& slot);
   void stop_retirees(Program& p, int slot_number, core::StopReason reason, core::TimePoint now);
   Slot* awaiting_retiree(Program& p, int slot_number);
+  core::TimePoint retire_at(const Program& p, const Slot& retiree) const;
   void check_memory(core::TimePoint now);
 
   // Scaling (TTIN/TTOU and preforkctl scale).
@@ -198,9 +199,7 @@ class Daemon {
   bool shutting_down_ = false;
   core::TimePoint shutdown_deadline_ = core::kNever;
   bool shutdown_forced_ = false;
-  uint64_t orphans_reaped_ = 0;
   core::TimePoint next_memory_check_ = core::kNever;  // only with a max_memory somewhere
-  core::TimePoint started_ = core::Clock::now();
   std::unique_ptr<ControlServer> control_;
   std::unique_ptr<MetricsHttp> metrics_;  // only with supervisor.metrics
   std::vector<PendingOp> pending_ops_;
