@@ -44,11 +44,12 @@ TEST_CASE("metrics: GET /metrics parses with the Prometheus parser and matches w
   std::string text;
   REQUIRE(wait_until([&] {
     text = body(http(mport, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"));
-    return text.find("preforkd_program_hits_total{program=\"w\"} 6") != std::string::npos;
+    // Each worker writes its lines one by one; wait until all four are in.
+    return text.find("preforkd_program_hits_total{program=\"w\"} 6") != std::string::npos &&
+           text.find("preforkd_program_conns{program=\"w\"} 4") != std::string::npos &&
+           text.find("preforkd_workers{program=\"w\",state=\"ready\"} 2") != std::string::npos;
   }));
   CHECK(text.find("preforkd_up 1") != std::string::npos);
-  CHECK(text.find("preforkd_program_conns{program=\"w\"} 4") != std::string::npos);
-  CHECK(text.find("preforkd_workers{program=\"w\",state=\"ready\"} 2") != std::string::npos);
   // Every label set exists from the start, at 0.
   CHECK(text.find("preforkd_workers{program=\"idle\",state=\"backoff\"} 0") != std::string::npos);
   CHECK(text.find("preforkd_worker_exits_total{program=\"idle\",reason=\"watchdog\"} 0") != std::string::npos);
