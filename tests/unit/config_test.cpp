@@ -190,7 +190,7 @@ TEST_CASE("every golden config has an .expected file, and every bad one expects 
   }
 }
 
-TEST_CASE("the shipped conf/preforkd.yaml loads and runs echo on 127.0.0.1:7000 with 4 workers") {
+TEST_CASE("the shipped conf/preforkd.yaml loads and runs echo on 127.0.0.1:7000 with 4 workers as nobody") {
   const LoadResult r = load_file(kConf + "preforkd.yaml", unchecked());
   INFO(diagnostics(r));
   REQUIRE(r.config.has_value());
@@ -202,6 +202,7 @@ TEST_CASE("the shipped conf/preforkd.yaml loads and runs echo on 127.0.0.1:7000 
   CHECK(echo.workers == 4);
   REQUIRE(echo.listen.size() == 1);
   CHECK(echo.listen[0].key() == "tcp:127.0.0.1:7000");
+  CHECK(echo.user == std::optional<std::string>("nobody"));  // the package: root binds, nobody serves
   CHECK(r.config->supervisor.control_socket == "/run/preforkd/preforkd.sock");
 }
 
