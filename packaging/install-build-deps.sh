@@ -3,12 +3,13 @@
 # (Build-Depends, the one list), with apt-get. Run as root on Debian 12.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
-# Build-Depends spans continuation lines; drop version constraints and
-# debhelper-compat (a virtual package only dpkg-buildpackage needs), which
-# the packaging work installs itself through debhelper.
+# Build-Depends spans continuation lines; drop version constraints, build
+# profiles (<!nocheck>: the tests are built here, so those are wanted too),
+# architecture lists, comments and debhelper-compat (a virtual package only
+# dpkg-buildpackage needs; packaging/check-package.sh installs debhelper).
 pkgs=$(sed -n '/^Build-Depends:/,/^[A-Z][A-Za-z-]*:/p' "$here/debian/control" \
-  | sed -e 's/^Build-Depends://' -e '/^[A-Z][A-Za-z-]*:/d' \
-  | tr ',' '\n' | sed -e 's/([^)]*)//g' -e 's/[[:space:]]//g' \
+  | sed -e 's/^Build-Depends://' -e '/^[A-Z][A-Za-z-]*:/d' -e '/^#/d' \
+  | tr ',' '\n' | sed -e 's/([^)]*)//g' -e 's/<[^>]*>//g' -e 's/\[[^]]*\]//g' -e 's/[[:space:]]//g' \
   | grep -v '^$' | grep -v '^debhelper-compat$')
 if [ "$(id -u)" -ne 0 ]; then
   echo "install-build-deps.sh: run as root (apt-get install)" >&2
