@@ -1,13 +1,17 @@
 // preforkd — the preforking supervisor. main() is a table of contents:
 // parse the command line, load the configuration, bind, run, map errors to
 // exit codes (0 clean shutdown, 1 runtime failure, 2 usage or configuration).
+#include <unistd.h>
+
 #include <iostream>
+#include <map>
 #include <string>
 
 #include "cli/preforkd_options.hpp"
 #include "config/config.hpp"
 #include "daemon/daemon.hpp"
 #include "daemon/logging.hpp"
+#include "daemon/upgrade_state.hpp"
 #include "sys/error.hpp"
 #include "sys/procfs.hpp"
 #include "version.hpp"
@@ -50,7 +54,44 @@ int main(int argc, char** argv) {
 
   config::LoadOptions load_options;
   load_options.extra_command_dirs = command_dirs();
-  config::LoadResult loaded = config::load_file(options.config, load_options);
+  daemon::DaemonOptions daemon_options;
+  if (options.upgrade_state) {
+    // USR2: take over from the previous binary (or, with --upgrade-check, only
+    // say whether this binary could).
+    std::string error;
+    auto state = daemon::read_state(*options.upgrade_state, error);
+    std::optional<std::map<uint64_t, config::Config>> configs;
+    if (state) configs = daemon::validate_state(*state, load_options, error);
+    if (options.upgrade_check) {
+      config::LoadResult file = config::load_file(options.config, load_options);
+      for (const auto& d : file.errors) std::cerr << d.to_string() << "\n";
+      if (!configs) std::cerr << "preforkd " << kVersion << " cannot take over: " << error << "\n";
+      if (!configs || !file.config) return kExitUsage;
+      std::cout << "preforkd " << kVersion << ": can take over\n";
+      return 0;
+    }
+    ::close(*options.upgrade_state);
+    if (!configs) {
+      std::cerr << "preforkd " << kVersion << ": cannot take over: " << error << "\n";
+      return kExitRuntime;
+    }
+    uint64_t generation = (*state)["generation"].get<uint64_t>();
+    config::Config running = (*configs)[generation];
+    daemon_options.pidfile = options.pidfile;
+    if (options.log_level) daemon_options.log_level = daemon::parse_level(*options.log_level);
+    daemon_options.load_options = load_options;
+    daemon_options.upgrade_state = std::move(*state);
+    daemon_options.upgrade_configs = std::move(*configs);
+    try {
+      daemon::Daemon d(std::move(running), daemon_options);
+      return d.run();
+    } catch (const std::exception& e) {
+      std::cerr << "preforkd: cannot take over: " << e.what() << "\n";
+      return kExitRuntime;
+    }
+  }
+  std::string text;
+  config::LoadResult loaded = config::load_file(options.config, load_options, &text);
   if (!loaded.config) {
     for (const auto& d : loaded.errors) std::cerr << d.to_string() << "\n";
     return kExitUsage;
@@ -60,8 +101,9 @@ int main(int argc, char** argv) {
     return 0;
   }
 
-  daemon::DaemonOptions daemon_options;
   daemon_options.pidfile = options.pidfile;
+  daemon_options.config_text = std::move(text);
+  daemon_options.load_options = load_options;
   if (options.log_level) daemon_options.log_level = daemon::parse_level(*options.log_level);
   try {
     daemon::Daemon d(std::move(*loaded.config), daemon_options);

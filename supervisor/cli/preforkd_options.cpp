@@ -26,6 +26,17 @@ po::options_description describe() {
   return d;
 }
 
+// Used by preforkd itself for the in-place upgrade (USR2), see preforkd(8).
+po::options_description describe_internal() {
+  po::options_description d("Internal (the in-place upgrade)");
+  d.add_options()
+      ("upgrade-state", po::value<int>()->value_name("FD"),
+       "take over the workers, sockets and state handed over in FD by the previous preforkd")
+      ("upgrade-check", "with --upgrade-state: only check that this binary can take over that "
+                        "state and that FILE is valid; exit 0 or 2");
+  return d;
+}
+
 }  // namespace
 
 std::string preforkd_usage() {
@@ -34,8 +45,10 @@ std::string preforkd_usage() {
          "preforkd binds the listening sockets of every program in FILE, starts N copies\n"
          "of each program's worker with those sockets inherited, and respawns them when\n"
          "they die. Signals: HUP reload, TERM/INT graceful stop, QUIT fast stop,\n"
-         "TTIN/TTOU one worker more/less per program, USR1 reopen logs.\n\n"
-      << describe()
+         "TTIN/TTOU one worker more/less per program, USR1 reopen logs, USR2 upgrade\n"
+         "preforkd itself in place (workers keep running).\n\n"
+      << describe() << "\n"
+      << describe_internal()
       << "\nExit status: 0 clean shutdown, 1 runtime failure (e.g. cannot bind),\n"
          "2 bad command line or invalid configuration.\n"
          "See preforkd(8) and preforkd.yaml(5).\n";
@@ -45,7 +58,9 @@ std::string preforkd_usage() {
 Options parse_preforkd_options(int argc, const char* const* argv) {
   po::variables_map vm;
   try {
-    po::store(po::command_line_parser(argc, argv).options(describe()).run(), vm);
+    po::options_description all;
+    all.add(describe()).add(describe_internal());
+    po::store(po::command_line_parser(argc, argv).options(all).run(), vm);
     po::notify(vm);
   } catch (const po::error& e) {
     throw UsageError(e.what());
@@ -61,6 +76,9 @@ Options parse_preforkd_options(int argc, const char* const* argv) {
       throw UsageError("--log-level: expected trace|debug|info|warn|error, got `" + level + "`");
     o.log_level = level;
   }
+  if (vm.count("upgrade-state")) o.upgrade_state = vm["upgrade-state"].as<int>();
+  o.upgrade_check = vm.count("upgrade-check") > 0;
+  if (o.upgrade_check && !o.upgrade_state) throw UsageError("--upgrade-check needs --upgrade-state FD");
   o.help = vm.count("help") > 0;
   o.version = vm.count("version") > 0;
   return o;

@@ -14,6 +14,8 @@ struct Options {
   bool foreground = true;  // there is no self-daemonizing (systemd or the shell does that)
   std::optional<std::string> pidfile;
   std::optional<std::string> log_level;
+  std::optional<int> upgrade_state;  // --upgrade-state FD (USR2 hand-over)
+  bool upgrade_check = false;        // --upgrade-check
   bool help = false;
   bool version = false;
 };

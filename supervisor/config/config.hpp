@@ -153,7 +153,9 @@ struct LoadResult {
 };
 
 // Reads, parses and validates `path`. Never throws; never starts anything.
-LoadResult load_file(const std::string& path, const LoadOptions& options = {});
+// With `text`, the bytes read are stored there too (the daemon keeps the text
+// of the configuration it runs, for the in-place upgrade).
+LoadResult load_file(const std::string& path, const LoadOptions& options = {}, std::string* text = nullptr);
 
 // Same, from text; `file` names it in diagnostics and its folder anchors relative paths.
 LoadResult load_string(const std::string& text, const std::string& file,

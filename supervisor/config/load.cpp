@@ -1101,7 +1101,7 @@ LoadResult load_string(const std::string& text, const std::string& file,
   }
 }
 
-LoadResult load_file(const std::string& path, const LoadOptions& options) {
+LoadResult load_file(const std::string& path, const LoadOptions& options, std::string* text_out) {
   // Anything bigger is not a config file (and /dev/zero must not hang us).
   constexpr std::size_t kMaxFileSize = 16 << 20;
   try {
@@ -1131,6 +1131,7 @@ LoadResult load_file(const std::string& path, const LoadOptions& options) {
       return Loader(path, options)
           .fail(fmt::format("too large (more than {} MiB)", kMaxFileSize >> 20));
     }
+    if (text_out != nullptr) *text_out = text;
     return load_string(text, path, options);
   } catch (const std::exception& e) {
     LoadResult r;

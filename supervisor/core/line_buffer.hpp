@@ -74,6 +74,16 @@ class LineBuffer {
 
   size_t buffered() const noexcept { return partial_.size(); }
 
+  // The in-place upgrade hands a pipe over mid-line: the partial line and
+  // whether an oversized one is being skipped.
+  const std::string& partial() const noexcept { return partial_; }
+  bool discarding() const noexcept { return discarding_; }
+  void restore(std::string partial, bool discarding) {
+    partial_ = std::move(partial);
+    if (partial_.size() > max_line_) partial_.resize(max_line_);
+    discarding_ = discarding;
+  }
+
  private:
   std::string partial_;
   size_t max_line_;

@@ -148,4 +148,14 @@ std::map<std::string, int64_t> ProgramTotals::gauges(const std::vector<const Wor
   return out;
 }
 
+void WorkerReport::restore(const std::map<std::string, uint64_t, std::less<>>& counters,
+                           const std::map<std::string, int64_t, std::less<>>& gauges) {
+  counters_.clear();
+  gauges_.clear();
+  for (const auto& [k, v] : counters)
+    if (names() < kNotifyNamesMax) counters_.emplace(k, v);
+  for (const auto& [k, v] : gauges)
+    if (names() < kNotifyNamesMax) gauges_.emplace(k, v);
+}
+
 }  // namespace preforkd::core

@@ -60,6 +60,10 @@ class WorkerReport {
   const std::map<std::string, uint64_t, std::less<>>& counters() const { return counters_; }
   const std::map<std::string, int64_t, std::less<>>& gauges() const { return gauges_; }
   size_t names() const { return counters_.size() + gauges_.size(); }
+  // The in-place upgrade: a report handed over by the previous binary (names
+  // past the limit are dropped, as apply() would have).
+  void restore(const std::map<std::string, uint64_t, std::less<>>& counters,
+               const std::map<std::string, int64_t, std::less<>>& gauges);
 
  private:
   std::map<std::string, uint64_t, std::less<>> counters_;
@@ -79,6 +83,12 @@ class ProgramTotals {
   static std::map<std::string, int64_t> gauges(const std::vector<const WorkerReport*>& live);
   // Names a retiring worker could not add because of kProgramNamesMax.
   uint64_t dropped_names() const { return dropped_names_; }
+  // The in-place upgrade: the totals as handed over by the previous binary.
+  const std::map<std::string, uint64_t>& retired() const { return retired_; }
+  void restore(std::map<std::string, uint64_t> retired, uint64_t dropped_names) {
+    retired_ = std::move(retired);
+    dropped_names_ = dropped_names;
+  }
 
  private:
   std::map<std::string, uint64_t> retired_;

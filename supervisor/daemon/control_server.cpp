@@ -57,6 +57,12 @@ ControlServer::ControlServer(const std::string& path, std::optional<gid_t> gid, 
     sys::throw_errno("cannot give control socket " + path_ + " to its control_group");
 }
 
+ControlServer::ControlServer(sys::UniqueFd adopted, const std::string& path, std::optional<gid_t> gid,
+                             RequestHandler on_request, Logger warn)
+    : path_(path), gid_(gid), listen_(std::move(adopted)), on_request_(std::move(on_request)), warn_(std::move(warn)) {
+  fcntl(listen_.get(), F_SETFL, fcntl(listen_.get(), F_GETFL) | O_NONBLOCK);
+}
+
 ControlServer::~ControlServer() {
   if (listen_) ::unlink(path_.c_str());
 }

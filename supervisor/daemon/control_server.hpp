@@ -45,6 +45,9 @@ class ControlServer {
   // Throws sys::SysError.
   ControlServer(const std::string& path, std::optional<gid_t> gid, RequestHandler on_request,
                 Logger warn);
+  // The in-place upgrade: the listening socket the previous binary served.
+  ControlServer(sys::UniqueFd adopted, const std::string& path, std::optional<gid_t> gid,
+                RequestHandler on_request, Logger warn);
   ~ControlServer();
 
   int listen_fd() const { return listen_.get(); }

@@ -75,6 +75,7 @@ Daemon::Daemon(config::Config config, DaemonOptions options)
       rng_(static_cast<unsigned>(Clock::now().time_since_epoch().count())) {
   config::LogLevel level = options_.log_level.value_or(config_.supervisor.log_level);
   log_ = make_logger(config_.supervisor.log_file, level);
+  log_file_open_ = config_.supervisor.log_file;
   sys::mark_all_cloexec();  // T5: spdlog's file is opened without O_CLOEXEC
 
   // T8: signalfd only works if no other thread can take our signals.
@@ -100,21 +101,46 @@ Daemon::Daemon(config::Config config, DaemonOptions options)
   if (getpid() != 1) prctl(PR_SET_CHILD_SUBREAPER, 1);
 
   pidfile_ = options_.pidfile ? options_.pidfile : config_.supervisor.pidfile;
-  for (const auto& p : config_.programs) setup_program(p);
+  load_options_ = options_.load_options;
+  self_path_ = options_.self_path.empty() ? sys::self_executable() : options_.self_path;
+  if (options_.upgrade_state) {
+    adopt_state(*options_.upgrade_state, options_.upgrade_configs);
+    adopted_ = true;
+    options_.upgrade_state.reset();
+    options_.upgrade_configs.clear();
+  } else {
+    config_texts_[generation_] = options_.config_text;
+    for (const auto& cfg : config_.programs) {
+      std::vector<ListenerRef> shared;
+      if (!cfg.reuseport)
+        for (const auto& a : cfg.listen) shared.push_back(open_listener(cfg.name, a, cfg.backlog, false));
+      programs_.push_back(make_program(cfg, std::move(shared)));
+    }
+    for (const auto& unused : activated_.close_unused())
+      log_->warn("preforkd: closed a socket from systemd that matches no listen entry: {}", unused);
+  }
+  if (std::any_of(config_.programs.begin(), config_.programs.end(), [](const auto& c) { return c.reuseport; }))
+    enable_listener_migration();
   std::optional<gid_t> control_gid;
   if (config_.supervisor.control_group) {
     control_gid = sys::lookup_group(*config_.supervisor.control_group);
     if (!control_gid) throw sys::SysError(ENOENT, "unknown control_group " + *config_.supervisor.control_group);
   }
-  control_ = std::make_unique<ControlServer>(
-      config_.supervisor.control_socket, control_gid,
-      [this](ControlServer::ClientId c, const std::string& line) { on_control_request(c, line); },
-      [this](const std::string& msg) { log_->warn("{}", msg); });
+  auto on_request = [this](ControlServer::ClientId c, const std::string& line) { on_control_request(c, line); };
+  auto warn = [this](const std::string& msg) { log_->warn("{}", msg); };
+  if (adopted_control_)
+    control_ = std::make_unique<ControlServer>(std::move(adopted_control_), config_.supervisor.control_socket,
+                                               control_gid, on_request, warn);
+  else
+    control_ = std::make_unique<ControlServer>(config_.supervisor.control_socket, control_gid, on_request, warn);
   control_->attach(epoll_);
   watches_[control_->listen_fd()] = Watch{Watch::Kind::Control, nullptr, nullptr};
   if (const auto& m = config_.supervisor.metrics_address) {
-    metrics_ = std::make_unique<MetricsHttp>(to_spec(*m, 128, false),
-                                             [this] { return core::render_prometheus(snapshot()); });
+    auto render = [this] { return core::render_prometheus(snapshot()); };
+    if (adopted_metrics_)
+      metrics_ = std::make_unique<MetricsHttp>(std::move(adopted_metrics_), render);
+    else
+      metrics_ = std::make_unique<MetricsHttp>(to_spec(*m, 128, false), render);
     metrics_->attach(epoll_);
     watches_[metrics_->listen_fd()] = Watch{Watch::Kind::Metrics, nullptr, nullptr};
     log_->info("preforkd: metrics on http://{}/metrics", metrics_->bound());
@@ -124,16 +150,14 @@ Daemon::Daemon(config::Config config, DaemonOptions options)
 
 Daemon::~Daemon() {
   if (pidfile_) ::unlink(pidfile_->c_str());
-  // Unix socket files we created go with us (as nginx and gunicorn do).
-  auto unlink_unix = [](const Listener& l) {
-    if (l.address.family == config::ListenAddress::Family::Unix) ::unlink(l.address.path.c_str());
-  };
-  for (auto& p : programs_) {
-    for (auto& l : p->listeners) unlink_unix(l);
-    for (auto& s : p->slots)
-      for (auto& l : s->own_listeners) unlink_unix(l);
-  }
+  programs_.clear();  // the listeners' own destructors unlink the Unix paths we bound
   log_->flush();
+}
+
+// Unix socket files we created go with their socket (as nginx and gunicorn
+// do); not those systemd passed: their files belong to the socket unit.
+Daemon::Listener::~Listener() {
+  if (unlink_on_close && fd) ::unlink(address.path.c_str());
 }
 
 void Daemon::write_pidfile() {
@@ -147,36 +171,31 @@ void Daemon::write_pidfile() {
   if (::rename(tmp.c_str(), pidfile_->c_str()) != 0) sys::throw_errno("cannot write pidfile " + *pidfile_);
 }
 
-// Builds a program's runtime: binds its shared sockets (or every slot's own
-// with reuseport), resolves its user, and prepares the environment.
-void Daemon::setup_program(const config::Program& cfg) {
-  auto p = std::make_unique<Program>();
-  p->config = cfg;
-  p->policy = core::SlotPolicy::from(cfg);
-  if (!cfg.reuseport) {
-    for (const auto& a : cfg.listen) {
-      Listener l{a, sys::bind_listener(to_spec(a, cfg.backlog, false)), {}};
-      l.bound = sys::local_address(l.fd.get());
-      log_->info("{}: listening on {}", cfg.name, l.bound);
-      p->listeners.push_back(std::move(l));
-    }
-  }
+// A program's shape from its configuration: resolves its user and group
+// (throws sys::SysError if unknown) and prepares the environment. The
+// listening sockets are given (shared ones, empty with reuseport).
+Daemon::Shape Daemon::make_shape(const config::Program& cfg, std::vector<ListenerRef> listeners) {
+  Shape sh;
+  sh.config = cfg;
+  sh.policy = core::SlotPolicy::from(cfg);
+  sh.listeners = std::move(listeners);
+  sh.config_generation = generation_;
   if (cfg.user) {
-    p->user = sys::lookup_user(*cfg.user);
-    if (!p->user) throw sys::SysError(ENOENT, "program " + cfg.name + ": unknown user " + *cfg.user);
+    sh.user = sys::lookup_user(*cfg.user);
+    if (!sh.user) throw sys::SysError(ENOENT, "program " + cfg.name + ": unknown user " + *cfg.user);
   }
   if (cfg.group) {
-    p->group = sys::lookup_group(*cfg.group);
-    if (!p->group) throw sys::SysError(ENOENT, "program " + cfg.name + ": unknown group " + *cfg.group);
+    sh.group = sys::lookup_group(*cfg.group);
+    if (!sh.group) throw sys::SysError(ENOENT, "program " + cfg.name + ": unknown group " + *cfg.group);
   }
 
   // A minimal clean environment (SPEC): PATH, LANG and TZ from ours, the
   // user's identity, the worker contract, then the configured variables.
-  auto& env = p->base_env;
+  auto& env = sh.base_env;
   env.push_back("PATH=" + env_or("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"));
   for (const char* name : {"LANG", "TZ"})
     if (const char* v = std::getenv(name)) env.push_back(std::string(name) + "=" + v);
-  std::optional<sys::UserInfo> who = p->user ? p->user : sys::lookup_uid(geteuid());
+  std::optional<sys::UserInfo> who = sh.user ? sh.user : sys::lookup_uid(geteuid());
   if (who) {
     env.push_back("HOME=" + who->home);
     env.push_back("USER=" + who->name);
@@ -192,7 +211,6 @@ void Daemon::setup_program(const config::Program& cfg) {
   }
   env.push_back(std::string(PREFORKD_ENV_NOTIFY_FD) + "=" + std::to_string(3 + n));
   env.push_back(std::string(PREFORKD_ENV_PROGRAM) + "=" + cfg.name);
-  env.push_back(std::string(PREFORKD_ENV_GENERATION) + "=" + std::to_string(generation_));
   if (cfg.watchdog_timeout.count() > 0)
     env.push_back(std::string(PREFORKD_ENV_WATCHDOG_USEC) + "=" +
                   std::to_string(cfg.watchdog_timeout.count() * 1000));
@@ -206,7 +224,15 @@ void Daemon::setup_program(const config::Program& cfg) {
     else
       env.push_back(prefix + v);
   }
+  return sh;
+}
 
+// A new program with its slots (not started yet). With reuseport every slot
+// binds its own sockets here (throws sys::SysError if one cannot be bound).
+std::unique_ptr<Daemon::Program> Daemon::make_program(const config::Program& cfg,
+                                                      std::vector<ListenerRef> listeners) {
+  auto p = std::make_unique<Program>();
+  p->shape = make_shape(cfg, std::move(listeners));
   for (uint32_t i = 0; i < cfg.workers; ++i) {
     auto s = std::make_unique<Slot>();
     s->program = p.get();
@@ -214,7 +240,7 @@ void Daemon::setup_program(const config::Program& cfg) {
     if (cfg.reuseport) bind_slot_listeners(*p, *s);
     p->slots.push_back(std::move(s));
   }
-  programs_.push_back(std::move(p));
+  return p;
 }
 
 // reuseport: each slot has its own SO_REUSEPORT sockets, bound once and kept
@@ -222,25 +248,50 @@ void Daemon::setup_program(const config::Program& cfg) {
 // of 0 is resolved by the first slot and reused by the others.
 void Daemon::bind_slot_listeners(Program& p, Slot& s) {
   if (!s.own_listeners.empty()) return;
-  for (size_t i = 0; i < p.config.listen.size(); ++i) {
-    config::ListenAddress a = p.config.listen[i];
+  for (size_t i = 0; i < p.config().listen.size(); ++i) {
+    const config::ListenAddress& a = p.config().listen[i];
+    config::ListenAddress at = a;
     for (const auto& other : p.slots) {
       if (other.get() != &s && other->own_listeners.size() > i && a.port == 0 &&
-          a.family != config::ListenAddress::Family::Unix) {
-        std::string bound = other->own_listeners[i].bound;
-        a.port = static_cast<uint16_t>(std::stoi(bound.substr(bound.rfind(':') + 1)));
+          a.family != config::ListenAddress::Family::Unix && other->own_listeners[i]->address == a) {
+        std::string bound = other->own_listeners[i]->bound;
+        at.port = static_cast<uint16_t>(std::stoi(bound.substr(bound.rfind(':') + 1)));
         break;
       }
     }
-    Listener l{a, sys::bind_listener(to_spec(a, p.config.backlog, true)), {}};
-    l.bound = sys::local_address(l.fd.get());
-    if (s.worker.slot == 0) log_->info("{}: listening on {} (reuseport)", p.config.name, l.bound);
+    ListenerRef l = open_listener(p.config().name, at, p.config().backlog, true);
+    l->address = a;  // as configured (port 0 stays 0): compared across reloads
+    if (s.worker.slot == 0) log_->info("{}: listening on {} (reuseport)", p.config().name, l->bound);
     s.own_listeners.push_back(std::move(l));
   }
 }
 
+Daemon::ListenerRef Daemon::open_listener(const std::string& program, const config::ListenAddress& a, int backlog,
+                                          bool reuseport) {
+  auto l = std::make_shared<Listener>();
+  l->address = a;
+  if (!reuseport)
+    if (auto fd = activated_.take(a)) l->fd = std::move(*fd);
+  bool from_systemd = static_cast<bool>(l->fd);
+  if (!l->fd) l->fd = sys::bind_listener(to_spec(a, backlog, reuseport));
+  l->bound = sys::local_address(l->fd.get());
+  l->unlink_on_close = a.family == config::ListenAddress::Family::Unix && !from_systemd;
+  if (!reuseport) log_->info("{}: listening on {}{}", program, l->bound, from_systemd ? " (from systemd)" : "");
+  return l;
+}
+
 int Daemon::run() {
-  start_all();
+  if (adopted_) {
+    size_t n = 0;
+    for (const auto& p : programs_) n += static_cast<size_t>(std::count_if(p->slots.begin(), p->slots.end(),
+                                                                           [](const auto& s) { return core::has_process(s->worker); }));
+    log_->info("preforkd {} (pid {}): took over {} worker(s) in {} program(s), configuration generation {}", kVersion,
+               getpid(), n, programs_.size(), generation_);
+    arm_timer();
+    report_systemd_status();
+  } else {
+    start_all();
+  }
   epoll_event events[64];
   while (!finished()) {
     log_->flush();  // info lines are flushed when the loop goes idle
@@ -276,8 +327,11 @@ int Daemon::run() {
     reap();
     expire_deadlines();
     advance_rollouts();
+    check_reload();
     check_pending_ops();
+    maybe_start_upgrade();
     arm_timer();
+    report_systemd_status();
   }
   if (control_) control_->flush_all();  // e.g. the reply to `shutdown` itself
   log_->info("preforkd: shutdown complete");
@@ -293,8 +347,36 @@ void Daemon::start_all() {
   }
   log_->info("preforkd {}: started {} worker(s) in {} program(s)", getpid(), total, programs_.size());
   for (auto& p : programs_)
-    if (p->config.max_memory > 0) next_memory_check_ = Clock::now() + kMemoryCheckInterval;
+    if (p->config().max_memory > 0) next_memory_check_ = Clock::now() + kMemoryCheckInterval;
   arm_timer();
+  sys::notify_systemd("READY=1");  // Type=notify: every worker has been started
+  report_systemd_status();
+}
+
+// STATUS= for `systemctl status`: "4/4 workers ready" (+ "; web crash-looping"),
+// sent when it changes and only when systemd listens (NOTIFY_SOCKET is set).
+void Daemon::report_systemd_status() {
+  if (!sys::systemd_notify_enabled()) return;
+  size_t ready = 0, up = 0, alive = 0;
+  std::string looping;
+  for (const auto& p : programs_) {
+    bool crash_looping = false;
+    for (const auto& s : p->slots) {
+      const core::Worker& w = s->worker;
+      if (w.state == core::WorkerState::Ready) ++ready;
+      if (w.want == core::Want::Up) ++up;
+      if (core::has_process(w)) ++alive;
+      crash_looping |= w.state == core::WorkerState::Backoff && w.streak >= 2;
+    }
+    alive += p->retirees.size();
+    if (crash_looping) looping += "; " + p->config().name + " crash-looping";
+  }
+  std::string status = shutting_down_
+                           ? "shutting down, " + std::to_string(alive) + " worker(s) left"
+                           : std::to_string(ready) + "/" + std::to_string(up) + " workers ready" + looping;
+  if (status == systemd_status_) return;
+  systemd_status_ = status;
+  sys::notify_systemd("STATUS=" + status);
 }
 
 bool Daemon::finished() const {
@@ -318,12 +400,10 @@ void Daemon::on_signal(int sig) {
     case SIGTTOU: on_ttou(); break;
     case SIGUSR1: on_usr1(); break;
     case SIGHUP:
-      log_->warn("preforkd: SIGHUP: configuration reload is not available in this version; "
-                 "the running configuration is unchanged");
+      log_->info("preforkd: SIGHUP: reloading {}", config_.path);
+      request_reload(std::nullopt);
       break;
-    case SIGUSR2:
-      log_->warn("preforkd: SIGUSR2: in-place upgrade is not available in this version");
-      break;
+    case SIGUSR2: on_usr2(); break;
     case SIGCHLD:  // only a wake-up: the loop reaps every iteration (T2)
     case SIGPIPE:  // drained and ignored: the failed write sees EPIPE (T13)
     default: break;
@@ -333,19 +413,21 @@ void Daemon::on_signal(int sig) {
 void Daemon::on_term() {
   auto now = Clock::now();
   if (!shutting_down_) {
+    sys::notify_systemd("STOPPING=1");
     shutting_down_ = true;
     shutdown_deadline_ = now + config_.supervisor.shutdown_timeout;
     log_->info("preforkd: graceful shutdown (at most {}ms)", config_.supervisor.shutdown_timeout.count());
   }
   for (auto& p : programs_) {
     for (auto& s : p->slots)
-      apply(*s, core::on_stop(s->worker, p->policy, core::StopReason::Shutdown, core::Want::Down, now));
+      apply(*s, core::on_stop(s->worker, p->shape.policy, core::StopReason::Shutdown, core::Want::Down, now));
     stop_retirees(*p, -1, core::StopReason::Shutdown, now);
   }
 }
 
 void Daemon::on_quit() {
   auto now = Clock::now();
+  sys::notify_systemd("STOPPING=1");
   shutting_down_ = true;
   shutdown_forced_ = true;
   shutdown_deadline_ = core::kNever;
@@ -388,14 +470,14 @@ void Daemon::add_worker(Program& p) {
   s->program = &p;
   s->worker.slot = static_cast<int>(p.slots.size());
   try {
-    if (p.config.reuseport) bind_slot_listeners(p, *s);
+    if (p.config().reuseport) bind_slot_listeners(p, *s);
   } catch (const sys::SysError& e) {
-    log_->error("{}: cannot add a worker: {}", p.config.name, e.what());
+    log_->error("{}: cannot add a worker: {}", p.config().name, e.what());
     return;
   }
   Slot& ref = *s;
   p.slots.push_back(std::move(s));
-  log_->info("{}: scaling up to {} worker(s)", p.config.name, wanted(p));
+  log_->info("{}: scaling up to {} worker(s)", p.config().name, wanted(p));
   spawn(ref);
 }
 
@@ -404,27 +486,57 @@ void Daemon::remove_worker(Program& p) {
   for (auto it = p.slots.rbegin(); it != p.slots.rend(); ++it) {
     Slot& s = **it;
     if (s.worker.want == core::Want::Remove) continue;
-    log_->info("{}: scaling down, stopping {}", p.config.name, tag(s));
+    log_->info("{}: scaling down, stopping {}", p.config().name, tag(s));
     int number = s.worker.slot;
-    apply(s, core::on_stop(s.worker, p.policy, core::StopReason::Scale, core::Want::Remove, now));
+    // reuseport: let go of the slot's own sockets now. The worker holds its
+    // copy; once it closes it the socket is gone, and the kernel moves what
+    // is still queued on it to the other slots' sockets (tcp_migrate_req)
+    // instead of resetting it. A reclaimed slot binds fresh ones.
+    s.own_listeners.clear();
+    apply(s, core::on_stop(s.worker, p.shape.policy, core::StopReason::Scale, core::Want::Remove, now));
     stop_retirees(p, number, core::StopReason::Scale, now);  // no successor is coming
     return;
   }
 }
 
-void Daemon::on_usr1() {
-  if (!config_.supervisor.log_file) return;
+void Daemon::on_usr1() { reopen_log(); }
+
+// USR1 (logrotate) and a reload that changes log.file: a fresh logger on the
+// configured file; if it cannot be opened, the old one stays.
+void Daemon::reopen_log() {
+  if (!config_.supervisor.log_file && log_file_open_ == config_.supervisor.log_file) return;
   try {
     auto level = log_->level();
     auto fresh = make_logger(config_.supervisor.log_file, config::LogLevel::Info);
     fresh->set_level(level);
     log_->flush();
     log_ = std::move(fresh);
+    log_file_open_ = config_.supervisor.log_file;
     sys::mark_all_cloexec();  // T5: the new file, like the first
     log_->info("preforkd: log file reopened");
   } catch (const std::exception& e) {
     log_->error("preforkd: cannot reopen the log file, keeping the old one: {}", e.what());
   }
+}
+
+// reuseport: when a slot's socket is closed (scale-down), connections still
+// in its accept queue would be reset; with net.ipv4.tcp_migrate_req (Linux
+// 5.14) the kernel moves them to another socket of the same group instead.
+// preforkd turns it on (it is per network namespace) when it can, and says
+// so; otherwise it warns.
+void Daemon::enable_listener_migration() {
+  if (migration_checked_) return;
+  migration_checked_ = true;
+  const char* path = "/proc/sys/net/ipv4/tcp_migrate_req";
+  std::string now = sys::read_small_file(path);
+  if (now.rfind('1', 0) == 0) return;
+  if (sys::write_small_file(path, "1\n")) {
+    log_->info("preforkd: set net.ipv4.tcp_migrate_req=1 so that scaling down a reuseport program "
+               "moves its queued connections to the other workers");
+    return;
+  }
+  log_->warn("preforkd: cannot set net.ipv4.tcp_migrate_req=1 ({}): scaling down a reuseport program may "
+             "reset connections still queued on the removed worker's socket", std::strerror(errno));
 }
 
 // ---- the state machine's effects ----
@@ -441,7 +553,7 @@ void Daemon::apply(Slot& slot, const core::Effects& e) {
 void Daemon::send_signal(Slot& slot, int sig) {
   const core::Worker& w = slot.worker;
   if (w.pid <= 0) return;  // T14: only unreaped workers have a pid
-  pid_t target = slot.program->config.kill_group ? -w.pid : w.pid;
+  pid_t target = slot.program->config().kill_group ? -w.pid : w.pid;
   if (::kill(target, sig) != 0 && errno == ESRCH && target < 0) ::kill(w.pid, sig);
   log_->debug("{} pid {}: sent SIG{}", tag(slot), w.pid, config::signal_name(sig));
 }
@@ -456,11 +568,11 @@ void Daemon::forget(Slot& slot) {
   if (it == list.end()) return;
   bool was_retiree = slot.retiree;
   list.erase(it);
-  if (!was_retiree) log_->debug("{}[{}]: slot removed", p.config.name, number);
+  if (!was_retiree) log_->debug("{}[{}]: slot removed", p.config().name, number);
 }
 
 std::string Daemon::tag(const Slot& s) const {
-  return s.program->config.name + "[" + std::to_string(s.worker.slot) + "]";
+  return s.program->config().name + "[" + std::to_string(s.worker.slot) + "]";
 }
 
 double Daemon::jitter() { return std::uniform_real_distribution<double>(-0.2, 0.2)(rng_); }
@@ -468,11 +580,12 @@ double Daemon::jitter() { return std::uniform_real_distribution<double>(-0.2, 0.
 // ---- spawning ----
 
 sys::SpawnRequest Daemon::build_request(Program& p, Slot& s, std::vector<sys::UniqueFd>& keep) {
-  const config::Program& cfg = p.config;
+  const config::Program& cfg = p.config();
   sys::SpawnRequest req;
   req.path = cfg.executable;
   req.argv = cfg.command;
-  req.env = p.base_env;
+  req.env = p.shape.base_env;
+  req.env.push_back(std::string(PREFORKD_ENV_GENERATION) + "=" + std::to_string(p.shape.config_generation));
   req.env.push_back(std::string(PREFORKD_ENV_SLOT) + "=" + std::to_string(s.worker.slot));
   req.set_listen_pid = !cfg.listen.empty();
 
@@ -508,8 +621,8 @@ sys::SpawnRequest Daemon::build_request(Program& p, Slot& s, std::vector<sys::Un
 
   // fds 3.. : the listening sockets, in `listen` order.
   int next = 3;
-  const auto& listeners = cfg.reuseport ? s.own_listeners : p.listeners;
-  for (const auto& l : listeners) req.fds.push_back({l.fd.get(), next++});
+  const auto& listeners = cfg.reuseport ? s.own_listeners : p.shape.listeners;
+  for (const auto& l : listeners) req.fds.push_back({l->fd.get(), next++});
 
   // Then the notify pipe. Non-blocking on both ends: a worker must never
   // block on telemetry, and we never block reading it.
@@ -525,13 +638,13 @@ sys::SpawnRequest Daemon::build_request(Program& p, Slot& s, std::vector<sys::Un
 
   // Identity and limits.
   bool root = geteuid() == 0;
-  if (p.user && (root || p.user->uid != geteuid())) {
-    req.uid = p.user->uid;
-    req.gid = p.group.value_or(p.user->gid);
-    if (root) req.groups = p.user->groups;
-  } else if (p.group && (root || *p.group != getegid())) {
-    req.gid = *p.group;
-    if (root) req.groups = std::vector<gid_t>{*p.group};
+  if (p.shape.user && (root || p.shape.user->uid != geteuid())) {
+    req.uid = p.shape.user->uid;
+    req.gid = p.shape.group.value_or(p.shape.user->gid);
+    if (root) req.groups = p.shape.user->groups;
+  } else if (p.shape.group && (root || *p.shape.group != getegid())) {
+    req.gid = *p.shape.group;
+    if (root) req.groups = std::vector<gid_t>{*p.shape.group};
   }
   req.umask = cfg.umask;
   if (cfg.directory) req.directory = *cfg.directory;
@@ -553,7 +666,7 @@ void Daemon::spawn(Slot& slot) {
   sys::SpawnRequest req;
   sys::SpawnResult result;
   try {
-    if (p.config.reuseport) bind_slot_listeners(p, slot);
+    if (p.config().reuseport) bind_slot_listeners(p, slot);
     req = build_request(p, slot, child_ends);
     result = sys::spawn(req);
   } catch (const sys::SysError& e) {
@@ -564,7 +677,7 @@ void Daemon::spawn(Slot& slot) {
   auto now = Clock::now();
   if (result.error) {
     close_all_pipes(slot);
-    core::Effects e = core::on_spawn_failed(slot.worker, p.policy, now, jitter());
+    core::Effects e = core::on_spawn_failed(slot.worker, p.shape.policy, now, jitter());
     std::string what = result.error->describe(req);
     if (slot.worker.streak <= 1)
       log_->error("{}: {}", tag(slot), what);
@@ -578,7 +691,7 @@ void Daemon::spawn(Slot& slot) {
   slot.report = core::WorkerReport{};
   slot.notify_errors = 0;
   slot.draining = false;
-  core::on_spawned(slot.worker, p.policy, result.pid, generation_, now);
+  core::on_spawned(slot.worker, p.shape.policy, result.pid, p.shape.config_generation, now);
   by_pid_[result.pid] = &slot;
   for (auto& pipe : slot.pipes) {
     int fd = pipe->fd.get();
@@ -634,7 +747,7 @@ void Daemon::handle_notify(Slot& slot, std::string_view line) {
   core::on_notify_seen(slot.worker, now);  // every valid line feeds the watchdog
   switch (m.kind) {
     case core::NotifyMessage::Kind::Ready:
-      if (core::on_ready(slot.worker, slot.program->policy, now))
+      if (core::on_ready(slot.worker, slot.program->shape.policy, now))
         log_->debug("{} pid {}: ready", tag(slot), slot.worker.pid);
       break;
     case core::NotifyMessage::Kind::Stopping:
@@ -650,7 +763,7 @@ void Daemon::handle_notify(Slot& slot, std::string_view line) {
       if (auto r = slot.report.apply(m); std::holds_alternative<core::NotifyError>(r)) {
         notify_error(slot, std::get<core::NotifyError>(r));
       } else if (m.kind == core::NotifyMessage::Kind::Counter && m.name == "requests" && !slot.retiree &&
-                 slot.program->config.max_requests > 0 && m.counter >= slot.program->config.max_requests &&
+                 slot.program->config().max_requests > 0 && m.counter >= slot.program->config().max_requests &&
                  slot.recycle_reason == nullptr) {
         slot.recycle_reason = "max_requests";  // carried out after this read (run_recycles)
       }
@@ -688,6 +801,10 @@ void Daemon::close_all_pipes(Slot& slot) {
 
 void Daemon::reap() {
   for (const auto& r : sys::reap_all()) {
+    if (r.pid == upgrade_check_pid_) {
+      on_upgrade_check_exit(r.status);  // may exec the new binary and never return
+      continue;
+    }
     auto it = by_pid_.find(r.pid);
     if (it == by_pid_.end()) {
       // T20: an orphan that landed on us, never a worker.
@@ -705,7 +822,7 @@ void Daemon::reap() {
     auto now = Clock::now();
     core::Termination t{r.status.signaled(), r.status.signaled() ? r.status.signal() : r.status.exit_code()};
     std::string who = tag(slot) + " pid " + std::to_string(r.pid);
-    core::Effects e = core::on_exited(slot.worker, p.policy, t, now, jitter());
+    core::Effects e = core::on_exited(slot.worker, p.shape.policy, t, now, jitter());
     if (e.exited) ++p.exits[static_cast<int>(e.exit_kind)];
     bool ours = before == core::WorkerState::Stopping || before == core::WorkerState::Killing;
     if (ours) {
@@ -719,7 +836,7 @@ void Daemon::reap() {
       log_->warn("{}: respawning in {}ms ({} failures in a row)", tag(slot), e.respawn_delay.count(),
                  slot.worker.streak);
     else if (slot.worker.state == core::WorkerState::Stopped && !shutting_down_ && !e.forget)
-      log_->info("{}: not restarted (restart: {})", tag(slot), config::to_string(p.config.restart));
+      log_->info("{}: not restarted (restart: {})", tag(slot), config::to_string(p.config().restart));
     apply(slot, e);
   }
 }
@@ -737,16 +854,21 @@ void Daemon::expire_deadlines() {
     for (size_t i = 0; i < p->retirees.size();) {
       Slot& r = *p->retirees[i];
       size_t count = p->retirees.size();
-      if (r.worker.deadline <= now) apply(r, core::on_due(r.worker, p->policy, now));
+      if (r.worker.deadline <= now) apply(r, core::on_due(r.worker, p->shape.policy, now));
       if (p->retirees.size() < count) continue;
       if (now >= retire_at(*p, r)) {
         log_->info("{} pid {}: its replacement pid {} is proven, stopping it", tag(r), r.worker.pid,
                    p->slots[static_cast<size_t>(r.worker.slot)]->worker.pid);
-        apply(r, core::on_stop(r.worker, p->policy, core::StopReason::Recycle, core::Want::Remove, now));
+        apply(r, core::on_stop(r.worker, p->shape.policy, core::StopReason::Recycle, core::Want::Remove, now));
         if (p->retirees.size() < count) continue;
       }
       ++i;
     }
+  }
+  if (upgrade_check_pid_ > 0 && now >= upgrade_check_deadline_) {
+    log_->error("preforkd: the new binary's check did not finish in time, killing it");
+    ::kill(upgrade_check_pid_, SIGKILL);
+    upgrade_check_deadline_ = core::kNever;
   }
   if (shutting_down_ && !shutdown_forced_ && now >= shutdown_deadline_) {
     shutdown_forced_ = true;
@@ -762,12 +884,12 @@ void Daemon::expire_deadlines() {
       Slot& s = *p->slots[i];
       if (s.worker.deadline <= now) {
         core::WorkerState before = s.worker.state;
-        core::Effects e = core::on_due(s.worker, p->policy, now);
+        core::Effects e = core::on_due(s.worker, p->shape.policy, now);
         if (before == core::WorkerState::Starting)
           log_->warn("{} pid {}: no READY=1 within start_timeout, stopping it", tag(s), s.worker.pid);
         else if (before == core::WorkerState::Ready && e.signal != 0)
           log_->warn("{} pid {}: watchdog: nothing heard for {}ms, sending SIGABRT", tag(s),
-                     s.worker.pid, p->policy.watchdog_timeout.count());
+                     s.worker.pid, p->shape.policy.watchdog_timeout.count());
         else if (before == core::WorkerState::Stopping)
           log_->warn("{} pid {}: still running after stop_timeout, sending SIGKILL", tag(s), s.worker.pid);
         else if (before == core::WorkerState::Killing)
@@ -786,6 +908,7 @@ void Daemon::arm_timer() {
   if (control_) earliest = std::min(earliest, control_->expire(Clock::now()));
   if (metrics_) earliest = std::min(earliest, metrics_->expire(Clock::now()));
   if (shutting_down_ && !shutdown_forced_) earliest = std::min(earliest, shutdown_deadline_);
+  earliest = std::min(earliest, upgrade_check_deadline_);
   for (auto& p : programs_) {
     for (const auto& s : p->slots) earliest = std::min(earliest, s->worker.deadline);
     for (const auto& r : p->retirees) earliest = std::min({earliest, r->worker.deadline, retire_at(*p, *r)});
@@ -814,7 +937,7 @@ TimePoint Daemon::retire_at(const Program& p, const Slot& retiree) const {
   auto n = static_cast<size_t>(retiree.worker.slot);
   if (!serving(retiree.worker) || n >= p.slots.size()) return core::kNever;
   const core::Worker& successor = p.slots[n]->worker;
-  return successor.state == core::WorkerState::Ready ? successor.ready_at + p.config.reload.settle : core::kNever;
+  return successor.state == core::WorkerState::Ready ? successor.ready_at + p.config().reload.settle : core::kNever;
 }
 
 // Recycles requested while reading pipes are carried out here, outside the
@@ -841,6 +964,12 @@ void Daemon::recycle(Slot& slot) {
   old->draining = slot.draining;
   slot.pipes.clear();
   slot.report = core::WorkerReport{};
+  // reuseport, `listen` changed by a reload: the old worker keeps the slot's
+  // old sockets (they close when it is gone); the successor binds the new ones.
+  const auto& want = p.config().listen;
+  bool same = slot.own_listeners.size() == (p.config().reuseport ? want.size() : 0);
+  for (size_t i = 0; same && i < slot.own_listeners.size(); ++i) same = slot.own_listeners[i]->address == want[i];
+  if (!same) old->own_listeners = std::exchange(slot.own_listeners, {});
   for (auto& pipe : old->pipes)
     if (pipe->fd) watches_[pipe->fd.get()].slot = old.get();
   by_pid_[old->worker.pid] = old.get();
@@ -856,7 +985,7 @@ void Daemon::stop_retirees(Program& p, int slot_number, core::StopReason reason,
     Slot& r = *p.retirees[i];
     size_t count = p.retirees.size();
     if (slot_number < 0 || r.worker.slot == slot_number)
-      apply(r, core::on_stop(r.worker, p.policy, reason, core::Want::Remove, now));
+      apply(r, core::on_stop(r.worker, p.shape.policy, reason, core::Want::Remove, now));
     if (p.retirees.size() == count) ++i;
   }
 }
@@ -864,13 +993,13 @@ void Daemon::stop_retirees(Program& p, int slot_number, core::StopReason reason,
 void Daemon::check_memory(TimePoint now) {
   next_memory_check_ = now + kMemoryCheckInterval;
   for (auto& p : programs_) {
-    if (p->config.max_memory == 0) continue;
+    if (p->config().max_memory == 0) continue;
     for (auto& s : p->slots) {
       if (s->worker.state != core::WorkerState::Ready) continue;
       auto rss = sys::rss_bytes(s->worker.pid);
-      if (rss && *rss > p->config.max_memory && s->recycle_reason == nullptr) {
+      if (rss && *rss > p->config().max_memory && s->recycle_reason == nullptr) {
         log_->info("{} pid {}: RSS {} bytes is over max_memory {}", tag(*s), s->worker.pid, *rss,
-                   p->config.max_memory);
+                   p->config().max_memory);
         s->recycle_reason = "max_memory";
       }
     }
@@ -881,7 +1010,7 @@ void Daemon::check_memory(TimePoint now) {
 
 Daemon::Program* Daemon::find_program(const std::string& name) {
   for (auto& p : programs_)
-    if (p->config.name == name) return p.get();
+    if (p->config().name == name && !p->removing) return p.get();
   return nullptr;
 }
 
@@ -890,10 +1019,12 @@ core::Snapshot Daemon::snapshot() const {
   s.version = kVersion;
   s.pid = getpid();
   s.generation = generation_;
+  s.reloads_ok = reloads_ok_;
+  s.reloads_failed = reloads_failed_;
   auto now = Clock::now();
   for (const auto& p : programs_) {
     core::ProgramSnapshot ps;
-    ps.name = p->config.name;
+    ps.name = p->config().name;
     ps.workers_wanted = static_cast<uint32_t>(std::count_if(
         p->slots.begin(), p->slots.end(), [](const auto& sl) { return sl->worker.want == core::Want::Up; }));
     std::vector<const core::WorkerReport*> live;
@@ -942,10 +1073,11 @@ void Daemon::on_control_request(ControlServer::ClientId client, const std::strin
   if (cmd == "stats") return control_->reply(client, reply_stats(snapshot()));
   if (cmd == "version") return control_->reply(client, reply_version(snapshot()));
   if (cmd == "metrics") return control_->reply(client, reply_text(core::render_prometheus(snapshot())));
-  if (cmd == "reload")
-    return control_->reply(client, reply_error("reload is not available in this version yet; "
-                                               "the running configuration is unchanged"));
   if (shutting_down_) return control_->reply(client, reply_error("preforkd is shutting down"));
+  if (cmd == "reload") {
+    log_->info("preforkd: reload of {} requested over the control socket", config_.path);
+    return request_reload(client);
+  }
   auto now = Clock::now();
   if (cmd == "shutdown") {
     control_->reply(client, reply_ok("shutting down"));
@@ -968,20 +1100,20 @@ void Daemon::on_control_request(ControlServer::ClientId client, const std::strin
   if (cmd == "start") {
     for (auto& s : p->slots)
       if (s->worker.want != core::Want::Remove) apply(*s, core::on_start(s->worker, now));
-    return control_->reply(client, reply_ok("started " + p->config.name));
+    return control_->reply(client, reply_ok("started " + p->config().name));
   }
-  if (p->rollout) return control_->reply(client, reply_error(p->config.name + ": a restart is in progress"));
+  if (p->rollout) return control_->reply(client, reply_error(p->config().name + ": a restart is in progress"));
   if (cmd == "stop") {
     for (auto& s : p->slots)
       if (s->worker.want != core::Want::Remove)
-        apply(*s, core::on_stop(s->worker, p->policy, core::StopReason::Operator, core::Want::Down, now));
+        apply(*s, core::on_stop(s->worker, p->shape.policy, core::StopReason::Operator, core::Want::Down, now));
     stop_retirees(*p, -1, core::StopReason::Operator, now);
     pending_ops_.push_back({PendingOp::Kind::Stop, p, 0, client});
     return;
   }
   if (cmd == "scale") {
     auto target = static_cast<size_t>(r.workers);
-    log_->info("{}: scaling to {} worker(s) (control)", p->config.name, target);
+    log_->info("{}: scaling to {} worker(s) (control)", p->config().name, target);
     while (wanted(*p) < target) {
       size_t before = wanted(*p);
       add_worker(*p);
@@ -992,13 +1124,12 @@ void Daemon::on_control_request(ControlServer::ClientId client, const std::strin
     return;
   }
   if (cmd == "restart") {
-    Program::Rollout ro;
-    for (const auto& s : p->slots)
-      if (s->worker.want == core::Want::Up) ro.todo.push_back(s->worker.slot);
-    std::reverse(ro.todo.begin(), ro.todo.end());  // popped from the back: slot 0 first
+    if (reload_) return control_->reply(client, reply_error("a reload is in progress"));
+    Rollout ro;
+    ro.kind = Rollout::Kind::Restart;
     ro.client = client;
-    p->rollout = std::move(ro);
-    log_->info("{}: rolling restart of {} worker(s)", p->config.name, p->rollout->todo.size());
+    start_rollout(*p, std::move(ro));
+    log_->info("{}: rolling restart of {} worker(s)", p->config().name, p->rollout->todo.size());
     return;
   }
 }
@@ -1013,7 +1144,7 @@ void Daemon::check_pending_ops() {
       bool running = !p.retirees.empty() || std::any_of(p.slots.begin(), p.slots.end(), [](const auto& s) {
                        return core::has_process(s->worker);
                      });
-      if (!running) done_ok = "stopped " + p.config.name;
+      if (!running) done_ok = "stopped " + p.config().name;
     } else {
       bool settled = wanted(p) == op.target && p.slots.size() == op.target &&
                      std::all_of(p.slots.begin(), p.slots.end(), [](const auto& s) {
@@ -1024,7 +1155,7 @@ void Daemon::check_pending_ops() {
                s->worker.streak > 0;
       });
       if (settled)
-        done_ok = p.config.name + " has " + std::to_string(op.target) + " worker(s)";
+        done_ok = p.config().name + " has " + std::to_string(op.target) + " worker(s)";
       else if (broken != p.slots.end())
         failed = tag(**broken) + " failed to start (see preforkd's log); it is retried with backoff";
       else if (wanted(p) != op.target && p.slots.size() == wanted(p))
@@ -1040,67 +1171,115 @@ void Daemon::check_pending_ops() {
   }
 }
 
-// A rolling restart, one slot at a time: the slot's successor is started,
-// proven (ready for reload.settle) and only then is the old worker stopped
-// (the recycling mechanism). A successor that fails aborts the rollout and
-// gives the slot back to its old worker, which never stopped serving.
+// Fills a rollout's list with the program's wanted workers (slot 0 first)
+// and makes it the program's rollout.
+void Daemon::start_rollout(Program& p, Rollout ro) {
+  for (const auto& s : p.slots)
+    if (s->worker.want == core::Want::Up) ro.todo.push_back({s->worker.slot, s->worker.spawn_seq, 0});
+  std::reverse(ro.todo.begin(), ro.todo.end());  // popped from the back: slot 0 first
+  p.rollout = std::move(ro);
+}
+
+// Rollouts advance here, once per loop iteration: a batch is proven when each
+// of its slots has a successor that has been ready for reload.settle and its
+// old worker has been told to stop; then the next batch starts. The first
+// replacement is alone (the canary). A successor that fails aborts the
+// rollout and gives its slot back to the old worker, which never stopped
+// serving.
 void Daemon::advance_rollouts() {
-  for (auto& pp : programs_) {
-    Program& p = *pp;
+  for (size_t pi = 0; pi < programs_.size(); ++pi) {
+    Program& p = *programs_[pi];
     if (!p.rollout) continue;
     auto& ro = *p.rollout;
     if (shutting_down_) {
-      control_->reply(ro.client, reply_error("preforkd is shutting down"));
-      p.rollout.reset();
+      abort_rollout(p, "preforkd is shutting down");
       continue;
     }
-    while (true) {
-      if (ro.current >= 0) {
-        auto n = static_cast<size_t>(ro.current);
-        if (n >= p.slots.size()) {
-          abort_rollout(p, p.config.name + "[" + std::to_string(ro.current) + "] was removed");
-          break;
-        }
-        Slot& slot = *p.slots[n];
-        Slot* old = awaiting_retiree(p, ro.current);
-        if (slot.worker.streak > ro.streak_before && !core::has_process(slot.worker)) {
-          if (old) take_back(slot, *old);
-          abort_rollout(p, "the new worker of " + tag(slot) +
-                               " failed to start (see preforkd's log); the old workers keep serving");
-          break;
-        }
-        if (old != nullptr || slot.worker.state != core::WorkerState::Ready) break;  // not proven yet
-        ++ro.replaced;
-        ro.current = -1;
+    std::optional<std::string> failed;
+    for (size_t i = 0; i < ro.in_flight.size();) {
+      auto n = static_cast<size_t>(ro.in_flight[i].slot);
+      if (n >= p.slots.size()) {  // scaled away meanwhile: nothing left to prove
+        ro.in_flight.erase(ro.in_flight.begin() + static_cast<std::ptrdiff_t>(i));
+        continue;
       }
-      if (ro.todo.empty()) {
-        if (!p.retirees.empty()) break;  // finished means the old workers are gone too
-        control_->reply(ro.client, reply_ok("restarted " + std::to_string(ro.replaced) + " worker(s) of " +
-                                            p.config.name));
-        log_->info("{}: rolling restart done", p.config.name);
-        p.rollout.reset();
+      Slot& slot = *p.slots[n];
+      Slot* old = awaiting_retiree(p, slot.worker.slot);
+      if (slot.worker.streak > ro.in_flight[i].streak_before && !core::has_process(slot.worker)) {
+        failed = "the new worker of " + tag(slot) + " failed to start (see preforkd's log); the old workers keep serving";
         break;
       }
-      int next = ro.todo.back();
-      auto n = static_cast<size_t>(next);
-      // A worker still starting runs the old code too: wait until it is ready.
-      if (n < p.slots.size() && p.slots[n]->worker.state == core::WorkerState::Starting) break;
-      ro.todo.pop_back();
-      if (n >= p.slots.size() || p.slots[n]->worker.state != core::WorkerState::Ready) continue;  // nothing to replace
-      Slot& slot = *p.slots[n];
-      ro.current = next;
-      ro.streak_before = slot.worker.streak;
-      slot.recycle_reason = "restart";
-      recycle(slot);
-      break;
+      if (old != nullptr || slot.worker.state != core::WorkerState::Ready) {
+        ++i;  // not proven yet
+        continue;
+      }
+      ++ro.replaced;
+      ro.in_flight.erase(ro.in_flight.begin() + static_cast<std::ptrdiff_t>(i));
     }
+    if (failed) {
+      // Slots whose successor failed go back to their old worker. A batch
+      // sibling still starting is left to prove itself: its old worker is
+      // stopped only if it does (retire_at), as for any recycle.
+      for (const auto& item : ro.in_flight) {
+        auto n = static_cast<size_t>(item.slot);
+        Slot* old = n < p.slots.size() ? awaiting_retiree(p, item.slot) : nullptr;
+        if (old != nullptr && !core::has_process(p.slots[n]->worker)) take_back(*p.slots[n], *old);
+      }
+      abort_rollout(p, *failed);
+      continue;
+    }
+    if (!ro.in_flight.empty()) continue;
+    size_t size = ro.replaced == 0 ? 1 : ro.batch;  // the canary goes alone
+    while (ro.in_flight.size() < size && !ro.todo.empty()) {
+      Rollout::Item item = ro.todo.back();
+      auto n = static_cast<size_t>(item.slot);
+      bool same = n < p.slots.size() && p.slots[n]->worker.spawn_seq == item.spawn_seq;
+      // A worker still starting runs the old code too: wait until it is ready.
+      if (same && p.slots[n]->worker.state == core::WorkerState::Starting) break;
+      ro.todo.pop_back();
+      // Gone, not running, or already replaced since (respawned or recycled).
+      if (!same || p.slots[n]->worker.state != core::WorkerState::Ready ||
+          p.slots[n]->worker.want != core::Want::Up || awaiting_retiree(p, item.slot) != nullptr)
+        continue;
+      Slot& slot = *p.slots[n];
+      item.streak_before = slot.worker.streak;
+      ro.in_flight.push_back(item);
+      slot.recycle_reason = ro.kind == Rollout::Kind::Restart ? "restart" : "reload";
+      recycle(slot);
+    }
+    if (ro.in_flight.empty() && ro.todo.empty() && p.retirees.empty()) complete_rollout(p);
+  }
+}
+
+void Daemon::complete_rollout(Program& p) {
+  Rollout ro = std::move(*p.rollout);
+  p.rollout.reset();
+  if (ro.kind == Rollout::Kind::Restart) {
+    control_->reply(ro.client, reply_ok("restarted " + std::to_string(ro.replaced) + " worker(s) of " +
+                                        p.config().name));
+    log_->info("{}: rolling restart done", p.config().name);
+    return;
+  }
+  // Reload: every old worker is gone, so are the sockets only they used.
+  p.previous.reset();
+  log_->info("{}: {} worker(s) replaced", p.config().name, ro.replaced);
+  while (wanted(p) < ro.scale_to) {
+    size_t before = wanted(p);
+    add_worker(p);
+    if (wanted(p) == before) break;
   }
 }
 
 void Daemon::abort_rollout(Program& p, const std::string& why) {
-  log_->error("{}: rolling restart aborted: {}", p.config.name, why);
-  control_->reply(p.rollout->client, reply_error("restart of " + p.config.name + " aborted: " + why));
+  Rollout ro = std::move(*p.rollout);
   p.rollout.reset();
+  if (ro.kind == Rollout::Kind::Restart) {
+    log_->error("{}: rolling restart aborted: {}", p.config().name, why);
+    control_->reply(ro.client, reply_error("restart of " + p.config().name + " aborted: " + why));
+    return;
+  }
+  log_->error("{}: reload aborted: {}", p.config().name, why);
+  if (reload_) reload_->failures.push_back(p.config().name + ": " + why);
+  revert_program(p);
 }
 
 // The slot's new worker failed before it was proven: its old worker, still
@@ -1110,6 +1289,7 @@ void Daemon::take_back(Slot& slot, Slot& retiree) {
   close_all_pipes(slot);
   core::take_back(slot.worker, retiree.worker);
   slot.pipes = std::move(retiree.pipes);
+  if (!retiree.own_listeners.empty()) slot.own_listeners = std::move(retiree.own_listeners);
   slot.report = std::move(retiree.report);
   slot.notify_errors = retiree.notify_errors;
   slot.draining = retiree.draining;

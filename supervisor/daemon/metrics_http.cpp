@@ -28,6 +28,12 @@ MetricsHttp::MetricsHttp(const sys::ListenSpec& spec, std::function<std::string(
   bound_ = sys::local_address(listen_.get());
 }
 
+MetricsHttp::MetricsHttp(sys::UniqueFd adopted, std::function<std::string()> render)
+    : listen_(std::move(adopted)), render_(std::move(render)) {
+  fcntl(listen_.get(), F_SETFL, fcntl(listen_.get(), F_GETFL) | O_NONBLOCK);
+  bound_ = sys::local_address(listen_.get());
+}
+
 void MetricsHttp::attach(sys::Epoll& epoll) {
   epoll_ = &epoll;
   epoll.add(listen_.get(), EPOLLIN, static_cast<uint64_t>(listen_.get()));

@@ -28,6 +28,8 @@ class MetricsHttp {
 
   // Binds `spec` (throws sys::SysError); `render` produces the body on demand.
   MetricsHttp(const sys::ListenSpec& spec, std::function<std::string()> render);
+  // The in-place upgrade: the listening socket the previous binary served.
+  MetricsHttp(sys::UniqueFd adopted, std::function<std::string()> render);
   void attach(sys::Epoll& epoll);
   int listen_fd() const { return listen_.get(); }
   const std::string& bound() const { return bound_; }

@@ -19,5 +19,9 @@ std::optional<unsigned long long> rss_bytes(pid_t pid = 0);
 void mark_all_cloexec(int from_fd = 3);
 // The absolute path of the running executable (/proc/self/exe).
 std::string self_executable();
+// The first 4 KiB of a /proc or /sys file ("" if it cannot be read).
+std::string read_small_file(const std::string& path);
+// Writes `text` to a /proc/sys file; false with errno set on failure.
+bool write_small_file(const std::string& path, const std::string& text);
 
 }  // namespace preforkd::sys

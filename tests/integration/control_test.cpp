@@ -215,7 +215,6 @@ TEST_CASE("control: bad requests get an error reply and the loop serves everyone
   CHECK(ask(R"({"cmd":"scale","program":"w","workers":-1})")["ok"] == false);
   CHECK(ask(R"({"cmd":"stop","program":"nope"})")["error"] == "unknown program `nope`");
   CHECK(ask(R"({"cmd":"signal","program":"w","signal":"NOPE"})")["ok"] == false);
-  CHECK(ask(R"({"cmd":"reload"})")["ok"] == false);
   CHECK(ask(std::string(70000, 'x'))["ok"] == false);  // over 64 KiB
   // A client that connects and never sends, and one that sends and never reads:
   int idle = socket(AF_UNIX, SOCK_STREAM, 0);

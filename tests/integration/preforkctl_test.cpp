@@ -89,7 +89,12 @@ TEST_CASE("preforkctl: exit codes: 1 failed, 2 usage, 3 unreachable; -c finds th
   auto [c1, o1] = ctl(d, {"stop", "nosuch"});
   CHECK(c1 == 1);
   CHECK(o1.find("unknown program") != std::string::npos);
-  CHECK(ctl(d, {"reload"}).first == 1);  // not in this version: an honest failure
+  CHECK(ctl(d, {"reload"}).first == 0);  // the file is unchanged: nothing to do
+  d.rewrite("programs: [\n");
+  auto [c2, o2] = ctl(d, {"reload"});
+  CHECK(c2 == 1);  // an invalid file: the errors, file:line:column
+  CHECK_MESSAGE(o2.find("preforkd.yaml:") != std::string::npos, o2);
+  d.rewrite("programs:\n" + program("web", 1));
   CHECK(ctl(d, {"frobnicate"}).first == 2);
   CHECK(ctl(d, {"scale", "web"}).first == 2);
   CHECK(ctl(d, {"scale", "web", "many"}).first == 2);

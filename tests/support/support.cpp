@@ -312,14 +312,24 @@ uint16_t free_port() {
 // ---- preforkd ----
 
 Preforkd::Preforkd(const TempDir& dir, const std::string& yaml, const std::vector<std::string>& extra_args,
-                   bool wait_started, const std::function<void()>& in_child) {
+                   bool wait_started, const std::function<void()>& in_child, const std::string& binary) {
   control_socket_ = dir.file("ctl.sock");
   config_path_ = dir.write("preforkd.yaml", with_control_socket(yaml, control_socket_));
-  std::vector<std::string> argv = {bin("preforkd"), "-c", config_path_};
+  std::vector<std::string> argv = {binary.empty() ? bin("preforkd") : binary, "-c", config_path_};
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
   proc_ = std::make_unique<Process>(argv, dir.file("preforkd.log"), std::map<std::string, std::string>{}, in_child);
   if (wait_started && proc_->wait_for_log("worker(s) in", 20s) == std::string::npos)
     throw std::runtime_error("preforkd did not start:\n" + proc_->log());
+}
+
+void Preforkd::rewrite(const std::string& yaml) const {
+  // Written beside and renamed: preforkd never reads half a file.
+  std::string tmp = config_path_ + ".new";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << with_control_socket(yaml, control_socket_);
+  }
+  if (::rename(tmp.c_str(), config_path_.c_str()) != 0) throw std::runtime_error("rename " + tmp);
 }
 
 Preforkd::~Preforkd() {

@@ -97,7 +97,8 @@ uint16_t free_port();
 class Preforkd {
  public:
   Preforkd(const TempDir& dir, const std::string& yaml, const std::vector<std::string>& extra_args = {},
-           bool wait_started = true, const std::function<void()>& in_child = {});
+           bool wait_started = true, const std::function<void()>& in_child = {},
+           const std::string& binary = "");  // default: build/bin/preforkd
   ~Preforkd();
 
   Process& process() { return *proc_; }
@@ -111,6 +112,9 @@ class Preforkd {
   const std::string& control_socket() const { return control_socket_; }
   // One request line over the control socket; the reply, parsed.
   nlohmann::json control(const nlohmann::json& request, std::chrono::milliseconds timeout = 30s) const;
+  // The config file; `rewrite` replaces it (for a reload), keeping the control socket.
+  const std::string& config_path() const { return config_path_; }
+  void rewrite(const std::string& yaml) const;
   // The port of the n-th "listening on 127.0.0.1:PORT" line.
   uint16_t port(size_t n = 0) const;
   std::vector<pid_t> workers() const { return children_of(pid()); }

@@ -1,0 +1,124 @@
+#include "daemon/upgrade_state.hpp"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "sys/error.hpp"
+
+namespace preforkd::daemon {
+
+using nlohmann::json;
+
+std::optional<json> read_state(int fd, std::string& error) {
+  constexpr size_t kMax = 256u << 20;  // far beyond any real state
+  std::string text;
+  char buf[65536];
+  off_t offset = 0;
+  for (;;) {
+    ssize_t n = ::pread(fd, buf, sizeof buf, offset);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      error = std::string("cannot read the state: ") + std::strerror(errno);
+      return std::nullopt;
+    }
+    if (n == 0) break;
+    text.append(buf, static_cast<size_t>(n));
+    offset += n;
+    if (text.size() > kMax) {
+      error = "the state is too large";
+      return std::nullopt;
+    }
+  }
+  json j = json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) {
+    error = "the state is not a JSON object";
+    return std::nullopt;
+  }
+  return j;
+}
+
+int write_state(const json& state) {
+  int fd = ::memfd_create("preforkd-state", MFD_CLOEXEC);
+  if (fd < 0) sys::throw_errno("memfd_create");
+  std::string text = state.dump(-1, ' ', false, json::error_handler_t::replace);
+  size_t done = 0;
+  while (done < text.size()) {
+    ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      int err = errno;
+      ::close(fd);
+      throw sys::SysError(err, "cannot write the state");
+    }
+    done += static_cast<size_t>(n);
+  }
+  return fd;
+}
+
+namespace {
+
+// Throws std::runtime_error naming the first thing that is missing or wrong.
+void require(bool ok, const std::string& what) {
+  if (!ok) throw std::runtime_error(what);
+}
+
+void check_slot(const json& s, const std::string& where) {
+  require(s.is_object(), where + ": not an object");
+  const json& w = s.at("worker");
+  for (const char* k : {"slot", "state", "want", "pid", "spawn_seq", "generation", "started_at", "ready_at",
+                        "last_seen", "deadline", "streak", "restarts", "stop_reason"})
+    require(w.contains(k) && w[k].is_number_integer(), where + ".worker." + k + ": missing or not an integer");
+  require(w["state"].get<int>() >= 0 && w["state"].get<int>() <= 5, where + ".worker.state: out of range");
+  require(w["want"].get<int>() >= 0 && w["want"].get<int>() <= 2, where + ".worker.want: out of range");
+  require(w["stop_reason"].get<int>() >= 0 && w["stop_reason"].get<int>() <= 7,
+          where + ".worker.stop_reason: out of range");
+  for (const auto& p : s.at("pipes")) {
+    require(p.at("fd").is_number_integer() && p.at("kind").is_number_integer(), where + ".pipes: bad entry");
+    require(p["kind"].get<int>() >= 0 && p["kind"].get<int>() <= 2, where + ".pipes.kind: out of range");
+  }
+  require(s.at("report").at("counters").is_object() && s["report"].at("gauges").is_object(),
+          where + ".report: bad");
+}
+
+}  // namespace
+
+std::optional<std::map<uint64_t, config::Config>> validate_state(const json& state, const config::LoadOptions& options,
+                                                                 std::string& error) {
+  try {
+    require(state.value("format", "") == kStateFormat, "not a preforkd state (format)");
+    int version = state.value("version", -1);
+    require(version == kStateVersion, "state version " + std::to_string(version) + " is not supported (this binary reads " +
+                                          std::to_string(kStateVersion) + ")");
+    std::string path = state.at("config_path").get<std::string>();
+    std::map<uint64_t, config::Config> configs;
+    for (const auto& [gen, text] : state.at("texts").items()) {
+      config::LoadResult r = config::load_string(text.get<std::string>(), path, options);
+      if (!r.config) {
+        std::string why;
+        for (const auto& d : r.errors) why += "\n" + d.to_string();
+        throw std::runtime_error("the configuration of generation " + gen + " does not load:" + why);
+      }
+      configs.emplace(std::stoull(gen), std::move(*r.config));
+    }
+    uint64_t generation = state.at("generation").get<uint64_t>();
+    require(configs.count(generation) == 1, "no configuration text for the current generation");
+    for (const auto& p : state.at("programs")) {
+      std::string name = p.at("name").get<std::string>();
+      uint64_t g = p.at("config_generation").get<uint64_t>();
+      require(configs.count(g) == 1, "program " + name + ": no configuration text for generation " + std::to_string(g));
+      const auto& programs = configs[g].programs;
+      require(std::any_of(programs.begin(), programs.end(), [&](const config::Program& c) { return c.name == name; }),
+              "program " + name + ": not in the configuration of generation " + std::to_string(g));
+      require(p.at("exits").is_array() && p["exits"].size() == 5, "program " + name + ": exits");
+      for (const auto& l : p.at("listeners")) require(l.at("fd").is_number_integer(), "program " + name + ": listeners");
+      for (const auto& s : p.at("slots")) check_slot(s, "program " + name + " slot");
+      for (const auto& s : p.at("retirees")) check_slot(s, "program " + name + " retiree");
+    }
+    return configs;
+  } catch (const std::exception& e) {
+    error = e.what();
+    return std::nullopt;
+  }
+}
+
+}  // namespace preforkd::daemon
