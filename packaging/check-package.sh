@@ -174,7 +174,7 @@ echo "echoed: $reply"
 begin "preforkctl --json status"
 json=$(preforkctl --json status)
 echo "$json"
-case "$json" in '{"ok":true'*) ;; *) fail "not an ok reply" ;; esac
+case "$json" in '{'*'"ok":true'*'"name":"echo"'*) ;; *) fail "not an ok reply for the echo program" ;; esac
 
 begin "SIGTERM: graceful stop, exit 0"
 kill -TERM "$preforkd_pid"
