@@ -224,7 +224,8 @@ TEST_CASE("reload: a burst of 100 HUPs ends in the final configuration, leaking 
   CHECK_MESSAGE(r["ok"] == true, r.dump());
   CHECK(wait_until([&] { return settled(d, "w", 1) && d.wait_workers(1, 100ms); }));
   auto status = d.control({{"cmd", "status"}});
-  for (const auto& w : program_of(status, "w")["workers"]) CHECK(w["generation"] == status["generation"]);
+  json program = program_of(status, "w");  // kept: the loop below iterates into it
+  for (const auto& w : program["workers"]) CHECK(w["generation"] == status["generation"]);
   CHECK(status["generation"].get<int>() < 100);  // coalesced, not one reload per signal
   CHECK(wait_until([&] { return count_fds(d.pid()) <= fds_before; }));
   CHECK(d.stop() == 0);
