@@ -64,12 +64,6 @@ struct ChildPlan {
   // T17: lead our own process group (the parent does the same, shell idiom).
   if (setpgid(0, 0) != 0) report_and_exit(errfd, Stage::Setpgid, errno);
 
-  // T15: die with preforkd; if it already died, the check catches the race.
-  if (req.pdeathsig != 0) {
-    if (prctl(PR_SET_PDEATHSIG, req.pdeathsig) != 0) report_and_exit(errfd, Stage::Pdeathsig, errno);
-    if (getppid() != plan.parent_pid) _exit(128 + req.pdeathsig);
-  }
-
   // T11: move every source (and the error pipe) above the target range first,
   // then dup2 into place: dup2 onto a fresh number clears FD_CLOEXEC, and no
   // source can be clobbered by an earlier dup2.
@@ -115,6 +109,14 @@ struct ChildPlan {
   if (req.uid) {
     if (setuid(*req.uid) != 0) report_and_exit(errfd, Stage::Uid, errno);
     if (getuid() != *req.uid || geteuid() != *req.uid) report_and_exit(errfd, Stage::Uid, EPERM);
+  }
+
+  // T15: die with preforkd; if it already died, the check catches the race.
+  // After setgid/setuid: a change of effective uid or gid clears the setting
+  // (prctl(2)), so a worker run as `user:` set earlier would outlive us.
+  if (req.pdeathsig != 0) {
+    if (prctl(PR_SET_PDEATHSIG, req.pdeathsig) != 0) report_and_exit(errfd, Stage::Pdeathsig, errno);
+    if (getppid() != plan.parent_pid) _exit(128 + req.pdeathsig);
   }
 
   // T7: dispositions back to default (1..31 only: glibc owns the RT signals);

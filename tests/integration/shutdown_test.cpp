@@ -143,6 +143,28 @@ TEST_CASE("T15 when preforkd dies abruptly its workers get SIGTERM and the port 
   CHECK(again.stop() == 0);
 }
 
+TEST_CASE("T15 workers run as another user (user: nobody) also get SIGTERM when preforkd dies abruptly") {
+  if (geteuid() != 0) {
+    MESSAGE("skipped: needs root to change user");
+    return;
+  }
+  // The shipped configuration runs its workers as nobody; the setuid in the
+  // child clears PR_SET_PDEATHSIG if it was set before (prctl(2)).
+  TempDir dir;
+  std::string yaml = "programs:\n  echo:\n    command: " + bin("preforkd-echo") +
+                     "\n    workers: 2\n    user: nobody\n    listen: [\"127.0.0.1:0\"]\n";
+  auto d = std::make_unique<Preforkd>(dir, yaml);
+  REQUIRE(d->wait_workers(2));
+  auto pids = d->workers();
+  d->process().signal(SIGKILL);
+  d->process().wait(5s);
+  bool gone = wait_until([&] { return live(pids) == 0; }, 5s);
+  CHECK(gone);
+  if (!gone)  // leave no orphan behind (only then: a reaped pid may be reused)
+    for (pid_t p : pids)
+      if (pid_alive(p)) ::kill(p, SIGKILL);
+}
+
 TEST_CASE("T3 TTIN adds a worker per program, TTOU removes the highest slot") {
   TempDir dir;
   Preforkd d(dir, "programs:\n" + worker_program("a", 2, "") + worker_program("b", 1, ""));
