@@ -48,7 +48,10 @@ cleanup() {
   local rc=$?
   set +e
   if [ -n "$preforkd_pid" ] && kill -0 "$preforkd_pid" 2>/dev/null; then
-    kill -KILL "$preforkd_pid"
+    # QUIT: preforkd SIGKILLs its workers' groups itself, then exits.
+    kill -QUIT "$preforkd_pid"
+    for _ in $(seq 1 50); do kill -0 "$preforkd_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$preforkd_pid" 2>/dev/null
     wait "$preforkd_pid" 2>/dev/null
   fi
   if [ "$rc" -ne 0 ] && [ -s "$work/preforkd.log" ]; then
