@@ -168,7 +168,7 @@ TEST_CASE("systemd: READY=1 once every worker runs, STATUS= as workers get ready
   CHECK(sd.find("STATUS=shutting down, 0 worker(s) left", *stopping).has_value());
 }
 
-TEST_CASE("systemd: socket activation: a socket passed by name serves the program; preforkd binds nothing itself") {
+TEST_CASE("systemd: socket activation: a socket passed by name serves the program and preforkd binds nothing itself") {
   TempDir dir;
   uint16_t passed_port = 0, blocked_port = 0;
   int passed = listening_socket(passed_port);
@@ -197,7 +197,7 @@ TEST_CASE("systemd: socket activation: a socket passed by name serves the progra
   ::close(blocker);
 }
 
-TEST_CASE("systemd: socket activation: an unnamed socket matches by address; a socket nobody wants is closed with a warning") {
+TEST_CASE("systemd: socket activation: an unnamed socket matches by address and a socket nobody wants is closed with a warning") {
   TempDir dir;
   uint16_t port = 0, other_port = 0;
   int passed = listening_socket(port);       // the test holds it too: preforkd could not bind this port
