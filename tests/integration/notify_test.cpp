@@ -19,7 +19,7 @@ std::string program(const std::string& name, const std::string& args, const std:
 
 }  // namespace
 
-TEST_CASE("watchdog: a worker that stops sending is killed with SIGABRT and replaced; one that sends is left alone") {
+TEST_CASE("watchdog: a worker that stops sending is killed with SIGABRT and replaced - one that sends is left alone") {
   TempDir dir;
   Preforkd d(dir, "programs:\n" +
                       program("stuck", "--dump-state, " + dir.file("stuck-%p.json") +

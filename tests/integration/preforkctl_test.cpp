@@ -83,7 +83,7 @@ TEST_CASE("preforkctl: scale, restart, stop, start, signal and shutdown") {
   CHECK(WEXITSTATUS(*st) == 0);
 }
 
-TEST_CASE("preforkctl: exit codes: 1 failed, 2 usage, 3 unreachable; -c finds the socket") {
+TEST_CASE("preforkctl: exit codes: 1 failed, 2 usage, 3 unreachable - -c finds the socket") {
   TempDir dir;
   Preforkd d(dir, "programs:\n" + program("web", 1));
   auto [c1, o1] = ctl(d, {"stop", "nosuch"});

@@ -7,7 +7,7 @@
 
 using namespace preforkd::test;
 
-TEST_CASE("readiness: no READY=1 within start_timeout stops the worker; READY=1 keeps it") {
+TEST_CASE("readiness: no READY=1 within start_timeout stops the worker - READY=1 keeps it") {
   TempDir dir;
   std::string w = bin("preforkd-test-worker");
   Preforkd d(dir,

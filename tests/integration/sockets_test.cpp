@@ -57,7 +57,7 @@ bool unix_echo(const std::string& path, const std::string& msg) {
 
 }  // namespace
 
-TEST_CASE("T5 T8 every fd the supervisor holds is close-on-exec, its log file included; one thread") {
+TEST_CASE("T5 T8 every fd the supervisor holds is close-on-exec, its log file included - one thread") {
   TempDir dir;
   Preforkd d(dir, "supervisor:\n  log: { file: " + dir.file("preforkd-own.log") + " }\n"
                   "programs:\n  w:\n    command: [" + worker(dir) + "]\n    workers: 2\n"

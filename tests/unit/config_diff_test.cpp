@@ -103,7 +103,7 @@ TEST_CASE("config diff: supervision keys and the worker count apply in place") {
   CHECK(pd.workers_after == 8);
 }
 
-TEST_CASE("config diff: reuseport cannot change; the control socket and metrics keep their running value") {
+TEST_CASE("config diff: reuseport cannot change - the control socket and metrics keep their running value") {
   auto a = program("a");
   auto b = a;
   b.reuseport = true;

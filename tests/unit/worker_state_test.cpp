@@ -292,7 +292,7 @@ TEST_CASE("watchdog: starts at readiness, any line resets it lazily, silence sto
   CHECK(w.want == Want::Up);  // replaced without anyone's help
 }
 
-TEST_CASE("watchdog: with ready: exec the clock starts at exec; 0 means no watchdog") {
+TEST_CASE("watchdog: with ready: exec the clock starts at exec - 0 means no watchdog") {
   auto p = policy();
   p.watchdog_timeout = 500ms;
   Worker w = running(p);
