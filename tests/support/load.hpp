@@ -57,7 +57,7 @@ class Load {
   struct Error {
     std::chrono::milliseconds since_start;  // from start()
     std::string wall;                       // local time as in preforkd's log: "2026-11-21 21:14:46.316"
-    std::string what;                       // "client 3, connection 17 (port 43210), request 5: reset: ..."
+    std::string what;  // "client 3, connection 17 (local port 43210), request 5 on it: reset: recv (...): ..."
   };
 
   struct Counts {
@@ -84,7 +84,7 @@ class Load {
   Counts counts() const;
   // Waits until `n` more requests succeeded than had when it was called.
   bool wait_ok(uint64_t n, std::chrono::milliseconds timeout = std::chrono::seconds(10)) const;
-  // "http keep-alive x32 on port 41173, 2.5 s: ok 1234, refused 0, ... first errors: ..."
+  // "http keep-alive x32 on 127.0.0.1:41173, 2.500 s: ok 1234, refused 0, ...; first 2 of 2 error(s): ..."
   std::string describe() const;
 
   static const char* mode_name(Mode mode);
