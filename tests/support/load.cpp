@@ -1,6 +1,6 @@
 // load.cpp — see load.hpp. One thread per client, each with non-blocking
 // sockets and poll() against the request's deadline, so no read or write can
-// outlive its deadline and a stop never waits longer than one timeout.
+// outlive its deadline and a stop never waits much longer than one timeout.
 #include "support/load.hpp"
 
 #include <arpa/inet.h>
@@ -67,15 +67,45 @@ std::string wall_clock_now() {
   return fmt::format("{}.{:03}", buf, ms);
 }
 
-// Waits for `events` until `deadline`; the revents, or 0 once the deadline passed.
-short wait_fd(int fd, short events, Clock::time_point deadline) {
+constexpr milliseconds kStallSlack{1000};
+constexpr int kMaxStalls = 3;
+
+// A request's deadline, judged only while the client was running: a client
+// that wakes up more than kStallSlack after it was itself not scheduled (the
+// test machine stalled, and the server with it), so it cannot tell a slow
+// server from its own absence. Then the deadline starts again (at most
+// kMaxStalls times per request) and the stall is counted (Counts::stalls).
+struct Deadline {
+  Clock::time_point at;
+  milliseconds timeout;
+  int stalls = 0;
+
+  Deadline(Clock::time_point start, milliseconds t) : at(start + t), timeout(t) {}
+  // Has it passed? (Re-armed instead if the client overslept it.)
+  bool passed() {
+    auto now = Clock::now();
+    if (now < at) return false;
+    if (now - at > kStallSlack && stalls < kMaxStalls) {
+      ++stalls;
+      at = now + timeout;
+      return false;
+    }
+    return true;
+  }
+};
+
+// Waits for `events` until the deadline; the revents, or 0 once it passed.
+short wait_fd(int fd, short events, Deadline& deadline) {
   for (;;) {
-    auto left = std::chrono::ceil<milliseconds>(deadline - Clock::now()).count();
+    auto left = std::chrono::ceil<milliseconds>(deadline.at - Clock::now()).count();
     if (left < 0) left = 0;
     pollfd p{fd, events, 0};
     int n = ::poll(&p, 1, static_cast<int>(left));
     if (n > 0) return p.revents;
-    if (n == 0) return 0;
+    if (n == 0) {
+      if (deadline.passed()) return 0;
+      continue;
+    }
     if (errno != EINTR) return POLLERR;  // the next syscall on fd says what
   }
 }
@@ -193,7 +223,7 @@ struct Client {
   }
 };
 
-Outcome open_connection(Client& c, uint16_t port, Clock::time_point deadline) {
+Outcome open_connection(Client& c, uint16_t port, Deadline& deadline) {
   c.drop();
   c.local_port = 0;
   c.on_conn = 0;
@@ -231,7 +261,7 @@ Outcome open_connection(Client& c, uint16_t port, Clock::time_point deadline) {
   return ok();
 }
 
-Outcome send_all(const Client& c, std::string_view data, Clock::time_point deadline) {
+Outcome send_all(const Client& c, std::string_view data, Deadline& deadline) {
   size_t off = 0;
   while (off < data.size()) {
     ssize_t n = ::send(c.fd, data.data() + off, data.size() - off, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -241,7 +271,7 @@ Outcome send_all(const Client& c, std::string_view data, Clock::time_point deadl
     }
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      if (Clock::now() >= deadline || wait_fd(c.fd, POLLOUT, deadline) == 0)
+      if (wait_fd(c.fd, POLLOUT, deadline) == 0)
         return failed(fmt::format("send: {} of {} bytes written before the deadline", off, data.size()));
       continue;
     }
@@ -256,7 +286,7 @@ struct ReadResult {
 };
 
 // Appends what arrives to c.buf, waiting until `deadline` for something.
-ReadResult read_some(Client& c, Clock::time_point deadline) {
+ReadResult read_some(Client& c, Deadline& deadline) {
   char tmp[16 * 1024];
   for (;;) {
     ssize_t n = ::recv(c.fd, tmp, sizeof tmp, MSG_DONTWAIT);
@@ -267,7 +297,7 @@ ReadResult read_some(Client& c, Clock::time_point deadline) {
     if (n == 0) return {ReadResult::Eof};
     if (errno == EINTR) continue;
     if (errno != EAGAIN && errno != EWOULDBLOCK) return {ReadResult::Error, errno};
-    if (Clock::now() >= deadline || wait_fd(c.fd, POLLIN, deadline) == 0) return {ReadResult::Timeout};
+    if (wait_fd(c.fd, POLLIN, deadline) == 0) return {ReadResult::Timeout};
   }
 }
 
@@ -292,7 +322,7 @@ Outcome check_idle(Client& c) {
 
 // Writes `request` on c's connection and reads one response to it.
 Outcome http_exchange(Client& c, const std::string& request, const std::optional<std::string>& body,
-                      Clock::time_point deadline, milliseconds timeout) {
+                      Deadline& deadline) {
   ++c.on_conn;
   if (Outcome o = send_all(c, request, deadline); o.kind != Kind::Ok) return o;
   for (;;) {
@@ -314,7 +344,7 @@ Outcome http_exchange(Client& c, const std::string& request, const std::optional
                                   "response received{}",
                                   c.buf.size(), c.buf.empty() ? "" : ": " + quote(c.buf)));
       case ReadResult::Timeout:
-        return failed(fmt::format("no complete response within {} ms, {} byte(s) received{}", timeout.count(),
+        return failed(fmt::format("no complete response within {} ms, {} byte(s) received{}", deadline.timeout.count(),
                                   c.buf.size(), c.buf.empty() ? "" : ": " + quote(c.buf)));
       case ReadResult::Error:
         return from_errno(rr.err, fmt::format("recv (after the request was written, {} byte(s) of the "
@@ -324,7 +354,7 @@ Outcome http_exchange(Client& c, const std::string& request, const std::optional
   }
 }
 
-Outcome echo_exchange(Client& c, const std::string& line, Clock::time_point deadline, milliseconds timeout) {
+Outcome echo_exchange(Client& c, const std::string& line, Deadline& deadline) {
   ++c.on_conn;
   if (Outcome o = send_all(c, line, deadline); o.kind != Kind::Ok) return o;
   while (c.buf.size() < line.size()) {
@@ -337,7 +367,7 @@ Outcome echo_exchange(Client& c, const std::string& line, Clock::time_point dead
                                   line.size()));
       case ReadResult::Timeout:
         return failed(fmt::format("{} of {} echoed bytes within {} ms", c.buf.size(), line.size(),
-                                  timeout.count()));
+                                  deadline.timeout.count()));
       case ReadResult::Error:
         return from_errno(rr.err, fmt::format("recv (after {} of {} echoed bytes)", c.buf.size(), line.size()));
     }
@@ -411,7 +441,7 @@ void Load::run_client(int id) {
   const std::string host = fmt::format("Host: 127.0.0.1:{}\r\n", port_);
   while (!stopping_) {
     const auto begin = Clock::now();
-    const auto deadline = begin + options_.timeout;
+    Deadline deadline(begin, options_.timeout);
     ++c.seq;
     Outcome o;
     std::string during;  // what the client was doing, for the error text
@@ -433,19 +463,25 @@ void Load::run_client(int id) {
       switch (mode_) {
         case Mode::Http:
           o = http_exchange(c, fmt::format("GET /load/{}/{} HTTP/1.1\r\n{}\r\n", id, c.seq, host),
-                            options_.http_body, deadline, options_.timeout);
+                            options_.http_body, deadline);
           break;
         case Mode::HttpShort:
           o = http_exchange(c, fmt::format("GET /load/{}/{} HTTP/1.1\r\n{}Connection: close\r\n\r\n", id, c.seq, host),
-                            options_.http_body, deadline, options_.timeout);
+                            options_.http_body, deadline);
           if (o.kind == Kind::Ok && !o.server_close)
             o = failed("the response to a `Connection: close` request did not say `Connection: close`");
           break;
         case Mode::Echo:
-          o = echo_exchange(c, fmt::format("load client {} line {}\n", id, c.seq), deadline, options_.timeout);
+          o = echo_exchange(c, fmt::format("load client {} line {}\n", id, c.seq), deadline);
           break;
       }
       if (o.kind != Kind::Ok) during = c.where();
+    }
+    if (deadline.stalls > 0) {
+      stalls_ += static_cast<uint64_t>(deadline.stalls);
+      if (o.kind != Kind::Ok)
+        o.what += fmt::format(" (this client overslept its deadline by over {} ms {} time(s), which restarted it)",
+                              kStallSlack.count(), deadline.stalls);
     }
     switch (o.kind) {
       case Kind::Ok:
@@ -482,6 +518,7 @@ Load::Counts Load::counts() const {
   n.failed = failed_;
   n.connections = connections_;
   n.closed = closed_;
+  n.stalls = stalls_;
   n.max_latency = std::chrono::duration_cast<milliseconds>(std::chrono::microseconds(max_latency_us_.load()));
   n.errors = errors_;
   return n;
@@ -499,8 +536,9 @@ bool Load::wait_ok(uint64_t n, milliseconds timeout) const {
 
 std::string Load::Counts::describe() const {
   std::string out = fmt::format(
-      "ok {}, refused {}, reset {}, failed {} (connections {}, clean server closes {}, slowest ok {} ms)", ok,
-      refused, reset, failed, connections, closed, max_latency.count());
+      "ok {}, refused {}, reset {}, failed {} (connections {}, clean server closes {}, slowest ok {} ms{})", ok,
+      refused, reset, failed, connections, closed, max_latency.count(),
+      stalls == 0 ? "" : fmt::format(", client stalls {}", stalls));
   if (!errors.empty()) {
     out += fmt::format("; first {} of {} error(s):", errors.size(), errors_total());
     for (const Error& e : errors)

@@ -15,7 +15,11 @@
 //            response, a connection closed (FIN) after a request was written
 //            and before its response was complete, unsolicited bytes, a timeout
 //            (per request, `Options::timeout`, connect included), another
-//            errno.
+//            errno. A deadline is judged only while the client was running:
+//            a client thread that wakes up more than 1 s after its deadline
+//            was not scheduled itself (the machine stalled, and the server
+//            with it), so the deadline starts again, at most 3 times per
+//            request, and the stall is counted in `stalls`, never hidden.
 // Not failures (counted apart, in `closed`), because a well-behaved client
 // never has a request in flight when they happen:
 //   - the server closes a keep-alive connection after a response that said
@@ -64,6 +68,7 @@ class Load {
     uint64_t ok = 0, refused = 0, reset = 0, failed = 0;
     uint64_t connections = 0;  // connections established
     uint64_t closed = 0;       // clean server closes a client is allowed to see (above)
+    uint64_t stalls = 0;       // deadlines restarted because the client itself overslept them
     std::chrono::milliseconds max_latency{0};  // slowest ok request (connect included where it is per request)
     std::vector<Error> errors;                 // the first Options::keep_errors errors
     uint64_t errors_total() const { return refused + reset + failed; }
@@ -104,7 +109,7 @@ class Load {
   std::vector<std::thread> threads_;
 
   std::atomic<bool> stopping_{false};
-  std::atomic<uint64_t> ok_{0}, refused_{0}, reset_{0}, failed_{0}, connections_{0}, closed_{0};
+  std::atomic<uint64_t> ok_{0}, refused_{0}, reset_{0}, failed_{0}, connections_{0}, closed_{0}, stalls_{0};
   std::atomic<int64_t> max_latency_us_{0};
   mutable std::mutex mu_;  // errors_, and the stop wake-up of rest()
   std::condition_variable cv_;
