@@ -33,7 +33,10 @@ limit=${LIMIT:-180}
 delay=${DELAY:-0}
 command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null; }
 tmp=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT  # set -e holds in the trap too
+# By pid: dash's $(jobs -p) runs in a subshell, which has no jobs. And set -e
+# holds in the trap too.
+pf=""; wrk_pid=""
+trap 'kill $wrk_pid $pf 2>/dev/null || true; rm -rf "$tmp"' EXIT
 cmake --build "$build" --target preforkd preforkctl preforkd-echo >"$tmp/build.log" 2>&1 ||
   { cat "$tmp/build.log" >&2; exit 1; }
 
@@ -106,6 +109,7 @@ measure() {
     outlived=yes
   fi
   wait "$wrk_pid" || true
+  wrk_pid=""
   awk -v label="$label" -v time="$time" -v during="$during" -v result="$result" '
     /requests in/ { reqs = $1; window = $4; sub(/,$/, "", window) }
     /Requests\/sec/ { rps = $2 }
@@ -117,6 +121,7 @@ measure() {
 
 config $generation
 "$build/bin/preforkd" -c "$tmp/p.yaml" >"$tmp/preforkd.log" 2>&1 &
+pf=$!
 wait_ready
 
 case $batch in *%) per="$batch of $workers" ;; *) per="$batch at a time" ;; esac
@@ -147,4 +152,5 @@ if grep -E ' (warn|warning|error|critical):' "$tmp/preforkd.log" >"$tmp/warnings
   echo "preforkd's warnings and errors:"; head -20 "$tmp/warnings"
 fi
 ctl shutdown >/dev/null
-wait
+wait "$pf" || true
+pf=""
