@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "config/signals.hpp"
+#include "core/config_diff.hpp"
 #include "core/metrics_text.hpp"
 #include "daemon/control_protocol.hpp"
 #include "version.hpp"
@@ -882,6 +883,14 @@ void Daemon::expire_deadlines() {
     // Index loop: a due slot may be forgotten (erased) by its effects.
     for (size_t i = 0; i < p->slots.size();) {
       Slot& s = *p->slots[i];
+      if (s.worker.deadline <= now && (s.worker.state == core::WorkerState::Starting ||
+                                       s.worker.state == core::WorkerState::Ready)) {
+        // Before judging start_timeout or the watchdog, read what the worker
+        // already wrote: after the loop itself was held up (a stalled
+        // machine), READY=1 or WATCHDOG=1 may be sitting in the pipe.
+        for (auto& pipe : s.pipes)
+          if (pipe->kind == Pipe::Kind::Notify && pipe->fd) drain(s, *pipe, kReadBudget);
+      }
       if (s.worker.deadline <= now) {
         core::WorkerState before = s.worker.state;
         core::Effects e = core::on_due(s.worker, p->shape.policy, now);
@@ -1127,6 +1136,7 @@ void Daemon::on_control_request(ControlServer::ClientId client, const std::strin
     if (reload_) return control_->reply(client, reply_error("a reload is in progress"));
     Rollout ro;
     ro.kind = Rollout::Kind::Restart;
+    ro.batch = core::batch_size(p->config().reload, static_cast<uint32_t>(wanted(*p)));
     ro.client = client;
     start_rollout(*p, std::move(ro));
     log_->info("{}: rolling restart of {} worker(s)", p->config().name, p->rollout->todo.size());
