@@ -26,20 +26,6 @@ std::string worker_program(const std::string& name, int workers, const std::stri
          "]\n    workers: " + std::to_string(workers) + "\n" + extra;
 }
 
-std::set<pid_t> pids_of(const json& status, const std::string& program) {
-  std::set<pid_t> out;
-  for (const auto& p : status["programs"])
-    if (p["name"] == program)
-      for (const auto& w : p["workers"])
-        if (w["pid"].get<pid_t>() > 0) out.insert(w["pid"].get<pid_t>());
-  return out;
-}
-
-json program_of(const json& reply, const std::string& name) {
-  for (const auto& p : reply["programs"])
-    if (p["name"] == name) return p;
-  return json{};
-}
 
 }  // namespace
 

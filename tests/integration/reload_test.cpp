@@ -20,32 +20,7 @@ using namespace preforkd::test;
 using json = nlohmann::json;
 
 namespace {
-// Continuous load that leaves the 2-core CI machine room for preforkd and its
-// workers: each client pauses 5 ms between requests (a few thousand requests
-// a second in all), instead of saturating loopback.
-Load::Options paced() {
-  Load::Options o;
-  o.pause = std::chrono::milliseconds(5);
-  return o;
-}
-}  // namespace
 
-namespace {
-
-std::set<pid_t> pids_of(const json& status, const std::string& program) {
-  std::set<pid_t> out;
-  for (const auto& p : status["programs"])
-    if (p["name"] == program)
-      for (const auto& w : p["workers"])
-        if (w["pid"].get<pid_t>() > 0) out.insert(w["pid"].get<pid_t>());
-  return out;
-}
-
-json program_of(const json& reply, const std::string& name) {
-  for (const auto& p : reply["programs"])
-    if (p["name"] == name) return p;
-  return json{};
-}
 
 // Every worker of `program` is ready, none retiring, and there are `n`.
 bool settled(const Preforkd& d, const std::string& program, size_t n) {
@@ -84,7 +59,7 @@ TEST_CASE("reload: 20 reloads that replace every worker, scaling 4->16->2, a pro
   std::string addr = "127.0.0.1:" + std::to_string(port);
   Preforkd d(dir, "programs:\n" + echo_program("web", 4, addr));
   REQUIRE(wait_until([&] { return settled(d, "web", 4); }));
-  Load load(port, Load::Mode::Http, 16, paced());
+  Load load(port, Load::Mode::Http, 16, Load::Options::paced());
   load.start();
   REQUIRE(load.wait_ok(200));
   std::string first_socket = socket_of(*pids_of(d.control({{"cmd", "status"}}), "web").begin(), 3);
@@ -185,7 +160,7 @@ TEST_CASE("reload: a new command that crashes at start stops at the canary, the 
   Preforkd d(dir, "programs:\n" + echo_program("web", 4, addr));
   REQUIRE(wait_until([&] { return settled(d, "web", 4); }));
   auto before = pids_of(d.control({{"cmd", "status"}}), "web");
-  Load load(port, Load::Mode::Http, 8, paced());
+  Load load(port, Load::Mode::Http, 8, Load::Options::paced());
   load.start();
   REQUIRE(load.wait_ok(100));
   d.rewrite("programs:\n  web:\n    command: [/bin/sh, -c, \"exit 3\"]\n    workers: 4\n    listen: [\"" + addr +
@@ -289,7 +264,7 @@ TEST_CASE("reload: reuseport, scaling 8->2 under load drops no queued connection
   };
   Preforkd d(dir, yaml(8));
   REQUIRE(wait_until([&] { return settled(d, "web", 8); }));
-  Load load(port, Load::Mode::HttpShort, 16, paced());
+  Load load(port, Load::Mode::HttpShort, 16, Load::Options::paced());
   load.start();
   REQUIRE(load.wait_ok(300));
   d.rewrite(yaml(2));

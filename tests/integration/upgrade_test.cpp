@@ -16,25 +16,7 @@ using namespace preforkd::test;
 using json = nlohmann::json;
 
 namespace {
-// Continuous load that leaves the 2-core CI machine room for preforkd and its
-// workers: each client pauses 5 ms between requests (a few thousand requests
-// a second in all), instead of saturating loopback.
-Load::Options paced() {
-  Load::Options o;
-  o.pause = std::chrono::milliseconds(5);
-  return o;
-}
-}  // namespace
 
-namespace {
-
-std::set<pid_t> pids_of(const json& status) {
-  std::set<pid_t> out;
-  for (const auto& p : status["programs"])
-    for (const auto& w : p["workers"])
-      if (w["pid"].get<pid_t>() > 0) out.insert(w["pid"].get<pid_t>());
-  return out;
-}
 
 uint64_t requests(const Preforkd& d) {
   auto s = d.control({{"cmd", "stats"}});
@@ -70,7 +52,7 @@ TEST_CASE("upgrade: USR2 under load keeps the pid, every worker, the sockets and
             bin("preforkd-echo") + ", --http]\n    workers: 4\n    listen: [\"127.0.0.1:" + std::to_string(port) +
             "\"]\n    ready: notify\n    reload: { settle: 50ms }\n    environment: { X: \"1\" }\n");
   REQUIRE(d.control({{"cmd", "reload"}}, 60s)["ok"] == true);
-  Load load(port, Load::Mode::Http, 16, paced());
+  Load load(port, Load::Mode::Http, 16, Load::Options::paced());
   load.start();
   REQUIRE(load.wait_ok(300));
   auto before = d.control({{"cmd", "status"}});

@@ -56,6 +56,13 @@ class Load {
     std::chrono::milliseconds after_error{10};     // a client's pause after a counted error
     std::optional<std::string> http_body{"ok\n"};  // expected body (nullopt: any)
     size_t keep_errors = 8;                        // error descriptions kept (the first ones)
+    // Continuous load that leaves a 2-core machine room for the supervisor
+    // under test: each client pauses `think` between requests.
+    static Options paced(std::chrono::milliseconds think = std::chrono::milliseconds(5)) {
+      Options o;
+      o.pause = think;
+      return o;
+    }
   };
 
   struct Error {

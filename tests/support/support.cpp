@@ -375,6 +375,21 @@ std::string unix_request(const std::string& socket_path, const std::string& line
   return reply;
 }
 
+std::set<pid_t> pids_of(const nlohmann::json& status, const std::string& program) {
+  std::set<pid_t> out;
+  for (const auto& p : status["programs"])
+    if (program.empty() || p["name"] == program)
+      for (const auto& w : p["workers"])
+        if (w["pid"].get<pid_t>() > 0) out.insert(w["pid"].get<pid_t>());
+  return out;
+}
+
+nlohmann::json program_of(const nlohmann::json& reply, const std::string& name) {
+  for (const auto& p : reply["programs"])
+    if (p["name"] == name) return p;
+  return nlohmann::json{};
+}
+
 nlohmann::json Preforkd::control(const nlohmann::json& request, std::chrono::milliseconds timeout) const {
   std::string reply = unix_request(control_socket_, request.dump(), timeout);
   auto j = nlohmann::json::parse(reply, nullptr, false);

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -136,6 +137,11 @@ std::string with_control_socket(const std::string& yaml, const std::string& sock
 // Sends one line to a Unix socket and reads one line back ("" on failure).
 std::string unix_request(const std::string& socket_path, const std::string& line,
                          std::chrono::milliseconds timeout = 30s);
+
+// From a `status` reply: the pids of one program's workers (all programs'
+// with an empty name), and one program's entry (null if absent).
+std::set<pid_t> pids_of(const nlohmann::json& status, const std::string& program = "");
+nlohmann::json program_of(const nlohmann::json& reply, const std::string& name);
 
 // The test worker's --dump-state JSON, parsed (nlohmann-json).
 nlohmann::json read_json(const std::string& path);
