@@ -482,6 +482,17 @@ void Daemon::add_worker(Program& p) {
   spawn(ref);
 }
 
+// Adds or removes workers until `target` are wanted; stops adding when a
+// worker cannot be added (its sockets cannot be bound: logged).
+void Daemon::scale_to(Program& p, size_t target) {
+  while (wanted(p) < target) {
+    size_t before = wanted(p);
+    add_worker(p);
+    if (wanted(p) == before) break;
+  }
+  while (wanted(p) > target) remove_worker(p);
+}
+
 void Daemon::remove_worker(Program& p) {
   auto now = Clock::now();
   for (auto it = p.slots.rbegin(); it != p.slots.rend(); ++it) {
@@ -1123,12 +1134,7 @@ void Daemon::on_control_request(ControlServer::ClientId client, const std::strin
   if (cmd == "scale") {
     auto target = static_cast<size_t>(r.workers);
     log_->info("{}: scaling to {} worker(s) (control)", p->config().name, target);
-    while (wanted(*p) < target) {
-      size_t before = wanted(*p);
-      add_worker(*p);
-      if (wanted(*p) == before) break;  // could not add (bind failed): reported below
-    }
-    while (wanted(*p) > target) remove_worker(*p);
+    scale_to(*p, target);  // a worker that cannot be added is reported by check_pending_ops
     pending_ops_.push_back({PendingOp::Kind::Scale, p, target, client});
     return;
   }
@@ -1272,11 +1278,7 @@ void Daemon::complete_rollout(Program& p) {
   // Reload: every old worker is gone, so are the sockets only they used.
   p.previous.reset();
   log_->info("{}: {} worker(s) replaced", p.config().name, ro.replaced);
-  while (wanted(p) < ro.scale_to) {
-    size_t before = wanted(p);
-    add_worker(p);
-    if (wanted(p) == before) break;
-  }
+  scale_to(p, ro.scale_to);
 }
 
 void Daemon::abort_rollout(Program& p, const std::string& why) {

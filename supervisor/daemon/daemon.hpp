@@ -208,6 +208,7 @@ class Daemon {
   // Scaling (TTIN/TTOU and preforkctl scale).
   void add_worker(Program& p);
   void remove_worker(Program& p);
+  void scale_to(Program& p, size_t target);
   size_t wanted(const Program& p) const;
 
   // The control socket (SPEC "Control socket and preforkctl").

@@ -193,7 +193,7 @@ void Daemon::start_reload(std::vector<ControlServer::ClientId> clients) {
       p.previous = std::move(p.shape);
       p.shape = std::move(*plan.shape);
       p.shape.config_generation = generation_;
-      while (wanted(p) > p.config().workers) remove_worker(p);
+      while (wanted(p) > p.config().workers) remove_worker(p);  // fewer now; more once replaced (scale_to below)
       Rollout ro;
       ro.kind = Rollout::Kind::Reload;
       ro.batch = core::batch_size(p.config().reload, p.config().workers);
@@ -213,12 +213,7 @@ void Daemon::start_reload(std::vector<ControlServer::ClientId> clients) {
     for (const auto& l : p.shape.listeners) ::listen(l->fd.get(), p.config().backlog);  // backlog may have changed
     if (wanted(p) != p.config().workers) {
       log_->info("{}: scaling to {} worker(s) (reload)", pd.name, p.config().workers);
-      while (wanted(p) < p.config().workers) {
-        size_t before = wanted(p);
-        add_worker(p);
-        if (wanted(p) == before) break;
-      }
-      while (wanted(p) > p.config().workers) remove_worker(p);
+      scale_to(p, p.config().workers);
       run.touched.push_back(pd.name);
     }
     summary.push_back(pd.name + ": " + join(pd.in_place, ", "));
@@ -246,12 +241,7 @@ void Daemon::revert_program(Program& p) {
   p.shape = std::move(*p.previous);
   p.previous.reset();
   log_->warn("{}: back to the configuration of generation {}", p.config().name, p.shape.config_generation);
-  while (wanted(p) < p.config().workers) {
-    size_t before = wanted(p);
-    add_worker(p);
-    if (wanted(p) == before) break;
-  }
-  while (wanted(p) > p.config().workers) remove_worker(p);
+  scale_to(p, p.config().workers);
 }
 
 // Programs a reload removed are dropped once their last process is reaped.

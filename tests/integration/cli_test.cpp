@@ -77,15 +77,9 @@ TEST_CASE("cli: a missing file exits 2 naming it") {
 }
 
 TEST_CASE("cli: a busy port is a runtime failure: exit 1 naming the address, no worker left") {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in sin{};
-  sin.sin_family = AF_INET;
-  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin) == 0);
-  REQUIRE(listen(fd, 1) == 0);
-  socklen_t len = sizeof sin;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&sin), &len);
-  std::string addr = "127.0.0.1:" + std::to_string(ntohs(sin.sin_port));
+  uint16_t busy = 0;
+  int fd = listen_loopback(busy, 1);
+  std::string addr = "127.0.0.1:" + std::to_string(busy);
   TempDir dir;
   std::string path = dir.write("busy.yaml",
                                "programs:\n"

@@ -38,15 +38,7 @@ class BadServer {
   };
 
   explicit BadServer(Act act) : act_(act) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in sin{};
-    sin.sin_family = AF_INET;
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&sin), sizeof sin) == 0);
-    REQUIRE(::listen(fd_, 128) == 0);
-    socklen_t len = sizeof sin;
-    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&sin), &len);
-    port_ = ntohs(sin.sin_port);
+    fd_ = listen_loopback(port_, 128);
     REQUIRE(::pipe2(stop_, O_CLOEXEC) == 0);
     thread_ = std::thread([this] { run(); });
   }

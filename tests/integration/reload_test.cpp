@@ -134,15 +134,9 @@ TEST_CASE("reload: an invalid file leaves every worker alone, counts a failed re
             "preforkd_reloads_total{result=\"failed\"} 2") != std::string::npos);
   // A port that cannot be bound (someone else listens on it) fails the
   // reload the same way, before anything stops.
-  int other = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in sin{};
-  sin.sin_family = AF_INET;
-  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(other, reinterpret_cast<sockaddr*>(&sin), sizeof sin) == 0);
-  REQUIRE(::listen(other, 1) == 0);
-  socklen_t len = sizeof sin;
-  ::getsockname(other, reinterpret_cast<sockaddr*>(&sin), &len);
-  std::string taken = "127.0.0.1:" + std::to_string(ntohs(sin.sin_port));
+  uint16_t busy = 0;
+  int other = listen_loopback(busy, 1);
+  std::string taken = "127.0.0.1:" + std::to_string(busy);
   d.rewrite(yaml + "    listen: [\"" + taken + "\"]\n");
   r = d.control({{"cmd", "reload"}});
   CHECK(r["ok"] == false);

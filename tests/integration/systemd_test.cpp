@@ -66,20 +66,6 @@ class NotifySocket {
   std::vector<std::string> messages_;
 };
 
-// A listening TCP socket on 127.0.0.1:0; its port.
-int listening_socket(uint16_t& port) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in sin{};
-  sin.sin_family = AF_INET;
-  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin) == 0);
-  REQUIRE(listen(fd, 64) == 0);
-  socklen_t len = sizeof sin;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&sin), &len);
-  port = ntohs(sin.sin_port);
-  return fd;
-}
-
 std::string socket_inode(int fd) {
   struct stat st {};
   REQUIRE(fstat(fd, &st) == 0);
@@ -171,9 +157,9 @@ TEST_CASE("systemd: READY=1 once every worker runs, STATUS= as workers get ready
 TEST_CASE("systemd: socket activation: a socket passed by name serves the program and preforkd binds nothing itself") {
   TempDir dir;
   uint16_t passed_port = 0, blocked_port = 0;
-  int passed = listening_socket(passed_port);
+  int passed = listen_loopback(passed_port);
   // The configured address is taken by someone else: binding it would fail (exit 1).
-  int blocker = listening_socket(blocked_port);
+  int blocker = listen_loopback(blocked_port);
   // As with NonBlocking=yes: preforkd must hand it to workers blocking (T19).
   fcntl(passed, F_SETFL, fcntl(passed, F_GETFL) | O_NONBLOCK);
 
@@ -200,8 +186,8 @@ TEST_CASE("systemd: socket activation: a socket passed by name serves the progra
 TEST_CASE("systemd: socket activation: an unnamed socket matches by address and a socket nobody wants is closed with a warning") {
   TempDir dir;
   uint16_t port = 0, other_port = 0;
-  int passed = listening_socket(port);       // the test holds it too: preforkd could not bind this port
-  int other = listening_socket(other_port);  // matches no listen entry
+  int passed = listen_loopback(port);       // the test holds it too: preforkd could not bind this port
+  int other = listen_loopback(other_port);  // matches no listen entry
   Preforkd d(dir,
              "programs:\n"
              "  w:\n"

@@ -309,6 +309,21 @@ uint16_t free_port() {
   return ntohs(sin.sin_port);
 }
 
+int listen_loopback(uint16_t& port, int backlog) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in sin{};
+  sin.sin_family = AF_INET;
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin) != 0 || listen(fd, backlog) != 0) {
+    if (fd >= 0) ::close(fd);
+    throw std::runtime_error("cannot listen on 127.0.0.1");
+  }
+  socklen_t len = sizeof sin;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&sin), &len);
+  port = ntohs(sin.sin_port);
+  return fd;
+}
+
 // ---- preforkd ----
 
 Preforkd::Preforkd(const TempDir& dir, const std::string& yaml, const std::vector<std::string>& extra_args,

@@ -91,6 +91,9 @@ int connect_tcp(uint16_t port, std::chrono::milliseconds timeout = 2s);  // fd o
 bool echo_roundtrip(uint16_t port, const std::string& msg);
 // A port that was free a moment ago (bind 127.0.0.1:0, read it, close).
 uint16_t free_port();
+// A listening TCP socket on 127.0.0.1 with a kernel-chosen port, stored in
+// `port`; the caller closes it. Throws std::runtime_error on failure.
+int listen_loopback(uint16_t& port, int backlog = 64);
 
 // ---- preforkd under test ----
 // Writes a config into `dir`, starts build/bin/preforkd on it and waits until
