@@ -229,6 +229,10 @@ void Daemon::start_reload(std::vector<ControlServer::ClientId> clients) {
   run.summary = summary.empty() ? "nothing changed" : join(summary, "; ");
   log_->info("preforkd: reload, generation {}: {}", generation_, run.summary);
   reload_ = std::move(run);
+  // Start the canaries now: this may run after the loop's own
+  // advance_rollouts() (a queued reload started by check_reload), and a quiet
+  // worker would give the loop no other reason to wake up.
+  advance_rollouts();
   check_reload();
 }
 
