@@ -82,6 +82,8 @@ struct Effects {
   bool exited = false;         // a worker ended: `exit_kind` is valid
   ExitKind exit_kind = ExitKind::Exit;
   Duration respawn_delay{0};   // when the slot went to Backoff: how long it waits
+  const char* noop = nullptr;  // TEMP until the table lands
+  bool anomaly = false;
 };
 
 // The delay before the n-th consecutive failure's respawn (n >= 1): 0 for the

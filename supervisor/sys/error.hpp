@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cerrno>
+#include <stdexcept>
 #include <string>
 #include <system_error>
 
@@ -18,6 +19,13 @@ class SysError : public std::system_error {
 
 // "what: strerror(err)" without the "generic:" noise of std::system_error::what().
 std::string errno_message(const std::string& what, int err);
+
+// A broken invariant of preforkd itself (e.g. its own epoll fd is invalid):
+// the one kind of error the loop does not contain; preforkd exits 1, loudly.
+class FatalError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
 
 [[noreturn]] void throw_errno(const std::string& what, int err = errno);
 

@@ -1,0 +1,654 @@
+#include "core/policy.hpp"
+
+#include <algorithm>
+
+#include "config/signals.hpp"
+
+namespace preforkd::core {
+
+namespace {
+
+std::string join(const std::vector<std::string>& items, const std::string& sep) {
+  std::string out;
+  for (const auto& s : items) out += (out.empty() ? "" : sep) + s;
+  return out;
+}
+
+Shape make_shape(const config::Program& cfg, uint64_t generation) {
+  return Shape{cfg, SlotPolicy::from(cfg), generation};
+}
+
+}  // namespace
+
+Policy::Policy(unsigned seed, Duration shutdown_timeout) : rng_(seed), shutdown_timeout_(shutdown_timeout) {}
+
+// ---- set-up ----
+
+ProgramId Policy::add_program(const config::Program& cfg, uint64_t generation) {
+  ProgramState p;
+  p.id = next_program_++;
+  p.shape = make_shape(cfg, generation);
+  for (uint32_t i = 0; i < cfg.workers; ++i) {
+    Slot s;
+    s.m.worker.slot = static_cast<int>(i);
+    p.slots.push_back(std::move(s));
+  }
+  programs_.push_back(std::move(p));
+  return programs_.back().id;
+}
+
+void Policy::start(TimePoint now, Actions& out) {
+  Ctx c = ctx(now, out);
+  size_t total = 0;
+  for (auto& p : programs_) {
+    for (size_t i = 0; i < p.slots.size(); ++i) p.request_spawn(static_cast<int>(i), c);
+    total += p.slots.size();
+  }
+  c.log(LogLevel::Info, "preforkd: started " + std::to_string(total) + " worker(s) in " + std::to_string(programs_.size()) +
+                            " program(s)");
+  out.push_back(systemd_action("READY=1"));  // Type=notify: every worker has been started
+}
+
+void Policy::adopt(Programs programs, uint64_t generation, uint64_t reloads_ok, uint64_t reloads_failed) {
+  programs_ = std::move(programs);
+  generation_ = generation;
+  reloads_ok_ = reloads_ok;
+  reloads_failed_ = reloads_failed;
+  for (auto& p : programs_) {
+    p.id = next_program_++;
+    for (const auto& s : p.slots) next_proc_ = std::max(next_proc_, s.m.proc);
+    for (const auto& r : p.retirees) next_proc_ = std::max(next_proc_, r.proc);
+    index(p);
+  }
+}
+
+void Policy::index(const ProgramState& p) {
+  for (const auto& s : p.slots)
+    if (s.m.proc != 0 && s.m.worker.pid > 0) {
+      pids_[s.m.worker.pid] = s.m.proc;
+      procs_[s.m.proc] = p.id;
+    }
+  for (const auto& r : p.retirees)
+    if (r.proc != 0 && r.worker.pid > 0) {
+      pids_[r.worker.pid] = r.proc;
+      procs_[r.proc] = p.id;
+    }
+}
+
+// ---- lookups ----
+
+const ProgramState* Policy::program(ProgramId id) const {
+  for (const auto& p : programs_)
+    if (p.id == id) return &p;
+  return nullptr;
+}
+
+ProgramState* Policy::program_mut(ProgramId id) { return const_cast<ProgramState*>(program(id)); }
+
+const ProgramState* Policy::find(const std::string& name) const {
+  for (const auto& p : programs_)
+    if (p.name() == name && p.phase != ProgramPhase::Removing) return &p;
+  return nullptr;
+}
+
+ProgramState* Policy::find_mut(const std::string& name) { return const_cast<ProgramState*>(find(name)); }
+
+std::optional<ProcId> Policy::proc_of_pid(pid_t pid) const {
+  auto it = pids_.find(pid);
+  if (it == pids_.end()) return std::nullopt;
+  return it->second;
+}
+
+bool Policy::spawn_pending(const Action& a) const {
+  const ProgramState* p = program(a.program);
+  return p != nullptr && !shutting_down_ && p->spawn_pending(a.slot, a.proc);
+}
+
+std::vector<ProcId> Policy::due_for_judgement(TimePoint now) const {
+  std::vector<ProcId> due;
+  for (const auto& p : programs_)
+    for (const auto& s : p.slots) {
+      const Worker& w = s.m.worker;
+      if (w.deadline <= now && (w.state == WorkerState::Starting || w.state == WorkerState::Ready)) due.push_back(s.m.proc);
+    }
+  return due;
+}
+
+TimePoint Policy::next_deadline() const {
+  TimePoint t = shutting_down_ ? kNever : memory_due_;
+  if (shutting_down_ && !shutdown_forced_) t = std::min(t, shutdown_deadline_);
+  for (const auto& p : programs_) t = std::min(t, p.next_deadline());
+  return t;
+}
+
+bool Policy::busy_with_rollouts() const {
+  return std::any_of(programs_.begin(), programs_.end(), [](const ProgramState& p) { return p.rollout.has_value(); });
+}
+
+bool Policy::finished() const {
+  return shutting_down_ &&
+         std::none_of(programs_.begin(), programs_.end(), [](const ProgramState& p) { return p.any_process(); });
+}
+
+bool Policy::quiescent() const {
+  return reload_phase_ == ReloadPhase::Idle && !reload_queued_ && !busy_with_rollouts() && pending_.empty() &&
+         std::none_of(programs_.begin(), programs_.end(),
+                      [](const ProgramState& p) { return p.phase == ProgramPhase::Removing; });
+}
+
+std::vector<std::pair<std::string, uint64_t>> Policy::shapes_in_use() const {
+  std::vector<std::pair<std::string, uint64_t>> in_use;
+  for (const auto& p : programs_) {
+    in_use.emplace_back(p.name(), p.shape.generation);
+    if (p.previous) in_use.emplace_back(p.previous->config.name, p.previous->generation);
+  }
+  return in_use;
+}
+
+bool Policy::program_event(ProgramState& p, ProgramEvent e, Ctx& c) {
+  const Cell& cell = program_cell(p.phase, e);
+  if (!cell.change) {
+    c.log(cell.anomaly ? LogLevel::Warn : LogLevel::Debug,
+          p.name() + ": " + to_string(e) + " while " + to_string(p.phase) + ": " + cell.decision);
+    return false;
+  }
+  if (cell.next >= 0) p.phase = static_cast<ProgramPhase>(cell.next);
+  return true;
+}
+
+// ---- events ----
+
+void Policy::spawned(ProgramId program, int slot, ProcId proc, pid_t pid, TimePoint now, Actions& out) {
+  ProgramState* p = program_mut(program);
+  if (p == nullptr || static_cast<size_t>(slot) >= p->slots.size()) return;  // cannot happen: spawn_pending() was asked
+  Ctx c = ctx(now, out);
+  p->spawned(slot, proc, pid, c);
+  pids_[pid] = proc;
+  procs_[proc] = program;
+}
+
+void Policy::spawn_failed(ProgramId program, int slot, ProcId proc, const std::string& what, TimePoint now,
+                          Actions& out) {
+  ProgramState* p = program_mut(program);
+  if (p == nullptr || static_cast<size_t>(slot) >= p->slots.size()) return;
+  Ctx c = ctx(now, out);
+  p->spawn_failed(slot, proc, what, c);
+  collect(c);
+}
+
+bool Policy::exited(pid_t pid, Termination t, const std::string& how, TimePoint now, Actions& out) {
+  auto it = pids_.find(pid);
+  if (it == pids_.end()) return false;
+  ProcId proc = it->second;
+  pids_.erase(it);
+  auto pit = procs_.find(proc);
+  ProgramState* p = pit == procs_.end() ? nullptr : program_mut(pit->second);
+  if (pit != procs_.end()) procs_.erase(pit);
+  if (p == nullptr) return true;
+  Ctx c = ctx(now, out);
+  p->exited(proc, t, how, c);
+  collect(c);
+  return true;
+}
+
+void Policy::notify_line(ProcId proc, std::string_view line, TimePoint now, Actions& out) {
+  auto it = procs_.find(proc);
+  if (it == procs_.end()) return;
+  ProgramState* p = program_mut(it->second);
+  if (p == nullptr) return;
+  Ctx c = ctx(now, out);
+  auto parsed = parse_notify_line(line);
+  if (const auto* error = std::get_if<NotifyError>(&parsed))
+    p->notify_error(proc, *error, c);
+  else
+    p->notify(proc, std::get<NotifyMessage>(parsed), c);
+}
+
+void Policy::notify_too_long(ProcId proc, size_t lines, TimePoint now, Actions& out) {
+  auto it = procs_.find(proc);
+  if (it == procs_.end()) return;
+  ProgramState* p = program_mut(it->second);
+  if (p == nullptr) return;
+  Ctx c = ctx(now, out);
+  for (size_t i = 0; i < lines; ++i) p->notify_error(proc, NotifyError::TooLong, c);
+}
+
+void Policy::memory_measured(ProcId proc, uint64_t rss, TimePoint now, Actions& out) {
+  auto it = procs_.find(proc);
+  if (it == procs_.end()) return;
+  ProgramState* p = program_mut(it->second);
+  if (p == nullptr) return;
+  Ctx c = ctx(now, out);
+  p->memory_measured(proc, rss, c);
+}
+
+void Policy::check_memory(Ctx& c) {
+  bool wanted = !shutting_down_ && std::any_of(programs_.begin(), programs_.end(), [](const ProgramState& p) {
+    return p.phase != ProgramPhase::Removing && p.config().max_memory > 0;
+  });
+  if (!wanted) {
+    memory_due_ = kNever;  // disarmed: no program has max_memory (any more)
+    return;
+  }
+  if (memory_due_ == kNever) {
+    memory_due_ = c.now + kMemoryCheckInterval;  // armed: after start, a reload or an upgrade alike
+    return;
+  }
+  if (c.now < memory_due_) return;
+  memory_due_ = c.now + kMemoryCheckInterval;
+  for (const auto& p : programs_) {
+    if (p.phase == ProgramPhase::Removing || p.config().max_memory == 0) continue;
+    for (const auto& s : p.slots) {
+      if (s.phase != SlotPhase::Active || s.m.worker.state != WorkerState::Ready) continue;
+      Action a;
+      a.kind = Action::Kind::MeasureMemory;
+      a.program = p.id;
+      a.proc = s.m.proc;
+      a.pid = s.m.worker.pid;
+      c.out.push_back(std::move(a));
+    }
+  }
+}
+
+void Policy::tick(TimePoint now, Actions& out) {
+  Ctx c = ctx(now, out);
+  if (shutting_down_ && !shutdown_forced_ && now >= shutdown_deadline_) {
+    shutdown_forced_ = true;
+    c.log(LogLevel::Warn, "preforkd: shutdown_timeout passed, killing the remaining workers");
+    for (auto& p : programs_) p.kill_all(c);
+  }
+  for (auto& p : programs_) p.expire(c);
+  check_memory(c);
+  for (auto& p : programs_) {
+    if (!p.rollout) continue;
+    RolloutStep step = advance(p, *p.rollout, c);
+    if (step.result != RolloutStep::Result::Running) finish_rollout(p, step, c);
+  }
+  collect(c);
+  check_reload(c);
+  check_operations(c);
+}
+
+void Policy::finish_rollout(ProgramState& p, const RolloutStep& step, Ctx& c) {
+  Rollout ro = std::move(*p.rollout);
+  p.rollout.reset();
+  program_event(p, ProgramEvent::RolloutEnded, c);
+  bool restart = ro.kind == Rollout::Kind::Restart;
+  if (step.result == RolloutStep::Result::Done) {
+    if (restart) {
+      if (ro.client != 0)
+        c.out.push_back(reply_action(ro.client, true, "restarted " + std::to_string(ro.replaced) + " worker(s) of " +
+                                                          p.name()));
+      c.log(LogLevel::Info, p.name() + ": rolling restart done");
+      return;
+    }
+    // Reload: every old worker is gone, so are the sockets only they used.
+    p.previous.reset();
+    c.log(LogLevel::Info, p.name() + ": " + std::to_string(ro.replaced) + " worker(s) replaced");
+    p.scale_to(ro.scale_to, c);
+    return;
+  }
+  if (restart) {
+    c.log(LogLevel::Error, p.name() + ": rolling restart aborted: " + step.why);
+    if (ro.client != 0)
+      c.out.push_back(reply_action(ro.client, false, "restart of " + p.name() + " aborted: " + step.why));
+    return;
+  }
+  c.log(LogLevel::Error, p.name() + ": reload aborted: " + step.why);
+  if (reload_) reload_->failures.push_back(p.name() + ": " + step.why);
+  // The new shape is dropped and the old one is back, for the workers still
+  // running and for every respawn: a broken new build never takes the old
+  // generation down. A later reload retries.
+  if (p.previous) {
+    p.shape = std::move(*p.previous);
+    p.previous.reset();
+    c.log(LogLevel::Warn, p.name() + ": back to the configuration of generation " + std::to_string(p.shape.generation));
+    p.scale_to(p.config().workers, c);
+  }
+}
+
+void Policy::collect(Ctx& c) {
+  for (auto& p : programs_) p.collect(c);
+  for (auto it = programs_.begin(); it != programs_.end();) {
+    ProgramState& p = *it;
+    if (p.phase != ProgramPhase::Removing || !p.slots.empty() || !p.retirees.empty() ||
+        !program_event(p, ProgramEvent::LastProcessGone, c)) {
+      ++it;
+      continue;
+    }
+    std::vector<PendingOp> keep;
+    for (auto& op : pending_) {
+      if (op.program == p.id)
+        c.out.push_back(reply_action(op.client, false, p.name() + " was removed by a reload"));
+      else
+        keep.push_back(op);
+    }
+    pending_ = std::move(keep);
+    c.log(LogLevel::Info, p.name() + ": removed");
+    Action gone;
+    gone.kind = Action::Kind::ProgramGone;
+    gone.program = p.id;
+    c.out.push_back(std::move(gone));
+    it = programs_.erase(it);
+  }
+}
+
+// ---- operator ----
+
+void Policy::shutdown(bool fast, TimePoint now, Actions& out) {
+  Ctx c = ctx(now, out);
+  if (fast) {
+    out.push_back(systemd_action("STOPPING=1"));
+    shutting_down_ = shutdown_forced_ = true;
+    c.shutting_down = true;
+    shutdown_deadline_ = kNever;
+    c.log(LogLevel::Info, "preforkd: fast shutdown");
+    for (auto& p : programs_) p.kill_all(c);
+    collect(c);
+    return;
+  }
+  if (!shutting_down_) {
+    out.push_back(systemd_action("STOPPING=1"));
+    shutting_down_ = true;
+    c.shutting_down = true;
+    shutdown_deadline_ = now + shutdown_timeout_;
+    c.log(LogLevel::Info, "preforkd: graceful shutdown (at most " + std::to_string(shutdown_timeout_.count()) + "ms)");
+  }
+  for (auto& p : programs_) p.stop_all(StopReason::Shutdown, Want::Down, c);
+  collect(c);
+}
+
+void Policy::scale_all(int delta, TimePoint now, Actions& out) {
+  if (shutting_down_) return;
+  Ctx c = ctx(now, out);
+  for (auto& p : programs_) {
+    if (p.phase == ProgramPhase::Removing) continue;
+    if (delta > 0) p.add_worker(c);
+    else p.remove_worker(c);
+  }
+  collect(c);
+}
+
+void Policy::control(const ControlCommand& cmd, ClientId client, TimePoint now, Actions& out) {
+  Ctx c = ctx(now, out);
+  auto reply = [&](bool ok, std::string text) { out.push_back(reply_action(client, ok, std::move(text))); };
+  ProgramState* p = find_mut(cmd.program);
+  if (p == nullptr) return reply(false, "unknown program `" + cmd.program + "`");
+  if (shutting_down_) return reply(false, "preforkd is shutting down");
+  switch (cmd.kind) {
+    case ControlCommand::Kind::Signal: {
+      size_t n = 0;
+      auto send = [&](const Member& m) {
+        if (!has_process(m.worker)) return;
+        out.push_back(signal_action(m.worker.pid, cmd.signal, p->config().kill_group));
+        ++n;
+      };
+      for (const auto& s : p->slots) send(s.m);
+      for (const auto& r : p->retirees) send(r);
+      return reply(true, "sent SIG" + std::string(config::signal_name(cmd.signal)) + " to " + std::to_string(n) +
+                             " worker(s)");
+    }
+    case ControlCommand::Kind::Start:
+      p->start_all_slots(c);
+      return reply(true, "started " + p->name());
+    default: break;
+  }
+  if (p->phase == ProgramPhase::RollingOut) return reply(false, p->name() + ": a restart is in progress");
+  switch (cmd.kind) {
+    case ControlCommand::Kind::Stop:
+      p->stop_all(StopReason::Operator, Want::Down, c);
+      pending_.push_back({PendingOp::Kind::Stop, p->id, 0, client});
+      break;
+    case ControlCommand::Kind::Scale:
+      c.log(LogLevel::Info, p->name() + ": scaling to " + std::to_string(cmd.workers) + " worker(s) (control)");
+      p->scale_to(cmd.workers, c);
+      pending_.push_back({PendingOp::Kind::Scale, p->id, cmd.workers, client});
+      break;
+    case ControlCommand::Kind::Restart: {
+      if (reload_phase_ != ReloadPhase::Idle) return reply(false, "a reload is in progress");
+      Rollout ro = plan_rollout(*p, Rollout::Kind::Restart,
+                                batch_size(p->config().reload, static_cast<uint32_t>(p->wanted())));
+      ro.client = client;
+      size_t n = ro.todo.size();
+      program_event(*p, ProgramEvent::StartRollout, c);
+      p->rollout = std::move(ro);
+      c.log(LogLevel::Info, p->name() + ": rolling restart of " + std::to_string(n) + " worker(s)");
+      break;
+    }
+    default: break;
+  }
+  collect(c);
+}
+
+void Policy::check_operations(Ctx& c) {
+  std::vector<PendingOp> keep;
+  for (const auto& op : pending_) {
+    const ProgramState* p = program(op.program);
+    std::optional<OpResult> r;
+    if (p == nullptr)
+      r = OpResult{false, "the program was removed by a reload"};
+    else
+      r = check_operation(op, *p);
+    if (shutting_down_ && !(r && r->ok)) r = OpResult{false, "preforkd is shutting down"};
+    if (r)
+      c.out.push_back(reply_action(op.client, r->ok, r->text));
+    else
+      keep.push_back(op);
+  }
+  pending_ = std::move(keep);
+}
+
+// ---- reload ----
+
+void Policy::request_reload(std::optional<ClientId> client, TimePoint now, Actions& out) {
+  Ctx c = ctx(now, out);
+  if (shutting_down_) {
+    if (client) out.push_back(reply_action(*client, false, "preforkd is shutting down"));
+    return;
+  }
+  if (reload_phase_ != ReloadPhase::Idle || busy_with_rollouts()) {
+    // Never interleaved: one more reload runs after this one, reading the
+    // file as it is then; every request until then is folded into it.
+    if (!reload_queued_) c.log(LogLevel::Info, "preforkd: reload queued until the one in progress has finished");
+    reload_queued_ = true;
+    if (client) reload_queue_.push_back(*client);
+    return;
+  }
+  std::vector<ClientId> clients;
+  if (client) clients.push_back(*client);
+  begin_reload(std::move(clients), c);
+}
+
+void Policy::begin_reload(std::vector<ClientId> clients, Ctx& c) {
+  reload_phase_ = ReloadPhase::Reading;
+  c.out.push_back(systemd_action("RELOADING=1"));
+  Action a;
+  a.kind = Action::Kind::BeginReload;
+  a.clients = std::move(clients);
+  c.out.push_back(std::move(a));
+}
+
+void Policy::reload_failed(std::vector<ClientId> clients, const std::vector<std::string>& errors, Actions& out) {
+  ++reloads_failed_;
+  for (const auto& e : errors) out.push_back(log_action(LogLevel::Error, "preforkd: reload: " + e));
+  out.push_back(log_action(LogLevel::Error, "preforkd: reload failed; the running configuration is unchanged"));
+  std::string msg = "reload failed, the running configuration is unchanged:\n" + join(errors, "\n");
+  for (auto client : clients) out.push_back(reply_action(client, false, msg));
+  out.push_back(systemd_action("READY=1"));
+  reload_phase_ = ReloadPhase::Idle;  // a queued reload starts at the next tick
+}
+
+void Policy::commit_reload(ReloadPlan plan, std::vector<ClientId> clients, TimePoint now, Actions& out) {
+  Ctx c = ctx(now, out);
+  generation_ = plan.generation;
+  shutdown_timeout_ = plan.shutdown_timeout;
+  ReloadRun run;
+  run.generation = generation_;
+  run.clients = std::move(clients);
+  run.started = now;
+  std::vector<std::string> summary;
+  if (!plan.diff.supervisor_in_place.empty())
+    summary.push_back("supervisor: " + join(plan.diff.supervisor_in_place, ", "));
+  auto next_config = [&](const std::string& name) -> const config::Program* {
+    for (const auto& p : plan.next)
+      if (p.name == name) return &p;
+    return nullptr;
+  };
+  for (const auto& pd : plan.diff.programs) {
+    const config::Program* cfg = next_config(pd.name);
+    if (pd.kind == ProgramDiff::Kind::Added) {
+      if (cfg == nullptr) continue;
+      add_program(*cfg, generation_);
+      ProgramState& p = programs_.back();
+      for (size_t i = 0; i < p.slots.size(); ++i) p.request_spawn(static_cast<int>(i), c);
+      run.touched.push_back(pd.name);
+      summary.push_back(pd.name + ": added");
+      continue;
+    }
+    ProgramState* found = find_mut(pd.name);
+    if (found == nullptr) continue;  // cannot happen: the diff was made from the running programs
+    ProgramState& p = *found;
+    if (pd.kind == ProgramDiff::Kind::Removed) {
+      if (p.rollout) p.rollout.reset();
+      program_event(p, ProgramEvent::Remove, c);
+      p.stop_all(StopReason::Operator, Want::Remove, c);
+      summary.push_back(pd.name + ": removed");
+      continue;
+    }
+    if (cfg == nullptr) continue;
+    if (pd.replaces_workers()) {
+      // Replace every worker: new ones start with the new shape; the old ones
+      // keep theirs (and their sockets) until each is replaced.
+      p.previous = std::move(p.shape);
+      p.shape = make_shape(*cfg, generation_);
+      while (p.wanted() > cfg->workers) p.remove_worker(c);  // fewer now; more once replaced
+      Rollout ro = plan_rollout(p, Rollout::Kind::Reload, batch_size(cfg->reload, cfg->workers));
+      ro.scale_to = cfg->workers;
+      size_t n = ro.todo.size();
+      program_event(p, ProgramEvent::StartRollout, c);
+      p.rollout = std::move(ro);
+      run.touched.push_back(pd.name);
+      summary.push_back(pd.name + ": replacing " + std::to_string(n) + " worker(s) (" + join(pd.replace, ", ") + ")" +
+                        (pd.in_place.empty() ? "" : "; in place: " + join(pd.in_place, ", ")));
+      continue;
+    }
+    // In place: the running workers keep running.
+    p.shape = make_shape(*cfg, generation_);
+    if (pd.kind == ProgramDiff::Kind::Unchanged) continue;
+    if (p.wanted() != cfg->workers) {
+      c.log(LogLevel::Info, pd.name + ": scaling to " + std::to_string(cfg->workers) + " worker(s) (reload)");
+      p.scale_to(cfg->workers, c);
+      run.touched.push_back(pd.name);
+    }
+    summary.push_back(pd.name + ": " + join(pd.in_place, ", "));
+  }
+  run.summary = summary.empty() ? "nothing changed" : join(summary, "; ");
+  c.log(LogLevel::Info, "preforkd: reload, generation " + std::to_string(generation_) + ": " + run.summary);
+  reload_ = std::move(run);
+  reload_phase_ = ReloadPhase::Running;
+  collect(c);
+}
+
+void Policy::check_reload(Ctx& c) {
+  if (reload_phase_ == ReloadPhase::Running && reload_) {
+    ReloadRun& run = *reload_;
+    std::optional<std::vector<std::string>> failures;
+    if (shutting_down_) {
+      run.failures.push_back("preforkd is shutting down");
+      failures = run.failures;
+    } else {
+      failures = core::check_reload(run, programs_);
+    }
+    if (!failures) return;
+    bool ok = failures->empty();
+    ++(ok ? reloads_ok_ : reloads_failed_);
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(c.now - run.started).count();
+    std::string gen = std::to_string(run.generation);
+    if (ok)
+      c.log(LogLevel::Info, "preforkd: reload to generation " + gen + " done in " + std::to_string(ms) + "ms");
+    else
+      c.log(LogLevel::Error, "preforkd: reload to generation " + gen + " failed after " + std::to_string(ms) + "ms: " +
+                                 join(*failures, "; "));
+    for (auto client : run.clients) {
+      if (ok)
+        c.out.push_back(reply_action(client, true, "reloaded, generation " + gen + ": " + run.summary));
+      else
+        c.out.push_back(reply_action(client, false, "reload to generation " + gen + " failed: " + join(*failures, "; ")));
+    }
+    c.out.push_back(systemd_action("READY=1"));
+    reload_.reset();
+    reload_phase_ = ReloadPhase::Idle;
+  }
+  if (reload_phase_ == ReloadPhase::Idle && reload_queued_ && !shutting_down_ && !busy_with_rollouts()) {
+    reload_queued_ = false;
+    begin_reload(std::exchange(reload_queue_, {}), c);
+  } else if (shutting_down_ && reload_queued_) {
+    reload_queued_ = false;
+    for (auto client : std::exchange(reload_queue_, {}))
+      c.out.push_back(reply_action(client, false, "preforkd is shutting down"));
+  }
+}
+
+// ---- what the outside sees ----
+
+Snapshot Policy::snapshot(TimePoint now) const {
+  Snapshot s;
+  s.generation = generation_;
+  s.reloads_ok = reloads_ok_;
+  s.reloads_failed = reloads_failed_;
+  for (const auto& p : programs_) {
+    ProgramSnapshot ps;
+    ps.name = p.name();
+    ps.workers_wanted = static_cast<uint32_t>(std::count_if(p.slots.begin(), p.slots.end(), [](const Slot& sl) {
+      return sl.phase != SlotPhase::Removing && sl.m.worker.want == Want::Up;
+    }));
+    std::vector<const WorkerReport*> live;
+    bool any_process = false;
+    auto add = [&](const Member& m, bool retiring) {
+      const Worker& w = m.worker;
+      WorkerSnapshot ws;
+      ws.slot = w.slot;
+      ws.pid = w.pid;
+      ws.state = to_string(w.state);
+      ws.generation = w.generation;
+      ws.uptime_s = has_process(w) ? std::chrono::duration<double>(now - w.started_at).count() : 0.0;
+      ws.restarts = w.restarts;
+      ws.status = w.status_text;
+      ws.retiring = retiring;
+      ws.counters.insert(m.report.counters().begin(), m.report.counters().end());
+      ws.gauges.insert(m.report.gauges().begin(), m.report.gauges().end());
+      ps.workers.push_back(std::move(ws));
+      live.push_back(&m.report);
+      any_process |= has_process(w);
+    };
+    for (const auto& sl : p.slots) add(sl.m, false);
+    for (const auto& r : p.retirees) add(r, true);
+    ps.state = p.crash_looping() ? "crash-looping" : (ps.workers_wanted == 0 && !any_process) ? "stopped" : "running";
+    ps.counters = p.totals.counters(live);
+    ps.gauges = ProgramTotals::gauges(live);
+    ps.notify_errors = p.notify_errors;
+    ps.starts = p.starts;
+    for (size_t i = 0; i < ps.exits.size(); ++i) ps.exits[i] = p.exits[i];
+    s.programs.push_back(std::move(ps));
+  }
+  return s;
+}
+
+std::string Policy::systemd_status() const {
+  size_t ready = 0, up = 0, alive = 0;
+  std::string looping;
+  for (const auto& p : programs_) {
+    for (const auto& s : p.slots) {
+      const Worker& w = s.m.worker;
+      if (w.state == WorkerState::Ready) ++ready;
+      if (w.want == Want::Up) ++up;
+      if (has_process(w)) ++alive;
+    }
+    alive += p.retirees.size();
+    if (p.crash_looping()) looping += "; " + p.name() + " crash-looping";
+  }
+  if (shutting_down_) return "shutting down, " + std::to_string(alive) + " worker(s) left";
+  return std::to_string(ready) + "/" + std::to_string(up) + " workers ready" + looping;
+}
+
+}  // namespace preforkd::core
