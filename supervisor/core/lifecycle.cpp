@@ -10,7 +10,7 @@ constexpr int R = static_cast<int>(SlotPhase::Replacing);
 constexpr int X = static_cast<int>(SlotPhase::Removing);
 
 // [phase][event], in the order of the enums (see the table in lifecycle.hpp).
-constexpr Cell kSlotTable[kSlotPhases][kSlotEvents] = {
+constexpr PhaseCell kSlotTable[kSlotPhases][kSlotEvents] = {
     // Active
     {{true, R, false, "hand the ready worker over to a retiree and spawn its successor"},
      {false, A, false, "no retiree to stop: nothing was being replaced"},
@@ -41,7 +41,7 @@ constexpr int PR = static_cast<int>(ProgramPhase::Running);
 constexpr int PO = static_cast<int>(ProgramPhase::RollingOut);
 constexpr int PX = static_cast<int>(ProgramPhase::Removing);
 
-constexpr Cell kProgramTable[kProgramPhases][kProgramEvents] = {
+constexpr PhaseCell kProgramTable[kProgramPhases][kProgramEvents] = {
     // Running
     {{true, PO, false, "start replacing the workers: canary, then batches"},
      {false, PR, true, "a rollout ended while none was running"},
@@ -61,11 +61,11 @@ constexpr Cell kProgramTable[kProgramPhases][kProgramEvents] = {
 
 }  // namespace
 
-const Cell& slot_cell(SlotPhase phase, SlotEvent event) {
+const PhaseCell& slot_cell(SlotPhase phase, SlotEvent event) {
   return kSlotTable[static_cast<size_t>(phase)][static_cast<size_t>(event)];
 }
 
-const Cell& program_cell(ProgramPhase phase, ProgramEvent event) {
+const PhaseCell& program_cell(ProgramPhase phase, ProgramEvent event) {
   return kProgramTable[static_cast<size_t>(phase)][static_cast<size_t>(event)];
 }
 

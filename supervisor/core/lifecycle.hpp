@@ -37,15 +37,15 @@ enum class ProgramEvent { StartRollout, RolloutEnded, Remove, LastProcessGone };
 
 inline constexpr size_t kSlotPhases = 3, kSlotEvents = 7, kProgramPhases = 3, kProgramEvents = 4;
 
-struct Cell {
+struct PhaseCell {
   bool change;           // the event is acted on (else a named no-op)
   int next;              // the phase afterwards (as the enum's int), when `change`; -1 = erased
   bool anomaly;          // a no-op that means a bug elsewhere (logged at warn)
   const char* decision;  // what happens, for logs and tests
 };
 
-const Cell& slot_cell(SlotPhase phase, SlotEvent event);
-const Cell& program_cell(ProgramPhase phase, ProgramEvent event);
+const PhaseCell& slot_cell(SlotPhase phase, SlotEvent event);
+const PhaseCell& program_cell(ProgramPhase phase, ProgramEvent event);
 
 const char* to_string(SlotPhase p);
 const char* to_string(SlotEvent e);

@@ -146,7 +146,7 @@ std::vector<std::pair<std::string, uint64_t>> Policy::shapes_in_use() const {
 }
 
 bool Policy::program_event(ProgramState& p, ProgramEvent e, Ctx& c) {
-  const Cell& cell = program_cell(p.phase, e);
+  const PhaseCell& cell = program_cell(p.phase, e);
   if (!cell.change) {
     c.log(cell.anomaly ? LogLevel::Warn : LogLevel::Debug,
           p.name() + ": " + to_string(e) + " while " + to_string(p.phase) + ": " + cell.decision);

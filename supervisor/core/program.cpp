@@ -115,7 +115,7 @@ void ProgramState::request_spawn(int slot, Ctx& c) {
 
 bool ProgramState::slot_event(int slot, SlotEvent e, Ctx& c) {
   Slot& s = slots[static_cast<size_t>(slot)];
-  const Cell& cell = slot_cell(s.phase, e);
+  const PhaseCell& cell = slot_cell(s.phase, e);
   if (!cell.change) {
     c.log(cell.anomaly ? LogLevel::Warn : LogLevel::Debug,
           tag(slot) + ": " + to_string(e) + " while " + to_string(s.phase) + ": " + cell.decision);
