@@ -42,6 +42,50 @@ const char* to_string(ExitKind k) {
   return "?";
 }
 
+const char* state_name(WorkerState s) {
+  switch (s) {
+    case WorkerState::Backoff: return "backoff";
+    case WorkerState::Starting: return "starting";
+    case WorkerState::Ready: return "ready";
+    case WorkerState::Stopping: return "stopping";
+    case WorkerState::Killing: return "killing";
+    case WorkerState::Stopped: return "stopped";
+  }
+  return "?";
+}
+
+const char* want_name(Want w) {
+  switch (w) {
+    case Want::Up: return "up";
+    case Want::Down: return "down";
+    case Want::Remove: return "remove";
+  }
+  return "?";
+}
+
+namespace {
+
+// The value whose stable name is `name`, by a walk over all values (a
+// handful each: a map would cost more than it saves).
+template <typename T, size_t N>
+std::optional<T> by_name(const std::array<T, N>& all, const char* (*name_of)(T), std::string_view name) {
+  for (T v : all)
+    if (name == name_of(v)) return v;
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<WorkerState> worker_state_from(std::string_view name) {
+  return by_name(kAllWorkerStates, state_name, name);
+}
+
+std::optional<Want> want_from(std::string_view name) { return by_name(kAllWants, want_name, name); }
+
+std::optional<StopReason> stop_reason_from(std::string_view name) {
+  return by_name<StopReason>(kAllStopReasons, to_string, name);
+}
+
 SlotPolicy SlotPolicy::from(const config::Program& p) {
   SlotPolicy s;
   s.restart = p.restart;

@@ -15,9 +15,12 @@
 
 #include <sys/types.h>
 
+#include <array>
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include "config/config.hpp"
 
@@ -34,10 +37,27 @@ enum class StopReason { None, Operator, Shutdown, Scale, Replace, Recycle, Watch
 // Why a worker ended, as counted per program (SPEC "exits").
 enum class ExitKind { Exit, Signal, Watchdog, StartTimeout, Recycled };
 
+inline constexpr std::array<WorkerState, 6> kAllWorkerStates = {
+    WorkerState::Backoff,  WorkerState::Starting, WorkerState::Ready,
+    WorkerState::Stopping, WorkerState::Killing,  WorkerState::Stopped};
+inline constexpr std::array<Want, 3> kAllWants = {Want::Up, Want::Down, Want::Remove};
+inline constexpr std::array<StopReason, 8> kAllStopReasons = {
+    StopReason::None,    StopReason::Operator, StopReason::Shutdown, StopReason::Scale,
+    StopReason::Replace, StopReason::Recycle,  StopReason::Watchdog, StopReason::StartTimeout};
+
 // SPEC display names: Killing shows as "stopping".
 const char* to_string(WorkerState s);
 const char* to_string(StopReason r);
 const char* to_string(ExitKind k);
+
+// Stable names for the on-disk state (the in-place upgrade): never renamed,
+// and every value has its own, so Killing is "killing" here, unlike its
+// display name. StopReason's stable names are its to_string names.
+const char* state_name(WorkerState s);  // backoff starting ready stopping killing stopped
+const char* want_name(Want w);          // up down remove
+std::optional<WorkerState> worker_state_from(std::string_view name);
+std::optional<Want> want_from(std::string_view name);
+std::optional<StopReason> stop_reason_from(std::string_view name);
 
 // The part of a program's configuration the state machine needs.
 struct SlotPolicy {
