@@ -94,6 +94,7 @@ struct Worker {
   std::string status_text;      // last STATUS= line
 };
 
+// What the table decided: the daemon carries these out.
 struct Effects {
   bool spawn = false;          // start a worker in this slot now
   int signal = 0;              // send this signal to the worker (its group if kill_group)
@@ -102,8 +103,11 @@ struct Effects {
   bool exited = false;         // a worker ended: `exit_kind` is valid
   ExitKind exit_kind = ExitKind::Exit;
   Duration respawn_delay{0};   // when the slot went to Backoff: how long it waits
-  const char* noop = nullptr;  // TEMP until the table lands
-  bool anomaly = false;
+  // A named no-op: the event was ignored in this state (the state stays, and
+  // there is nothing above to do; Stop/Kill/Start still recorded `want`).
+  // Static text for the daemon's log, at debug, or at warn when `anomaly`.
+  const char* noop = nullptr;
+  bool anomaly = false;        // the no-op means a bug elsewhere (e.g. an exit for a slot without a process)
 };
 
 // The delay before the n-th consecutive failure's respawn (n >= 1): 0 for the
@@ -113,7 +117,97 @@ struct Effects {
 inline constexpr Duration kBackoffFloor{10};
 Duration backoff_delay(const config::Backoff& b, unsigned failures, double jitter);
 
-// Events. Each returns what the daemon must do; the worker record is updated in place.
+// How long after SIGKILL a still-unreaped worker is re-killed and warned about.
+inline constexpr Duration kRekillInterval{5000};
+
+// ---- The table: WorkerState × WorkerEvent (STYLE 3.5, s6-supervise's shape) ----
+//
+// Every cell is decided on purpose. worker.cpp holds the table as data,
+// kTable[state][event] = {the decision's name, the function carrying it
+// out}, and `fire` dispatches through it; tests/unit/worker_table_test.cpp
+// fires every cell. Below, the same table for a reader:
+//   x "name"   a named no-op: the state stays, nothing to do; Effects::noop =
+//              "name", which the daemon logs at debug;
+//   x! "name"  the same, but it means a bug elsewhere (Effects::anomaly: warn);
+//   settle     the slot has no process (any more): want up → Backoff (and
+//              Spawn now if the delay is 0), down → Stopped, remove → Stopped
+//              + Forget;
+//   Due        the slot's one deadline, read by state: backoff over,
+//              start_timeout, watchdog, stop_timeout, re-kill;
+//   → Stopping arms stop_timeout; Stop, Kill and Start record their want
+//              (Start: up) first, in every state, no-ops included.
+//
+// clang-format off
+// | state ↓ / event →    | `Due` (the deadline)                               | `Spawned{pid}`                    | `SpawnFailed`                                   | `Ready` (READY=1)                         |
+// |----------------------|----------------------------------------------------|-----------------------------------|-------------------------------------------------|-------------------------------------------|
+// | **Backoff** (no pid) | want up → Spawn; down/remove → settle              | → Starting (ready: exec → Ready)  | streak++, failure; settle after backoff_delay ¹ | x! "READY=1 for a slot without a process" |
+// | **Starting**         | stop_signal → Stopping (StartTimeout)              | x! "spawned while not in backoff" | x! "spawn failure while not in backoff"         | → Ready, the watchdog starts              |
+// | **Ready**            | watchdog ²: silent → SIGABRT → Stopping (Watchdog) | x! "spawned while not in backoff" | x! "spawn failure while not in backoff"         | x "READY=1 again"                         |
+// | **Stopping**         | stop_timeout: SIGKILL → Killing, re-kill in 5 s    | x! "spawned while not in backoff" | x! "spawn failure while not in backoff"         | x "READY=1 while stopping"                |
+// | **Killing**          | still alive: SIGKILL again, re-kill in 5 s (s6)    | x! "spawned while not in backoff" | x! "spawn failure while not in backoff"         | x "READY=1 while stopping"                |
+// | **Stopped** (no pid) | x "due for a stopped slot" (disarms)               | x! "spawned while not in backoff" | x! "spawn failure while not in backoff"         | x! "READY=1 for a slot without a process" |
+//
+// | state ↓ / event →    | `Exited{status}`                                       | `Stop{reason, want}`                                                  | `Kill{want}` (fast shutdown)                               | `Start` (operator)                |
+// |----------------------|--------------------------------------------------------|-----------------------------------------------------------------------|------------------------------------------------------------|-----------------------------------|
+// | **Backoff** (no pid) | x! "exit for a slot without a process"                 | down/remove → settle; up: x "stop with want up for a slot in backoff" | settle now (up: Spawn now)                                 | cut the backoff short: due now    |
+// | **Starting**         | unready death: streak++, failure; restart policy ³     | stop_signal → Stopping                                                | SIGKILL → Killing (Shutdown), re-kill in 5 s               | x "start for a running slot"      |
+// | **Ready**            | death: streak := 0 if proven ⁴; restart policy ³       | stop_signal (Watchdog: SIGABRT) → Stopping                            | SIGKILL → Killing (Shutdown), re-kill in 5 s               | x "start for a running slot"      |
+// | **Stopping**         | reaped; a Watchdog/StartTimeout stop: streak++; settle | already stopping: the new want applies when reaped                    | SIGKILL → Killing, re-kill in 5 s                          | want up: respawned when reaped    |
+// | **Killing**          | as Stopping                                            | as Stopping                                                           | no 2nd SIGKILL, want applies when reaped; re-kill from now | as Stopping                       |
+// | **Stopped** (no pid) | x! "exit for a slot without a process"                 | remove → Forget; else x "stop for a stopped slot"                     | x "kill for a stopped slot"                                | → Backoff, streak := 0, Spawn now |
+// clang-format on
+//
+// ¹ The first retry at once, but through the timer (deadline := now), never
+//   in the same iteration.
+// ² The watchdog is lazy (T26): heard within watchdog_timeout → re-arm at
+//   last_seen + timeout; no watchdog (an earlier policy armed it) → disarm,
+//   x "due in ready without a watchdog".
+// ³ restart: always → settle; on-failure → after a clean exit (code 0) want
+//   up becomes down, then settle; never → want up becomes down, then settle.
+//   An unproven death is a failure (streak++) and waits backoff_delay(streak).
+// ⁴ Proven: up ≥ backoff.reset_after since READY; its death starts no streak.
+//
+// Not in the table, because they change no state: any valid notify line
+// feeds the watchdog (on_notify_seen: last_seen := now while there is a
+// process), and hand_over / take_back move a process between a slot and a
+// retiree record.
+
+enum class WorkerEvent { Due, Spawned, SpawnFailed, Ready, Exited, Stop, Kill, Start };
+inline constexpr std::array<WorkerEvent, 8> kAllWorkerEvents = {
+    WorkerEvent::Due,    WorkerEvent::Spawned, WorkerEvent::SpawnFailed, WorkerEvent::Ready,
+    WorkerEvent::Exited, WorkerEvent::Stop,    WorkerEvent::Kill,        WorkerEvent::Start};
+// due spawned spawn_failed ready exited stop kill start
+const char* to_string(WorkerEvent e);
+
+// One event and its arguments (those of the matching on_* function below;
+// the others are not read).
+struct WorkerInput {
+  WorkerEvent event = WorkerEvent::Due;
+  TimePoint now{};
+  pid_t pid = 0;                         // Spawned
+  uint64_t generation = 0;               // Spawned
+  Termination termination;               // Exited
+  StopReason reason = StopReason::None;  // Stop
+  Want want = Want::Down;                // Stop, Kill (Start always wants Up)
+  double jitter = 0.0;                   // SpawnFailed, Exited
+};
+
+// One cell of the table: the name of its decision and whether it ignores the
+// event in every case (then `fire` returns Effects::noop == decision, and
+// Effects::anomaly == anomaly). A cell that is not a no-op may still ignore
+// some cases (e.g. Ready x Due without a watchdog) with a name of its own.
+struct Cell {
+  const char* decision;
+  bool noop;
+  bool anomaly;
+};
+const Cell& cell(WorkerState s, WorkerEvent e);
+
+// Fires `in` at `w`: the cell (w.state, in.event) decides; the worker record
+// is updated in place. `p` is not read by Kill and Start.
+Effects fire(Worker& w, const SlotPolicy& p, const WorkerInput& in);
+
+// The events one by one, as before the table (each is `fire`).
 Effects on_due(Worker& w, const SlotPolicy& p, TimePoint now);
 void on_spawned(Worker& w, const SlotPolicy& p, pid_t pid, uint64_t generation, TimePoint now);
 Effects on_spawn_failed(Worker& w, const SlotPolicy& p, TimePoint now, double jitter);
@@ -141,9 +235,6 @@ Worker hand_over(Worker& w);
 // slot's worker again (want Up); the slot's own history (streak, restarts,
 // spawn_seq) is kept. Only for a slot without a process.
 void take_back(Worker& slot_worker, const Worker& retiree);
-
-// How long after SIGKILL a still-unreaped worker is re-killed and warned about.
-inline constexpr Duration kRekillInterval{5000};
 
 bool has_process(const Worker& w);
 
