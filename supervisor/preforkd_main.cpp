@@ -13,6 +13,7 @@
 #include "daemon/logging.hpp"
 #include "daemon/upgrade_state.hpp"
 #include "sys/error.hpp"
+#include "sys/fault.hpp"
 #include "sys/procfs.hpp"
 #include "version.hpp"
 
@@ -36,6 +37,7 @@ std::vector<std::string> command_dirs() {
 
 int main(int argc, char** argv) {
   using namespace preforkd;
+  sys::fault::load_from_environment();  // tests only (sys/fault.hpp); before any syscall it can fail
   cli::Options options;
   try {
     options = cli::parse_preforkd_options(argc, argv);

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "sys/error.hpp"
+#include "sys/fault.hpp"
 
 namespace preforkd::sys {
 
@@ -12,18 +13,28 @@ Epoll::Epoll() : fd_(epoll_create1(EPOLL_CLOEXEC)) {
   if (!fd_) throw_errno("epoll_create1");
 }
 
-void Epoll::add(int fd, uint32_t events, uint64_t token) {
+int Epoll::control(int op, int fd, uint32_t events, uint64_t token) noexcept {
+  if (int err = fault::injected("epoll_ctl")) return err;
   epoll_event ev{};
   ev.events = events;
   ev.data.u64 = token;
-  if (epoll_ctl(fd_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) throw_errno("epoll_ctl add");
+  return epoll_ctl(fd_.get(), op, fd, &ev) == 0 ? 0 : errno;
+}
+
+void Epoll::add(int fd, uint32_t events, uint64_t token) {
+  if (int err = control(EPOLL_CTL_ADD, fd, events, token)) throw_errno("epoll_ctl add", err);
 }
 
 void Epoll::modify(int fd, uint32_t events, uint64_t token) {
-  epoll_event ev{};
-  ev.events = events;
-  ev.data.u64 = token;
-  if (epoll_ctl(fd_.get(), EPOLL_CTL_MOD, fd, &ev) != 0) throw_errno("epoll_ctl mod");
+  if (int err = control(EPOLL_CTL_MOD, fd, events, token)) throw_errno("epoll_ctl mod", err);
+}
+
+int Epoll::try_add(int fd, uint32_t events, uint64_t token) noexcept {
+  return control(EPOLL_CTL_ADD, fd, events, token);
+}
+
+int Epoll::try_modify(int fd, uint32_t events, uint64_t token) noexcept {
+  return control(EPOLL_CTL_MOD, fd, events, token);
 }
 
 void Epoll::remove(int fd) noexcept { epoll_ctl(fd_.get(), EPOLL_CTL_DEL, fd, nullptr); }

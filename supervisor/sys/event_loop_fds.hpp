@@ -17,14 +17,19 @@ namespace preforkd::sys {
 class Epoll {
  public:
   Epoll();
-  // `token` comes back in epoll_event.data.u64.
+  // `token` comes back in epoll_event.data.u64. The throwing pair is for
+  // start-up (a failure there exits 1); the loop uses the try_ twins, which
+  // return 0 or an errno. All four share the fault point "epoll_ctl".
   void add(int fd, uint32_t events, uint64_t token);
   void modify(int fd, uint32_t events, uint64_t token);
+  int try_add(int fd, uint32_t events, uint64_t token) noexcept;
+  int try_modify(int fd, uint32_t events, uint64_t token) noexcept;
   void remove(int fd) noexcept;  // errors ignored: the fd may already be closed
   // Waits until at least one event (T16: EINTR after SIGSTOP/SIGCONT returns 0 events).
   int wait(epoll_event* events, int max_events, int timeout_ms = -1);
 
  private:
+  int control(int op, int fd, uint32_t events, uint64_t token) noexcept;
   UniqueFd fd_;
 };
 

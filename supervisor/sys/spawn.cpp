@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "sys/error.hpp"
+#include "sys/fault.hpp"
 #include "sys/unique_fd.hpp"
 
 namespace preforkd::sys {
@@ -188,11 +189,19 @@ SpawnResult spawn(const SpawnRequest& req) {
 
   SpawnResult result;
   int p[2];
+  if (int err = fault::injected("pipe2")) {  // tests only (sys/fault.hpp)
+    result.error = SpawnError{SpawnError::Stage::Pipe, err};
+    return result;
+  }
   if (pipe2(p, O_CLOEXEC) != 0) {
     result.error = SpawnError{SpawnError::Stage::Pipe, errno};
     return result;
   }
   UniqueFd err_read(p[0]), err_write(p[1]);
+  if (int err = fault::injected("fork")) {  // as if fork() failed: nothing to reap
+    result.error = SpawnError{SpawnError::Stage::Fork, err};
+    return result;
+  }
 
   // T9: no signal may reach the child between fork and its own reset.
   sigset_t all, saved;
