@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "sys/error.hpp"
+#include "sys/fault.hpp"
 
 namespace preforkd::sys {
 
@@ -70,6 +71,7 @@ UniqueFd bind_listener(const ListenSpec& spec) {
       break;
     }
   }
+  if (int err = fault::injected("socket")) fail(spec, "create a socket for", err);  // tests only
   UniqueFd fd(socket(domain, SOCK_STREAM | SOCK_CLOEXEC, 0));  // T5; blocking on purpose (T19)
   if (!fd) fail(spec, "create a socket for", errno);
   if (domain != AF_UNIX) set_flag(fd.get(), SOL_SOCKET, SO_REUSEADDR, spec);
@@ -97,12 +99,6 @@ std::string local_address(int fd) {
   }
   if (ss.ss_family == AF_UNIX) return std::string("unix:") + reinterpret_cast<sockaddr_un*>(&ss)->sun_path;
   return "?";
-}
-
-bool is_listening_socket(int fd) {
-  int v = 0;
-  socklen_t len = sizeof v;
-  return getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &v, &len) == 0 && v != 0;
 }
 
 }  // namespace preforkd::sys

@@ -34,7 +34,4 @@ UniqueFd bind_listener(const ListenSpec& spec);
 // The bound address as "127.0.0.1:41234", "[::1]:7000" or "unix:/path".
 std::string local_address(int fd);
 
-// True if `fd` is a listening stream socket (getsockopt SO_ACCEPTCONN).
-bool is_listening_socket(int fd);
-
 }  // namespace preforkd::sys

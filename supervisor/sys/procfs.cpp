@@ -4,7 +4,9 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <string>
 
@@ -26,7 +28,82 @@ std::optional<std::string> status_field(pid_t pid, const std::string& key) {
   return std::nullopt;
 }
 
+// Whitespace-separated unsigned numbers; nullopt if anything else is there.
+std::optional<std::vector<unsigned long>> numbers(const std::string& text) {
+  std::vector<unsigned long> out;
+  size_t i = 0;
+  while (i < text.size()) {
+    if (text[i] == ' ' || text[i] == '\t') {
+      ++i;
+      continue;
+    }
+    size_t j = i;
+    unsigned long v = 0;
+    while (j < text.size() && text[j] >= '0' && text[j] <= '9' && j - i < 10)
+      v = v * 10 + static_cast<unsigned long>(text[j++] - '0');
+    if (j == i || (j < text.size() && text[j] != ' ' && text[j] != '\t')) return std::nullopt;
+    out.push_back(v);
+    i = j;
+  }
+  return out;
+}
+
+// The `Uid:`, `Gid:` and `Groups:` lines of one read of /proc/<pid>/status.
+struct StatusIds {
+  std::vector<unsigned long> uids, gids, groups;
+};
+
+std::optional<StatusIds> status_ids(pid_t pid) {
+  if (pid <= 0) return std::nullopt;  // never /proc/self by accident
+  std::ifstream in(proc_dir(pid) + "/status");
+  if (!in) return std::nullopt;
+  StatusIds ids;
+  bool have_uid = false, have_gid = false, have_groups = false;
+  std::string line;
+  while (std::getline(in, line)) {
+    auto take = [&](const char* key, std::vector<unsigned long>& into, bool& have) {
+      size_t n = std::strlen(key);
+      if (line.compare(0, n, key) != 0) return true;
+      auto v = numbers(line.substr(n));
+      if (!v) return false;
+      into = std::move(*v);
+      have = true;
+      return true;
+    };
+    if (!take("Uid:", ids.uids, have_uid) || !take("Gid:", ids.gids, have_gid) ||
+        !take("Groups:", ids.groups, have_groups))
+      return std::nullopt;
+  }
+  // Uid/Gid: real, effective, saved, filesystem.
+  if (!have_uid || !have_gid || !have_groups || ids.uids.size() < 2 || ids.gids.size() < 2) return std::nullopt;
+  return ids;
+}
+
+std::vector<gid_t> groups_of(const StatusIds& ids) {
+  std::vector<gid_t> out;
+  auto add = [&](unsigned long g) {
+    auto gid = static_cast<gid_t>(g);
+    if (std::find(out.begin(), out.end(), gid) == out.end()) out.push_back(gid);
+  };
+  add(ids.gids[0]);
+  add(ids.gids[1]);
+  for (unsigned long g : ids.groups) add(g);
+  return out;
+}
+
 }  // namespace
+
+std::optional<std::vector<gid_t>> process_groups(pid_t pid) {
+  auto ids = status_ids(pid);
+  if (!ids) return std::nullopt;
+  return groups_of(*ids);
+}
+
+std::optional<std::vector<gid_t>> process_groups_of_uid(pid_t pid, uid_t uid) {
+  auto ids = status_ids(pid);
+  if (!ids || (ids->uids[0] != uid && ids->uids[1] != uid)) return std::nullopt;
+  return groups_of(*ids);
+}
 
 int count_open_fds(pid_t pid) {
   DIR* d = opendir((proc_dir(pid) + "/fd").c_str());

@@ -5,6 +5,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace preforkd::sys {
 
@@ -23,5 +24,14 @@ std::string self_executable();
 std::string read_small_file(const std::string& path);
 // Writes `text` to a /proc/sys file; false with errno set on failure.
 bool write_small_file(const std::string& path, const std::string& text);
+// The groups of process `pid` from /proc/<pid>/status: its real and
+// effective gid (`Gid:`) first, then its supplementary groups (`Groups:`),
+// each once. nullopt if it cannot be read. Unlike the readers above, pid 0
+// is not "self": SO_PEERCRED reports 0 for a peer in another pid namespace,
+// and that must never be mistaken for us. With `uid`, nullopt also when
+// neither the real nor the effective uid of the process is `uid` (the pid
+// was reused by someone else since the caller learnt it).
+std::optional<std::vector<gid_t>> process_groups(pid_t pid);
+std::optional<std::vector<gid_t>> process_groups_of_uid(pid_t pid, uid_t uid);
 
 }  // namespace preforkd::sys
