@@ -2,10 +2,10 @@
 #include "config/config.hpp"
 
 #include <fmt/format.h>
-#include <sys/resource.h>
 
 #include "config/signals.hpp"
 #include "config/units.hpp"
+#include "sys/io.hpp"
 
 namespace preforkd::config {
 
@@ -170,7 +170,7 @@ std::string dump(const Config& config) {
     line(2, p.rlimits.empty() ? "rlimits: {}" : "rlimits:");
     for (const auto& r : p.rlimits) {
       line(3, r.name + ": " +
-                  (r.value == RLIM_INFINITY ? std::string("unlimited") : std::to_string(r.value)));
+                  (r.value == sys::kRlimitInfinity ? std::string("unlimited") : std::to_string(r.value)));
     }
     line(2, fmt::format("restart: {}", to_string(p.restart)));
     line(2, fmt::format("backoff: {{min: {}, max: {}, reset_after: {}}}",

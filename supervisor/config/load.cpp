@@ -26,14 +26,7 @@
 //   a port) may appear in several programs, since those sockets never collide;
 //   it is still rejected twice within one program, where key() must identify
 //   each socket across reloads.
-#include <arpa/inet.h>
-#include <fcntl.h>
 #include <fmt/format.h>
-#include <grp.h>
-#include <pwd.h>
-#include <sys/resource.h>
-#include <sys/stat.h>
-#include <unistd.h>
 #include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
 
@@ -51,6 +44,8 @@
 #include "config/signals.hpp"
 #include "config/suggest.hpp"
 #include "config/units.hpp"
+#include "sys/io.hpp"
+#include "sys/unique_fd.hpp"
 
 namespace preforkd::config {
 
@@ -101,14 +96,12 @@ std::optional<ListenAddress> parse_address(std::string_view text, const std::str
     if (close == std::string_view::npos) return generic();
     const std::string host(text.substr(1, close - 1));
     port = text.substr(close + 2);
-    in6_addr addr{};
-    char buf[INET6_ADDRSTRLEN] = {};
-    if (inet_pton(AF_INET6, host.c_str(), &addr) != 1 ||
-        inet_ntop(AF_INET6, &addr, buf, sizeof buf) == nullptr) {
+    auto canonical = sys::canonical_ipv6(host);
+    if (!canonical) {
       return fail(fmt::format("bad address `{}`: `{}` is not a numeric IPv6 address", text, host));
     }
     a.family = ListenAddress::Family::Inet6;
-    a.host = buf;
+    a.host = *canonical;
   } else {
     const std::size_t colon = text.rfind(':');
     if (colon == std::string_view::npos || colon == 0) return generic();
@@ -121,16 +114,14 @@ std::optional<ListenAddress> parse_address(std::string_view text, const std::str
     } else if (host == "localhost") {
       a.host = "127.0.0.1";
     } else {
-      in_addr addr{};
-      char buf[INET_ADDRSTRLEN] = {};
-      if (inet_pton(AF_INET, host.c_str(), &addr) != 1 ||
-          inet_ntop(AF_INET, &addr, buf, sizeof buf) == nullptr) {
+      auto canonical = sys::canonical_ipv4(host);
+      if (!canonical) {
         return fail(fmt::format(
             "bad address `{}`: the host must be a numeric IPv4 address, `*` or `localhost` "
             "(names are not resolved)",
             text));
       }
-      a.host = buf;
+      a.host = *canonical;
     }
   }
   const auto p = parse_uint(port);
@@ -189,11 +180,11 @@ namespace {
 
 // Why `path` cannot be exec'd, or "" when it can.
 std::string exec_problem(const std::string& path) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) return std::strerror(errno);
-  if (S_ISDIR(st.st_mode)) return "is a directory";
-  if (!S_ISREG(st.st_mode)) return "not a regular file";
-  if (::access(path.c_str(), X_OK) != 0) return "not executable";
+  sys::FileType type{};
+  if (int err = sys::file_type(path, type)) return std::strerror(err);
+  if (type == sys::FileType::Directory) return "is a directory";
+  if (type != sys::FileType::Regular) return "not a regular file";
+  if (!sys::can_execute(path)) return "not executable";
   return {};
 }
 
@@ -263,29 +254,6 @@ const Keys kListenKeys{"address", "name"};
 const Keys kBackoffKeys{"min", "max", "reset_after"};
 const Keys kReloadKeys{"batch", "settle"};
 
-struct RlimitName {
-  std::string_view name;
-  int resource;
-};
-constexpr std::array<RlimitName, 16> kRlimits{{
-    {"as", RLIMIT_AS},
-    {"core", RLIMIT_CORE},
-    {"cpu", RLIMIT_CPU},
-    {"data", RLIMIT_DATA},
-    {"fsize", RLIMIT_FSIZE},
-    {"locks", RLIMIT_LOCKS},
-    {"memlock", RLIMIT_MEMLOCK},
-    {"msgqueue", RLIMIT_MSGQUEUE},
-    {"nice", RLIMIT_NICE},
-    {"nofile", RLIMIT_NOFILE},
-    {"nproc", RLIMIT_NPROC},
-    {"rss", RLIMIT_RSS},
-    {"rtprio", RLIMIT_RTPRIO},
-    {"rttime", RLIMIT_RTTIME},
-    {"sigpending", RLIMIT_SIGPENDING},
-    {"stack", RLIMIT_STACK},
-}};
-
 // One `key: value` of a map. Held by value: yaml-cpp Nodes are cheap handles.
 // (Never assign one Node to another: yaml-cpp's operator= writes through
 // into the document. Entries are only ever copy-constructed.)
@@ -328,27 +296,9 @@ std::string did_you_mean(std::string_view word, const Keys& candidates) {
   return s ? fmt::format(" (did you mean `{}`?)", *s) : std::string();
 }
 
-bool user_known(const std::string& name) {
-  std::vector<char> buf(16384);
-  passwd pw{};
-  passwd* result = nullptr;
-  while (getpwnam_r(name.c_str(), &pw, buf.data(), buf.size(), &result) == ERANGE &&
-         buf.size() < (1u << 22)) {
-    buf.resize(buf.size() * 2);
-  }
-  return result != nullptr;
-}
+bool user_known(const std::string& name) { return sys::user_exists(name); }
 
-bool group_known(const std::string& name) {
-  std::vector<char> buf(16384);
-  group gr{};
-  group* result = nullptr;
-  while (getgrnam_r(name.c_str(), &gr, buf.data(), buf.size(), &result) == ERANGE &&
-         buf.size() < (1u << 22)) {
-    buf.resize(buf.size() * 2);
-  }
-  return result != nullptr;
-}
+bool group_known(const std::string& name) { return sys::group_exists(name); }
 
 // A numeric uid/gid: any 32-bit value but (id_t)-1, which means "no change" to set*id().
 bool numeric_id(const std::string& text) {
@@ -941,10 +891,10 @@ class Loader {
     if (e.value.IsNull()) return;
     auto dir = path_value(e, kp);
     if (!dir) return;
-    struct stat st {};
-    if (::stat(dir->c_str(), &st) != 0) {
-      error(value_mark(e), fmt::format("{}: `{}`: {}", kp, *dir, std::strerror(errno)));
-    } else if (!S_ISDIR(st.st_mode)) {
+    sys::FileType type{};
+    if (int err = sys::file_type(*dir, type)) {
+      error(value_mark(e), fmt::format("{}: `{}`: {}", kp, *dir, std::strerror(err)));
+    } else if (type != sys::FileType::Directory) {
       error(value_mark(e), fmt::format("{}: `{}`: not a directory", kp, *dir));
     } else {
       p.directory = *dir;
@@ -955,7 +905,7 @@ class Loader {
     if (!is_map(limits, kp)) return;
     static const Keys names = [] {
       Keys out;
-      for (const auto& r : kRlimits) out.push_back(r.name);
+      for (const auto& r : sys::rlimit_resources()) out.push_back(r.name);
       return out;
     }();
     for (const Entry& e : entries(limits.value, &names)) {
@@ -964,11 +914,12 @@ class Loader {
       if (!s) continue;
       Rlimit r;
       r.name = e.key;
-      r.resource = std::find_if(kRlimits.begin(), kRlimits.end(), [&](const RlimitName& n) {
+      const auto& known = sys::rlimit_resources();
+      r.resource = std::find_if(known.begin(), known.end(), [&](const sys::RlimitResource& n) {
                      return n.name == e.key;
                    })->resource;
       if (*s == "unlimited") {
-        r.value = RLIM_INFINITY;
+        r.value = sys::kRlimitInfinity;
       } else {
         UnitError why;
         auto n = parse_size(*s, &why);
@@ -1105,31 +1056,17 @@ LoadResult load_file(const std::string& path, const LoadOptions& options, std::s
   // Anything bigger is not a config file (and /dev/zero must not hang us).
   constexpr std::size_t kMaxFileSize = 16 << 20;
   try {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-      return Loader(path, options).fail(fmt::format("cannot open: {}", std::strerror(errno)));
+    sys::UniqueFd fd;
+    if (int err = sys::open_file(fd, path, O_RDONLY)) {
+      return Loader(path, options).fail(fmt::format("cannot open: {}", std::strerror(err)));
     }
     std::string text;
-    char buf[65536];
-    int read_errno = 0;
-    for (;;) {
-      const ssize_t n = ::read(fd, buf, sizeof buf);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) {
-        read_errno = errno;
-        break;
+    if (int err = sys::read_whole(fd.get(), text, kMaxFileSize)) {
+      if (err == EFBIG) {
+        return Loader(path, options)
+            .fail(fmt::format("too large (more than {} MiB)", kMaxFileSize >> 20));
       }
-      if (n == 0) break;
-      text.append(buf, static_cast<std::size_t>(n));
-      if (text.size() > kMaxFileSize) break;
-    }
-    ::close(fd);  // read-only: nothing to lose on a close error
-    if (read_errno != 0) {
-      return Loader(path, options).fail(fmt::format("cannot read: {}", std::strerror(read_errno)));
-    }
-    if (text.size() > kMaxFileSize) {
-      return Loader(path, options)
-          .fail(fmt::format("too large (more than {} MiB)", kMaxFileSize >> 20));
+      return Loader(path, options).fail(fmt::format("cannot read: {}", std::strerror(err)));
     }
     if (text_out != nullptr) *text_out = text;
     return load_string(text, path, options);
