@@ -1,10 +1,5 @@
 #include "daemon/control_server.hpp"
 
-#include <fcntl.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cerrno>
 
@@ -24,19 +19,16 @@ const char kPermissionDenied[] = R"({"ok":false,"error":"permission denied"})";
 void make_parent_dir(const std::string& path) {
   auto slash = path.rfind('/');
   if (slash == std::string::npos || slash == 0) return;
-  std::string dir = path.substr(0, slash);
-  struct stat st {};
-  if (::stat(dir.c_str(), &st) == 0) return;
-  make_parent_dir(dir);
-  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
-    sys::throw_errno("cannot create the folder of the control socket " + dir);
+  std::string failed;
+  if (int err = sys::make_directories(path.substr(0, slash), 0755, &failed))
+    sys::throw_errno("cannot create the folder of the control socket " + failed, err);
 }
 
 }  // namespace
 
 ControlServer::ControlServer(const std::string& path, std::optional<gid_t> gid, RequestHandler on_request,
                              Logger warn)
-    : path_(path), gid_(gid), on_request_(std::move(on_request)), warn_(std::move(warn)) {
+    : path_(path), gid_(gid), on_request_(std::move(on_request)), warn_(std::move(warn)), guard_("control", warn_) {
   make_parent_dir(path_);
   sys::ListenSpec spec;
   spec.family = sys::ListenSpec::Family::Unix;
@@ -51,20 +43,26 @@ ControlServer::ControlServer(const std::string& path, std::optional<gid_t> gid, 
     throw;
   }
   // Ours alone (not shared with workers): non-blocking is safe here.
-  fcntl(listen_.get(), F_SETFL, fcntl(listen_.get(), F_GETFL) | O_NONBLOCK);
-  if (::chmod(path_.c_str(), 0660) != 0) sys::throw_errno("cannot chmod control socket " + path_);
-  if (gid_ && ::chown(path_.c_str(), static_cast<uid_t>(-1), *gid_) != 0)
-    sys::throw_errno("cannot give control socket " + path_ + " to its control_group");
+  if (int err = sys::set_nonblocking(listen_.get())) sys::throw_errno("control socket " + path_, err);
+  if (int err = sys::change_mode(path_, 0660)) sys::throw_errno("cannot chmod control socket " + path_, err);
+  if (gid_)
+    if (int err = sys::change_group(path_, *gid_))
+      sys::throw_errno("cannot give control socket " + path_ + " to its control_group", err);
 }
 
 ControlServer::ControlServer(sys::UniqueFd adopted, const std::string& path, std::optional<gid_t> gid,
                              RequestHandler on_request, Logger warn)
-    : path_(path), gid_(gid), listen_(std::move(adopted)), on_request_(std::move(on_request)), warn_(std::move(warn)) {
-  fcntl(listen_.get(), F_SETFL, fcntl(listen_.get(), F_GETFL) | O_NONBLOCK);
+    : path_(path),
+      gid_(gid),
+      listen_(std::move(adopted)),
+      on_request_(std::move(on_request)),
+      warn_(std::move(warn)),
+      guard_("control", warn_) {
+  if (int err = sys::set_nonblocking(listen_.get())) sys::throw_errno("control socket " + path_, err);
 }
 
 ControlServer::~ControlServer() {
-  if (listen_) ::unlink(path_.c_str());
+  if (listen_) sys::unlink_path(path_);
 }
 
 void ControlServer::attach(sys::Epoll& epoll) {
@@ -72,41 +70,41 @@ void ControlServer::attach(sys::Epoll& epoll) {
   epoll.add(listen_.get(), EPOLLIN, static_cast<uint64_t>(listen_.get()));
 }
 
-bool ControlServer::peer_allowed(uid_t uid) const {
-  if (uid == 0 || uid == geteuid()) return true;
+bool ControlServer::peer_allowed(const sys::PeerCredentials& cred) const {
+  if (cred.uid == 0 || cred.uid == sys::effective_uid()) return true;
   if (!gid_) return false;
-  auto user = sys::lookup_uid(uid);  // primary and supplementary groups
+  auto user = sys::lookup_uid(cred.uid);  // primary and supplementary groups
   return user && std::find(user->groups.begin(), user->groups.end(), *gid_) != user->groups.end();
 }
 
 void ControlServer::on_listen_readable() {
-  for (;;) {
-    int fd = ::accept4(listen_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0) {
-      if (errno == EINTR || errno == ECONNABORTED) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK) warn_(sys::errno_message("control: accept", errno));
-      return;
-    }
-    sys::UniqueFd owned(fd);
-    if (clients_.size() >= kMaxClients) {
-      warn_("control: too many clients, refusing a connection");
-      continue;  // closed at once: the backlog never fills up behind idle clients
-    }
-    ucred cred{};
-    socklen_t len = sizeof cred;
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) continue;
-    Client c;
-    c.id = next_id_++;
-    c.fd = std::move(owned);
-    c.uid = cred.uid;
-    c.pid = cred.pid;
-    c.allowed = peer_allowed(cred.uid);
-    c.deadline = Clock::now() + kIdleTimeout;
-    ClientId id = c.id;
-    epoll_->add(fd, EPOLLIN, static_cast<uint64_t>(fd));
-    by_fd_[fd] = id;
-    clients_.emplace(id, std::move(c));
+  guard_.accept_all(*epoll_, listen_.get(), [this](sys::UniqueFd fd) { on_accepted(std::move(fd)); });
+}
+
+void ControlServer::on_accepted(sys::UniqueFd fd) {
+  if (clients_.size() >= kMaxClients) {
+    warn_("control: too many clients, refusing a connection");
+    return;  // closed at once: the backlog never fills up behind idle clients
   }
+  sys::PeerCredentials cred;
+  if (int err = sys::peer_credentials(fd.get(), cred)) {
+    guard_.warn_once("read a client's credentials", err, ", dropping it");
+    return;
+  }
+  Client c;
+  c.uid = cred.uid;
+  c.pid = cred.pid;
+  c.allowed = peer_allowed(cred);
+  int raw = fd.get();
+  if (int err = epoll_->try_add(raw, EPOLLIN, static_cast<uint64_t>(raw))) {
+    guard_.warn_once("watch a client", err, ", dropping it");
+    return;
+  }
+  c.id = next_id_++;
+  c.fd = std::move(fd);
+  c.deadline = Clock::now() + kIdleTimeout;
+  by_fd_[raw] = c.id;
+  clients_.emplace(c.id, std::move(c));
 }
 
 void ControlServer::on_client_event(int fd, uint32_t events) {
@@ -126,7 +124,7 @@ void ControlServer::on_client_event(int fd, uint32_t events) {
     char buf[16384];
     size_t total = 0;
     while (total < kReadBudget) {
-      ssize_t n = ::recv(c.fd.get(), buf, sizeof buf, 0);
+      ssize_t n = sys::read_some(c.fd.get(), buf, sizeof buf);
       if (n > 0) {
         total += static_cast<size_t>(n);
         c.deadline = Clock::now() + kIdleTimeout;
@@ -144,7 +142,6 @@ void ControlServer::on_client_event(int fd, uint32_t events) {
         update_events(c);
         break;
       }
-      if (errno == EINTR) continue;
       if (errno != EAGAIN && errno != EWOULDBLOCK) return drop(id);
       break;
     }
@@ -154,6 +151,7 @@ void ControlServer::on_client_event(int fd, uint32_t events) {
 
 // Hands the next line to the daemon, one request at a time per client.
 void ControlServer::dispatch(Client& c) {
+  if (!c.fd) return;  // dropped: what it asked is not carried out
   if (!c.allowed) {
     // Refused peers are answered on their first request, then disconnected.
     if (c.lines.empty() || c.denied) return;
@@ -195,13 +193,12 @@ void ControlServer::reply(ClientId client, const std::string& json_line, bool cl
 
 void ControlServer::flush(Client& c) {
   while (!c.out.empty() && c.fd) {
-    ssize_t n = ::send(c.fd.get(), c.out.data(), c.out.size(), MSG_NOSIGNAL);  // T13
+    ssize_t n = sys::send_some(c.fd.get(), c.out.data(), c.out.size());  // T13
     if (n > 0) {
       c.out.erase(0, static_cast<size_t>(n));
       c.deadline = Clock::now() + kIdleTimeout;
       continue;
     }
-    if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
     close_fd(c);  // EPIPE, ECONNRESET: the client is gone
     return;
@@ -213,7 +210,10 @@ void ControlServer::flush(Client& c) {
 void ControlServer::update_events(Client& c) {
   if (!c.fd) return;
   uint32_t ev = (c.close_after_flush ? 0U : static_cast<uint32_t>(EPOLLIN)) | (c.out.empty() ? 0U : EPOLLOUT);
-  epoll_->modify(c.fd.get(), ev, static_cast<uint64_t>(c.fd.get()));
+  if (int err = epoll_->try_modify(c.fd.get(), ev, static_cast<uint64_t>(c.fd.get()))) {
+    guard_.warn_once("watch a client", err, ", dropping it");
+    close_fd(c);  // erased by the next expire(): callers still hold `c`
+  }
 }
 
 // Leaves epoll and the fd map before the fd is closed, so that a reused fd
@@ -235,19 +235,18 @@ void ControlServer::drop(ClientId id) {
 void ControlServer::flush_all() {
   for (auto& [id, c] : clients_) {
     while (!c.out.empty() && c.fd) {
-      ssize_t n = ::send(c.fd.get(), c.out.data(), c.out.size(), MSG_NOSIGNAL);
+      ssize_t n = sys::send_some(c.fd.get(), c.out.data(), c.out.size());  // T13
       if (n > 0) {
         c.out.erase(0, static_cast<size_t>(n));
         continue;
       }
-      if (n < 0 && errno == EINTR) continue;
       break;  // full or gone: nothing more can be done on the way out
     }
   }
 }
 
 ControlServer::Clock::time_point ControlServer::expire(Clock::time_point now) {
-  auto next = Clock::time_point::max();
+  auto next = epoll_ != nullptr ? guard_.resume(*epoll_, listen_.get(), now) : Clock::time_point::max();
   for (auto it = clients_.begin(); it != clients_.end();) {
     Client& c = it->second;
     bool dead = !c.fd;

@@ -7,7 +7,9 @@
 // scale, stop reply when their operation has finished). Must never: block
 // (every fd is non-blocking), or let one client hold memory or the loop: a
 // line over 64 KiB, more than 16 MiB of unread replies, more than 64 clients
-// or 10 s of silence while nothing is pending ends that client.
+// or 10 s of silence while nothing is pending ends that client. A client
+// that cannot be watched (epoll_ctl fails) is dropped alone; an accept
+// error pauses the listener briefly (AcceptGuard); each cause is logged once.
 #pragma once
 
 #include <sys/types.h>
@@ -21,7 +23,9 @@
 #include <string>
 
 #include "core/line_buffer.hpp"
+#include "daemon/accept_guard.hpp"
 #include "sys/event_loop_fds.hpp"
+#include "sys/io.hpp"
 #include "sys/unique_fd.hpp"
 
 namespace preforkd::daemon {
@@ -67,7 +71,9 @@ class ControlServer {
   // At exit: writes what can be written of every queued reply (non-blocking).
   void flush_all();
 
-  // Idle clients past their deadline are closed; returns the next deadline.
+  // Idle clients past their deadline are closed, clients that failed are
+  // dropped, a paused listener is resumed; returns the next deadline. The
+  // daemon calls it every loop iteration and arms its timer to the result.
   Clock::time_point expire(Clock::time_point now);
 
  private:
@@ -86,7 +92,8 @@ class ControlServer {
     Clock::time_point deadline;
   };
 
-  bool peer_allowed(uid_t uid) const;
+  bool peer_allowed(const sys::PeerCredentials& cred) const;
+  void on_accepted(sys::UniqueFd fd);
   void dispatch(Client& c);
   void flush(Client& c);
   void update_events(Client& c);
@@ -99,6 +106,7 @@ class ControlServer {
   sys::Epoll* epoll_ = nullptr;
   RequestHandler on_request_;
   Logger warn_;
+  AcceptGuard guard_;
   ClientId next_id_ = 1;
   std::map<ClientId, Client> clients_;
   std::map<int, ClientId> by_fd_;

@@ -1,11 +1,9 @@
 #include "daemon/metrics_http.hpp"
 
-#include <fcntl.h>
-#include <sys/socket.h>
-
 #include <cerrno>
 
 #include "sys/error.hpp"
+#include "sys/io.hpp"
 
 namespace preforkd::daemon {
 
@@ -22,16 +20,14 @@ std::string response(const char* status, const std::string& body, const std::str
 
 }  // namespace
 
-MetricsHttp::MetricsHttp(const sys::ListenSpec& spec, std::function<std::string()> render)
-    : listen_(sys::bind_listener(spec)), render_(std::move(render)) {
-  fcntl(listen_.get(), F_SETFL, fcntl(listen_.get(), F_GETFL) | O_NONBLOCK);  // ours alone
-  bound_ = sys::local_address(listen_.get());
-}
+MetricsHttp::MetricsHttp(const sys::ListenSpec& spec, std::function<std::string()> render, Logger warn)
+    : MetricsHttp(sys::bind_listener(spec), std::move(render), std::move(warn)) {}
 
-MetricsHttp::MetricsHttp(sys::UniqueFd adopted, std::function<std::string()> render)
-    : listen_(std::move(adopted)), render_(std::move(render)) {
-  fcntl(listen_.get(), F_SETFL, fcntl(listen_.get(), F_GETFL) | O_NONBLOCK);
+MetricsHttp::MetricsHttp(sys::UniqueFd adopted, std::function<std::string()> render, Logger warn)
+    : listen_(std::move(adopted)), render_(std::move(render)), guard_("metrics", std::move(warn)) {
   bound_ = sys::local_address(listen_.get());
+  // Ours alone (not shared with workers): non-blocking is safe here.
+  if (int err = sys::set_nonblocking(listen_.get())) sys::throw_errno("metrics socket " + bound_, err);
 }
 
 void MetricsHttp::attach(sys::Epoll& epoll) {
@@ -56,29 +52,33 @@ std::string MetricsHttp::respond(const std::string& head, const std::function<st
 }
 
 void MetricsHttp::on_listen_readable() {
-  for (;;) {
-    int fd = ::accept4(listen_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0) {
-      if (errno == EINTR || errno == ECONNABORTED) continue;
-      return;  // EAGAIN, or EMFILE: try again at the next wake-up
-    }
-    if (clients_.size() >= kMaxClients) {
-      ::close(fd);
-      continue;
-    }
-    Client c;
-    c.fd.reset(fd);
-    c.deadline = Clock::now() + kTimeout;
-    epoll_->add(fd, EPOLLIN, static_cast<uint64_t>(fd));
-    clients_.emplace(fd, std::move(c));
-  }
+  guard_.accept_all(*epoll_, listen_.get(), [this](sys::UniqueFd fd) { on_accepted(std::move(fd)); });
 }
 
-void MetricsHttp::answer(Client& c, std::string r) {
+void MetricsHttp::on_accepted(sys::UniqueFd fd) {
+  if (clients_.size() >= kMaxClients) return;  // closed at once
+  int raw = fd.get();
+  if (int err = epoll_->try_add(raw, EPOLLIN, static_cast<uint64_t>(raw))) {
+    guard_.warn_once("watch a client", err, ", dropping it");
+    return;
+  }
+  Client c;
+  c.fd = std::move(fd);
+  c.deadline = Clock::now() + kTimeout;
+  clients_.emplace(raw, std::move(c));
+}
+
+bool MetricsHttp::answer(Client& c, std::string r) {
   c.answered = true;
   c.in.clear();
   c.out = std::move(r);
-  epoll_->modify(c.fd.get(), EPOLLOUT, static_cast<uint64_t>(c.fd.get()));
+  int fd = c.fd.get();
+  if (int err = epoll_->try_modify(fd, EPOLLOUT, static_cast<uint64_t>(fd))) {
+    guard_.warn_once("watch a client", err, ", dropping it");
+    drop(fd);
+    return false;
+  }
+  return true;
 }
 
 void MetricsHttp::on_client_event(int fd, uint32_t events) {
@@ -90,29 +90,29 @@ void MetricsHttp::on_client_event(int fd, uint32_t events) {
     // with unread input never turns into a reset that eats the response.
     char buf[4096];
     ssize_t n;
-    while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) {
+    while ((n = sys::read_some(fd, buf, sizeof buf)) > 0) {
     }
-    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) drop(fd);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) drop(fd);
     return;
   }
   if ((events & EPOLLIN) && !c.answered && !c.lingering) {
     char buf[4096];
     for (;;) {
-      ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+      ssize_t n = sys::read_some(fd, buf, sizeof buf);
       if (n > 0) {
         c.in.append(buf, static_cast<size_t>(n));
         auto end = c.in.find("\r\n\r\n");
         if (end != std::string::npos && end + 4 <= kMaxHead) {
-          answer(c, respond(c.in, render_));
+          if (!answer(c, respond(c.in, render_))) return;
           break;
         }
         if (end != std::string::npos || c.in.size() > kMaxHead) {
-          answer(c, response("431 Request Header Fields Too Large", "too large\n", "text/plain", false));
+          if (!answer(c, response("431 Request Header Fields Too Large", "too large\n", "text/plain", false)))
+            return;
           break;
         }
         continue;
       }
-      if (n < 0 && errno == EINTR) continue;
       if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
       return drop(fd);  // EOF before a whole request, or an error
     }
@@ -125,19 +125,21 @@ void MetricsHttp::on_client_event(int fd, uint32_t events) {
 
 void MetricsHttp::flush(int fd, Client& c) {
   while (!c.out.empty()) {
-    ssize_t n = ::send(fd, c.out.data(), c.out.size(), MSG_NOSIGNAL);  // T13
+    ssize_t n = sys::send_some(fd, c.out.data(), c.out.size());  // T13
     if (n > 0) {
       c.out.erase(0, static_cast<size_t>(n));
       continue;
     }
-    if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
     return drop(fd);  // the peer is gone
   }
   // All written; one request per connection. Linger until the peer closes.
-  ::shutdown(fd, SHUT_WR);
+  sys::shutdown_write(fd);
   c.lingering = true;
-  epoll_->modify(fd, EPOLLIN, static_cast<uint64_t>(fd));
+  if (int err = epoll_->try_modify(fd, EPOLLIN, static_cast<uint64_t>(fd))) {
+    guard_.warn_once("watch a client", err, ", dropping it");
+    drop(fd);  // the response is out; only the polite close is lost
+  }
 }
 
 void MetricsHttp::drop(int fd) {
@@ -146,7 +148,7 @@ void MetricsHttp::drop(int fd) {
 }
 
 MetricsHttp::Clock::time_point MetricsHttp::expire(Clock::time_point now) {
-  auto next = Clock::time_point::max();
+  auto next = epoll_ != nullptr ? guard_.resume(*epoll_, listen_.get(), now) : Clock::time_point::max();
   for (auto it = clients_.begin(); it != clients_.end();) {
     if (now >= it->second.deadline) {
       int fd = it->first;

@@ -4,7 +4,9 @@
 // request per connection, answered then closed. Must never: block, or let a
 // client hold resources: a request head over 8 KiB gets 431, a client that
 // has not sent its request within 5 s is cut off, at most 32 connections.
-// Anything but GET/HEAD is 405; any path but /metrics is 404.
+// Anything but GET/HEAD is 405; any path but /metrics is 404. A client
+// that cannot be watched (epoll_ctl fails) is dropped alone; an accept error
+// pauses the listener briefly (AcceptGuard); each cause is logged once.
 #pragma once
 
 #include <chrono>
@@ -13,6 +15,7 @@
 #include <map>
 #include <string>
 
+#include "daemon/accept_guard.hpp"
 #include "sys/event_loop_fds.hpp"
 #include "sys/listen_socket.hpp"
 #include "sys/unique_fd.hpp"
@@ -26,17 +29,22 @@ class MetricsHttp {
   static constexpr size_t kMaxClients = 32;
   static constexpr std::chrono::seconds kTimeout{5};
 
-  // Binds `spec` (throws sys::SysError); `render` produces the body on demand.
-  MetricsHttp(const sys::ListenSpec& spec, std::function<std::string()> render);
+  using Logger = AcceptGuard::Logger;
+
+  // Binds `spec` (throws sys::SysError); `render` produces the body on
+  // demand; `warn` gets the (once per cause) failures.
+  MetricsHttp(const sys::ListenSpec& spec, std::function<std::string()> render, Logger warn = {});
   // The in-place upgrade: the listening socket the previous binary served.
-  MetricsHttp(sys::UniqueFd adopted, std::function<std::string()> render);
+  MetricsHttp(sys::UniqueFd adopted, std::function<std::string()> render, Logger warn = {});
   void attach(sys::Epoll& epoll);
   int listen_fd() const { return listen_.get(); }
   const std::string& bound() const { return bound_; }
   bool owns(int fd) const { return clients_.count(fd) > 0; }
   void on_listen_readable();
   void on_client_event(int fd, uint32_t events);
-  Clock::time_point expire(Clock::time_point now);  // returns the next deadline
+  // Cuts off slow clients and resumes a paused listener; returns the next
+  // deadline (called every loop iteration, like ControlServer::expire).
+  Clock::time_point expire(Clock::time_point now);
 
   // Pure: the response to one request head (exposed for tests).
   static std::string respond(const std::string& head, const std::function<std::string()>& render);
@@ -50,7 +58,8 @@ class MetricsHttp {
     bool lingering = false;  // response written, draining input until EOF
     Clock::time_point deadline;
   };
-  void answer(Client& c, std::string response);
+  void on_accepted(sys::UniqueFd fd);
+  bool answer(Client& c, std::string response);  // false: the client was dropped
   void flush(int fd, Client& c);
   void drop(int fd);
 
@@ -58,6 +67,7 @@ class MetricsHttp {
   std::string bound_;
   std::function<std::string()> render_;
   sys::Epoll* epoll_ = nullptr;
+  AcceptGuard guard_;
   std::map<int, Client> clients_;
 };
 
