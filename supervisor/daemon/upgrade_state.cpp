@@ -1,9 +1,9 @@
 #include "daemon/upgrade_state.hpp"
 
-#include <sys/mman.h>
-#include <unistd.h>
+#include <cstring>
 
 #include "sys/error.hpp"
+#include "sys/io.hpp"
 
 namespace preforkd::daemon {
 
@@ -12,22 +12,9 @@ using nlohmann::json;
 std::optional<json> read_state(int fd, std::string& error) {
   constexpr size_t kMax = 256u << 20;  // far beyond any real state
   std::string text;
-  char buf[65536];
-  off_t offset = 0;
-  for (;;) {
-    ssize_t n = ::pread(fd, buf, sizeof buf, offset);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      error = std::string("cannot read the state: ") + std::strerror(errno);
-      return std::nullopt;
-    }
-    if (n == 0) break;
-    text.append(buf, static_cast<size_t>(n));
-    offset += n;
-    if (text.size() > kMax) {
-      error = "the state is too large";
-      return std::nullopt;
-    }
+  if (int err = sys::read_whole(fd, text, kMax)) {
+    error = err == EFBIG ? "the state is too large" : std::string("cannot read the state: ") + std::strerror(err);
+    return std::nullopt;
   }
   json j = json::parse(text, nullptr, false);
   if (j.is_discarded() || !j.is_object()) {
@@ -38,21 +25,11 @@ std::optional<json> read_state(int fd, std::string& error) {
 }
 
 int write_state(const json& state) {
-  int fd = ::memfd_create("preforkd-state", MFD_CLOEXEC);
-  if (fd < 0) sys::throw_errno("memfd_create");
+  sys::UniqueFd fd;
+  if (int err = sys::memfd("preforkd-state", fd)) sys::throw_errno("memfd_create", err);
   std::string text = state.dump(-1, ' ', false, json::error_handler_t::replace);
-  size_t done = 0;
-  while (done < text.size()) {
-    ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int err = errno;
-      ::close(fd);
-      throw sys::SysError(err, "cannot write the state");
-    }
-    done += static_cast<size_t>(n);
-  }
-  return fd;
+  if (int err = sys::write_whole(fd.get(), text)) throw sys::SysError(err, "cannot write the state");
+  return fd.release();
 }
 
 namespace {
