@@ -4,8 +4,8 @@
 #include <cerrno>
 
 #include "sys/error.hpp"
-#include "sys/identity.hpp"
 #include "sys/listen_socket.hpp"
+#include "sys/procfs.hpp"
 
 namespace preforkd::daemon {
 
@@ -73,8 +73,10 @@ void ControlServer::attach(sys::Epoll& epoll) {
 bool ControlServer::peer_allowed(const sys::PeerCredentials& cred) const {
   if (cred.uid == 0 || cred.uid == sys::effective_uid()) return true;
   if (!gid_) return false;
-  auto user = sys::lookup_uid(cred.uid);  // primary and supplementary groups
-  return user && std::find(user->groups.begin(), user->groups.end(), *gid_) != user->groups.end();
+  // The connecting process's own groups, from /proc: no NSS lookup (it may
+  // block the loop), and a pid that no longer runs as that uid proves nothing.
+  auto groups = sys::process_groups_of_uid(cred.pid, cred.uid);
+  return groups && std::find(groups->begin(), groups->end(), *gid_) != groups->end();
 }
 
 void ControlServer::on_listen_readable() {

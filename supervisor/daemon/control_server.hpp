@@ -10,6 +10,13 @@
 // or 10 s of silence while nothing is pending ends that client. A client
 // that cannot be watched (epoll_ctl fails) is dropped alone; an accept
 // error pauses the listener briefly (AcceptGuard); each cause is logged once.
+//
+// Who may talk (SO_PEERCRED, checked once at accept): root, preforkd's own
+// effective uid, or a process that has `control_group` among its primary or
+// supplementary groups. The groups are those of the connecting process, read
+// from /proc/<pid>/status (never an NSS lookup: that may block the loop on a
+// network directory), and only while that pid still runs as the uid that
+// connected (a reused pid proves nothing).
 #pragma once
 
 #include <sys/types.h>

@@ -243,6 +243,45 @@ TEST_CASE("control: a peer that is not root, the owner or in control_group gets 
   CHECK(d.stop() == 0);
 }
 
+TEST_CASE("control: control_group is checked against the connecting process's own groups, not the group database") {
+  if (geteuid() != 0) {
+    MESSAGE("skipped: needs root to act as another user");
+    return;
+  }
+  // gid 4242 has no entry in /etc/group, and nobody (65534) is a member of
+  // nothing: only the groups the connecting process runs with can let it in.
+  TempDir dir;
+  chmod(dir.path().c_str(), 0755);
+  Preforkd d(dir, "supervisor:\n  control_group: \"4242\"\nprograms:\n" + worker_program("w", 1));
+  struct stat st {};
+  REQUIRE(stat(d.control_socket().c_str(), &st) == 0);
+  CHECK(st.st_gid == 4242);
+  CHECK((st.st_mode & 0777) == 0660);
+  auto ask_as = [&](const std::vector<std::string>& ids) {
+    TempDir out;
+    std::vector<std::string> argv = {"/usr/bin/setpriv", "--reuid=65534"};
+    argv.insert(argv.end(), ids.begin(), ids.end());
+    argv.insert(argv.end(), {"/usr/bin/python3", "-c",
+                             "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); "
+                             "s.sendall(b'{\"cmd\":\"version\"}\\n'); print(s.makefile().readline().strip())",
+                             d.control_socket()});
+    Process p(argv, out.file("log"));
+    REQUIRE(p.wait(10s));
+    return p.log();
+  };
+  std::string supplementary = ask_as({"--regid=65534", "--groups=4242"});
+  CHECK_MESSAGE(supplementary.find(R"("ok":true)") != std::string::npos, supplementary);
+  std::string primary = ask_as({"--regid=4242", "--clear-groups"});
+  CHECK_MESSAGE(primary.find(R"("ok":true)") != std::string::npos, primary);
+  // Without the group: the file mode keeps it out; open it up to reach the credential check.
+  REQUIRE(chmod(d.control_socket().c_str(), 0666) == 0);
+  std::string outsider = ask_as({"--regid=65534", "--clear-groups"});
+  CHECK_MESSAGE(outsider.find(R"({"ok":false,"error":"permission denied"})") != std::string::npos, outsider);
+  CHECK(d.log().find("control: refused uid 65534") != std::string::npos);
+  CHECK(d.control({{"cmd", "version"}})["ok"] == true);
+  CHECK(d.stop() == 0);
+}
+
 TEST_CASE("control: a second preforkd does not steal a live control socket") {
   TempDir dir;
   Preforkd d(dir, "programs:\n" + worker_program("w", 1));
