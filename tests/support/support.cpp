@@ -327,12 +327,13 @@ int listen_loopback(uint16_t& port, int backlog) {
 // ---- preforkd ----
 
 Preforkd::Preforkd(const TempDir& dir, const std::string& yaml, const std::vector<std::string>& extra_args,
-                   bool wait_started, const std::function<void()>& in_child, const std::string& binary) {
+                   bool wait_started, const std::function<void()>& in_child, const std::string& binary,
+                   const std::map<std::string, std::string>& env) {
   control_socket_ = dir.file("ctl.sock");
   config_path_ = dir.write("preforkd.yaml", with_control_socket(yaml, control_socket_));
   std::vector<std::string> argv = {binary.empty() ? bin("preforkd") : binary, "-c", config_path_};
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
-  proc_ = std::make_unique<Process>(argv, dir.file("preforkd.log"), std::map<std::string, std::string>{}, in_child);
+  proc_ = std::make_unique<Process>(argv, dir.file("preforkd.log"), env, in_child);
   if (wait_started && proc_->wait_for_log("worker(s) in", 20s) == std::string::npos)
     throw std::runtime_error("preforkd did not start:\n" + proc_->log());
 }

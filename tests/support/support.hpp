@@ -97,12 +97,14 @@ int listen_loopback(uint16_t& port, int backlog = 64);
 
 // ---- preforkd under test ----
 // Writes a config into `dir`, starts build/bin/preforkd on it and waits until
-// it has started its workers.
+// it has started its workers. `env` is added to preforkd's environment (e.g.
+// PREFORKD_FAULTS).
 class Preforkd {
  public:
   Preforkd(const TempDir& dir, const std::string& yaml, const std::vector<std::string>& extra_args = {},
            bool wait_started = true, const std::function<void()>& in_child = {},
-           const std::string& binary = "");  // default: build/bin/preforkd
+           const std::string& binary = "",  // default: build/bin/preforkd
+           const std::map<std::string, std::string>& env = {});
   ~Preforkd();
 
   Process& process() { return *proc_; }
