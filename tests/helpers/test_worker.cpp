@@ -2,8 +2,8 @@
 //
 // It reports what it inherited (fds with their flags, environment, signal mask
 // and dispositions, process group, credentials, limits) as JSON, then does what
-// the command line scripts: print lines, send notify lines, leave a grandchild
-// behind, ignore SIGTERM, exit, crash, or serve connections on fd 3.
+// the command line scripts: hold memory, print lines, send notify lines, leave a
+// grandchild behind, ignore SIGTERM, exit, crash, or serve connections on fd 3.
 //
 // Standard C++17 and POSIX only, one file, no libraries (tests/CMakeLists.txt
 // builds it alone): on purpose it does not use preforkd/worker.h, so it speaks
@@ -13,24 +13,26 @@
 // Steps, always in this order whatever the order of the options:
 //   1. --dump-state FILE     the state as inherited, captured before anything else
 //                            changes it (no handler installed, no fd opened yet)
-//   2. --stdout/--stderr     lines, in command-line order
-//   3. --notify LINE         LINE + "\n" in one write() to PREFORKD_NOTIFY_FD
-//   4. --double-fork         a grandchild in our process group that sleeps forever
-//   5. signals               --ignore-term: SIGTERM ignored; else SIGTERM → _exit(0)
+//   2. --rss-mb N            N MiB malloc()ed and written, held until the end: VmRSS
+//                            grows by N MiB (before READY=1 can be sent, at step 4)
+//   3. --stdout/--stderr     lines, in command-line order
+//   4. --notify LINE         LINE + "\n" in one write() to PREFORKD_NOTIFY_FD
+//   5. --double-fork         a grandchild in our process group that sleeps forever
+//   6. signals               --ignore-term: SIGTERM ignored; else SIGTERM → _exit(0)
 //                            (with --flood: SIGTERM → the flood report line, then _exit(0));
 //                            with --flood or --watchdog-every, SIGPIPE is ignored
-//   6. the action            --exit N | --exit-after MS | --kill-self SIG | --flood KIND |
+//   7. the action            --exit N | --exit-after MS | --kill-self SIG | --flood KIND |
 //                            --serve | pause()
-// With --double-fork, the dump file is written after step 4 (with the grandchild's
+// With --double-fork, the dump file is written after step 5 (with the grandchild's
 // pid) instead of at step 1; its content is still the state captured at step 1.
 //
-// Timed duties, run by the action's own loop (MS counted from the start of step 6;
+// Timed duties, run by the action's own loop (MS counted from the start of step 7;
 // --exit and --kill-self act at once, so they never get to them):
 //   --watchdog-every MS  "WATCHDOG=1" to the notify fd at once, then every MS
 //                        (never in the middle of a line the flood is writing)
 //   --hang-after MS      after MS: an endless busy loop, nothing more is written
 //                        (a worker stuck in a loop; SIGABRT and SIGKILL keep their
-//                        default actions, SIGTERM still acts as set at step 5)
+//                        default actions, SIGTERM still acts as set at step 6)
 //   --flood-for MS       with --flood: stop flooding after MS, then wait like pause()
 // With --serve they are done between accepts: SIGALRM (no SA_RESTART) interrupts
 // accept() at the next deadline. With --flood garbage the heartbeat is written as
@@ -91,7 +93,7 @@ constexpr char kUsage[] =
     "                            [--notify LINE]... [--double-fork] [--ignore-term]\n"
     "                            [--exit N] [--exit-after MS] [--kill-self SIG] [--serve]\n"
     "                            [--flood KIND [--flood-for MS]] [--hang-after MS]\n"
-    "                            [--watchdog-every MS]\n"
+    "                            [--watchdog-every MS] [--rss-mb N]\n"
     "FILE may contain %p (the pid). Default action: pause() until SIGTERM (exit 0).\n"
     "  --flood KIND          flood PREFORKD_NOTIFY_FD as fast as it is drained, KIND one of\n"
     "                        counters|garbage|long|names|mixed; on SIGTERM print\n"
@@ -101,10 +103,12 @@ constexpr char kUsage[] =
     "  --flood-for MS        stop flooding after MS, then wait (the report still comes on TERM)\n"
     "  --hang-after MS       after MS, spin in an endless busy loop\n"
     "  --watchdog-every MS   send WATCHDOG=1 at once, then every MS\n"
-    "MS of these three count from the start of the action.\n";
+    "MS of these three count from the start of the action.\n"
+    "  --rss-mb N            at start, allocate and write N MiB and hold them (VmRSS grows)\n";
 
 struct Options {
   std::string dump_file;
+  long rss_mb = 0;
   std::vector<std::pair<int, std::string>> prints;  // (fd 1 or 2, text), in order
   std::vector<std::string> notify;
   bool double_fork = false;
@@ -158,13 +162,15 @@ Options parse_options(int argc, char** argv) {
     static const char* const kWithValue[] = {"--dump-state", "--stdout",     "--stderr",
                                              "--notify",     "--exit",       "--exit-after",
                                              "--kill-self",  "--flood",      "--flood-for",
-                                             "--hang-after", "--watchdog-every"};
+                                             "--hang-after", "--watchdog-every", "--rss-mb"};
     if (std::find(std::begin(kWithValue), std::end(kWithValue), arg) == std::end(kWithValue))
       usage_error("unknown option '" + arg + "'");
     if (i + 1 >= argc) usage_error("option '" + arg + "' needs a value");
     const char* value = argv[i + 1];
     if (arg == "--dump-state") {
       opt.dump_file = value;
+    } else if (arg == "--rss-mb") {
+      opt.rss_mb = parse_long(arg, value, 0, 65536);
     } else if (arg == "--stdout") {
       opt.prints.emplace_back(STDOUT_FILENO, value);
     } else if (arg == "--stderr") {
@@ -480,6 +486,22 @@ pid_t double_fork() {
 }
 
 extern "C" void on_term(int) { ::_exit(0); }
+
+// --rss-mb: the memory held until the end. A volatile global, so that the
+// compiler cannot drop the allocation and the writes as unused.
+char* volatile g_ballast = nullptr;
+
+// N MiB, every page written (malloc()'s fresh pages are not resident until then).
+void hold_memory(long mib) {
+  const std::size_t size = static_cast<std::size_t>(mib) << 20;
+  auto* p = static_cast<char*>(std::malloc(size));
+  if (p == nullptr) {
+    std::fprintf(stderr, "preforkd-test-worker: --rss-mb %ld: out of memory\n", mib);
+    std::exit(1);
+  }
+  std::memset(p, 0x5a, size);
+  g_ballast = p;
+}
 
 void sleep_ms(long ms) {
   timespec ts{static_cast<time_t>(ms / 1000), (ms % 1000) * 1000000L};
@@ -822,20 +844,23 @@ int main(int argc, char** argv) {
     if (!opt.double_fork) write_dump(opt.dump_file, state, -1);
   }
 
-  // 2. Output lines.
+  // 2. Memory held.
+  if (opt.rss_mb > 0) hold_memory(opt.rss_mb);
+
+  // 3. Output lines.
   for (const auto& [fd, text] : opt.prints) write_all(fd, text + "\n");
 
-  // 3. Notify lines.
+  // 4. Notify lines.
   for (const std::string& line : opt.notify) send_notify(line);
 
-  // 4. A grandchild left behind.
+  // 5. A grandchild left behind.
   if (opt.double_fork) {
     pid_t grandchild = double_fork();
     if (grandchild < 0) std::fprintf(stderr, "preforkd-test-worker: double fork failed\n");
     if (!opt.dump_file.empty()) write_dump(opt.dump_file, state, grandchild);
   }
 
-  // 5. Signals. The timed duties count from here (the start of the action).
+  // 6. Signals. The timed duties count from here (the start of the action).
   Ticker ticker(opt, notify_fd_from_env());
   struct sigaction sa {};
   sigemptyset(&sa.sa_mask);
@@ -848,7 +873,7 @@ int main(int argc, char** argv) {
     ::sigaction(SIGPIPE, &ign, nullptr);
   }
 
-  // 6. The action.
+  // 7. The action.
   if (opt.exit_after_ms >= 0) {
     if (!ticker.has_duties()) {
       sleep_ms(opt.exit_after_ms);
