@@ -243,6 +243,45 @@ bool signal_ignored(pid_t pid, int sig) {
   return false;
 }
 
+long long context_switches(pid_t pid) {
+  const std::string task_dir = "/proc/" + std::to_string(pid) + "/task";
+  DIR* d = opendir(task_dir.c_str());
+  if (d == nullptr) return -1;
+  long long total = 0;
+  while (dirent* e = readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    std::istringstream in(read_file(task_dir + "/" + e->d_name + "/status"));
+    std::string line;
+    while (std::getline(in, line))
+      if (line.rfind("voluntary_ctxt_switches:", 0) == 0 || line.rfind("nonvoluntary_ctxt_switches:", 0) == 0)
+        total += std::atoll(line.c_str() + line.find(':') + 1);
+  }
+  closedir(d);
+  return total;
+}
+
+bool wait_quiet(pid_t pid, std::chrono::milliseconds quiet, std::chrono::milliseconds timeout) {
+  long long last = context_switches(pid);
+  auto since = Clock::now();
+  return wait_until(
+      [&] {
+        long long now = context_switches(pid);
+        if (now != last) {
+          last = now;
+          since = Clock::now();
+        }
+        return now >= 0 && Clock::now() - since >= quiet;
+      },
+      timeout);
+}
+
+long long wakeups_over(pid_t pid, std::chrono::milliseconds window) {
+  long long before = context_switches(pid);
+  std::this_thread::sleep_until(Clock::now() + window);
+  long long after = context_switches(pid);
+  return before < 0 || after < 0 ? -1 : after - before;
+}
+
 // ---- sockets ----
 
 int connect_tcp(uint16_t port, std::chrono::milliseconds timeout) {

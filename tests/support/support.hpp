@@ -84,6 +84,19 @@ char proc_state(pid_t pid);                      // 'R', 'S', 'Z', ... or 0
 long rss_kib(pid_t pid);
 unsigned long long cpu_ticks(pid_t pid);         // utime + stime
 bool signal_ignored(pid_t pid, int sig);         // SigIgn of /proc/<pid>/status has `sig`
+// voluntary_ctxt_switches + nonvoluntary_ctxt_switches summed over the threads
+// of /proc/<pid>/task; -1 if the process is gone. A process asleep in
+// epoll_wait() adds at least one per wake-up (it blocks again after it), and
+// nothing while it sleeps: the difference over a window counts its wake-ups.
+long long context_switches(pid_t pid);
+// Waits until `pid` has not been switched in or out for `quiet`: whatever it
+// was doing is over and it sleeps. A 1 s timer leaves such gaps; anything
+// waking it more often than every `quiet` does not, and the wait fails.
+bool wait_quiet(pid_t pid, std::chrono::milliseconds quiet = 300ms, std::chrono::milliseconds timeout = 10s);
+// context_switches() over `window`, -1 if `pid` is gone by its end. The
+// window is the measurement itself (nothing else may talk to `pid` during
+// it), not a wait for something to happen.
+long long wakeups_over(pid_t pid, std::chrono::milliseconds window);
 
 // ---- loopback sockets (127.0.0.1 only) ----
 int connect_tcp(uint16_t port, std::chrono::milliseconds timeout = 2s);  // fd or -errno
