@@ -1,0 +1,417 @@
+// core::Policy (core/policy.hpp) driven through a fake world: a fake clock,
+// fake pids, and the daemon's way of applying Actions (spawn → spawned or
+// spawn_failed, signals recorded and, when wanted, answered by an exit,
+// tick to a fixpoint after every event). No process, no clock, no OS.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <csignal>
+#include <deque>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "config/config.hpp"
+#include "core/config_diff.hpp"
+#include "core/lifecycle.hpp"
+#include "core/policy.hpp"
+
+using namespace preforkd;
+using namespace std::chrono_literals;
+using core::Action;
+using core::Actions;
+using core::ClientId;
+using core::Duration;
+using core::ProcId;
+using core::SlotPhase;
+using core::TimePoint;
+using core::WorkerState;
+
+namespace {
+
+// A program as config::load() would give it, with the values these tests lean on.
+config::Program program(const std::string& name, uint32_t workers, const std::string& version = "v1") {
+  config::Program p;
+  p.name = name;
+  p.command = {"/srv/" + name, version};
+  p.executable = "/srv/" + name;
+  p.workers = workers;
+  p.ready = config::ReadyMode::Notify;
+  p.reload = config::ReloadPolicy{2, false, 1000ms};
+  p.backoff = config::Backoff{100ms, 1000ms, 10000ms};
+  p.start_timeout = 30000ms;
+  p.stop_timeout = 10000ms;
+  p.stop_signal = SIGTERM;
+  return p;
+}
+
+struct Reply {
+  ClientId client = 0;
+  bool ok = false;
+  std::string text;
+};
+
+struct SpawnRecord {
+  core::ProgramId program = 0;
+  int slot = -1;
+  ProcId proc = 0;
+  uint64_t generation = 0;
+  pid_t pid = 0;        // 0: skipped (no longer pending) or failed
+  bool failed = false;
+  bool skipped = false;
+};
+
+struct SignalRecord {
+  pid_t pid = 0;
+  int signal = 0;
+};
+
+// The daemon, minus the OS.
+class World {
+ public:
+  explicit World(std::vector<config::Program> programs, Duration shutdown_timeout = 30000ms)
+      : policy(7, shutdown_timeout) {
+    config.path = "/etc/preforkd/preforkd.yaml";
+    config.supervisor.shutdown_timeout = shutdown_timeout;
+    config.programs = std::move(programs);
+    for (const auto& p : config.programs) policy.add_program(p, 1);
+  }
+
+  core::Policy policy;
+  TimePoint now = TimePoint{} + 1000s;
+  config::Config config;  // the file as last committed
+  // Processes exit as soon as they get SIGTERM or SIGKILL (one event each,
+  // after the event that sent the signal has settled).
+  bool exit_on_signal = true;
+  std::map<std::string, int> fail_spawns;  // program name → how many of its next spawns fail
+
+  std::vector<SpawnRecord> spawns;
+  std::vector<SignalRecord> signals;
+  std::vector<Reply> replies;
+  std::vector<std::string> logs;
+  std::vector<Action> begin_reloads;
+  std::vector<Action> measures;
+  std::vector<Action> all;  // every action, in order
+  std::set<pid_t> alive;
+
+  // ---- driving ----
+  void start() {
+    Actions out;
+    policy.start(now, out);
+    apply(std::move(out));
+  }
+
+  // Applies `out` as the daemon does, then ticks to a fixpoint; signals that
+  // kill (exit_on_signal) are answered by exits, one event at a time.
+  void apply(Actions out) {
+    std::deque<Action> queue(out.begin(), out.end());
+    for (int round = 0; round < 10000; ++round) {
+      if (!queue.empty()) {
+        Action a = std::move(queue.front());
+        queue.pop_front();
+        for (auto& more : carry_out(a)) queue.push_back(std::move(more));
+        continue;
+      }
+      Actions t;
+      policy.tick(now, t);
+      if (!t.empty()) {
+        queue.assign(t.begin(), t.end());
+        continue;
+      }
+      if (dying_.empty()) return;
+      auto [pid, sig] = dying_.front();
+      dying_.pop_front();
+      if (alive.count(pid) == 0) continue;
+      Actions e;
+      alive.erase(pid);
+      policy.exited(pid, core::Termination{true, sig}, "killed by signal " + std::to_string(sig), now, e);
+      queue.assign(e.begin(), e.end());
+    }
+    FAIL("no fixpoint after 10000 rounds of actions and ticks");
+  }
+
+  // The clock moves by `d`, stopping at every deadline on the way, as the
+  // daemon's timerfd would.
+  void advance(Duration d) {
+    TimePoint end = now + d;
+    for (int i = 0; i < 10000; ++i) {
+      TimePoint due = policy.next_deadline();
+      if (due > end) break;
+      if (due > now) now = due;
+      apply({});
+      if (policy.next_deadline() <= now) FAIL("a deadline stays due after tick");
+    }
+    now = end;
+    apply({});
+  }
+
+  // ---- workers ----
+  ProcId proc(pid_t pid) const {
+    auto p = policy.proc_of_pid(pid);
+    REQUIRE_MESSAGE(p.has_value(), "pid " << pid << " is not a worker");
+    return *p;
+  }
+  void line(pid_t pid, const std::string& text) {
+    Actions out;
+    policy.notify_line(proc(pid), text, now, out);
+    apply(std::move(out));
+  }
+  void ready(pid_t pid) { line(pid, "READY=1"); }
+  void exit(pid_t pid, int code) {
+    REQUIRE(alive.erase(pid) == 1);
+    Actions out;
+    CHECK(policy.exited(pid, core::Termination{false, code}, "exited with status " + std::to_string(code), now, out));
+    apply(std::move(out));
+  }
+  void kill(pid_t pid, int sig = SIGKILL) {
+    REQUIRE(alive.erase(pid) == 1);
+    Actions out;
+    CHECK(policy.exited(pid, core::Termination{true, sig}, "killed by signal " + std::to_string(sig), now, out));
+    apply(std::move(out));
+  }
+  void memory(pid_t pid, uint64_t rss) {
+    Actions out;
+    policy.memory_measured(proc(pid), rss, now, out);
+    apply(std::move(out));
+  }
+  // READY=1 from every slot worker of `name` still starting.
+  void ready_all(const std::string& name) {
+    for (pid_t pid : pids(name, WorkerState::Starting)) ready(pid);
+  }
+
+  // ---- operator ----
+  void control(core::ControlCommand cmd, ClientId client) {
+    Actions out;
+    policy.control(cmd, client, now, out);
+    apply(std::move(out));
+  }
+  void scale_all(int delta) {
+    Actions out;
+    policy.scale_all(delta, now, out);
+    apply(std::move(out));
+  }
+  void shutdown(bool fast) {
+    Actions out;
+    policy.shutdown(fast, now, out);
+    apply(std::move(out));
+  }
+  void request_reload(std::optional<ClientId> client) {
+    Actions out;
+    policy.request_reload(client, now, out);
+    apply(std::move(out));
+  }
+  // Answers the last BeginReload with the file `next`.
+  void commit(std::vector<config::Program> next) {
+    REQUIRE_FALSE(begin_reloads.empty());
+    config::Config file = config;
+    file.programs = std::move(next);
+    core::ReloadPlan plan;
+    plan.generation = policy.generation() + 1;
+    plan.diff = core::diff(config, file);
+    plan.next = file.programs;
+    plan.shutdown_timeout = file.supervisor.shutdown_timeout;
+    config = file;
+    Actions out;
+    policy.commit_reload(std::move(plan), begin_reloads.back().clients, now, out);
+    apply(std::move(out));
+  }
+  void reload(std::vector<config::Program> next, std::optional<ClientId> client) {
+    size_t before = begin_reloads.size();
+    request_reload(client);
+    REQUIRE(begin_reloads.size() == before + 1);
+    commit(std::move(next));
+  }
+
+  // ---- looking ----
+  const core::ProgramState& prog(const std::string& name) const {
+    const core::ProgramState* p = policy.find(name);
+    REQUIRE_MESSAGE(p != nullptr, "no program " << name);
+    return *p;
+  }
+  // The pid of every slot's worker (0 for a slot without a process), slot order.
+  std::vector<pid_t> pids(const std::string& name) const {
+    std::vector<pid_t> out;
+    for (const auto& s : prog(name).slots) out.push_back(s.m.worker.pid);
+    return out;
+  }
+  std::vector<pid_t> pids(const std::string& name, WorkerState state) const {
+    std::vector<pid_t> out;
+    for (const auto& s : prog(name).slots)
+      if (s.m.worker.state == state) out.push_back(s.m.worker.pid);
+    return out;
+  }
+  const core::Slot& slot(const std::string& name, int n) const {
+    const auto& p = prog(name);
+    REQUIRE(static_cast<size_t>(n) < p.slots.size());
+    return p.slots[static_cast<size_t>(n)];
+  }
+  // Spawns carried out (a pid given) since `mark` (an index into spawns).
+  std::vector<SpawnRecord> started_since(size_t mark) const {
+    std::vector<SpawnRecord> out;
+    for (size_t i = mark; i < spawns.size(); ++i)
+      if (spawns[i].pid != 0) out.push_back(spawns[i]);
+    return out;
+  }
+  size_t signals_to(pid_t pid, int sig) const {
+    return static_cast<size_t>(std::count_if(signals.begin(), signals.end(),
+                                             [&](const SignalRecord& s) { return s.pid == pid && s.signal == sig; }));
+  }
+  size_t signals_to(pid_t pid) const {
+    return static_cast<size_t>(
+        std::count_if(signals.begin(), signals.end(), [&](const SignalRecord& s) { return s.pid == pid; }));
+  }
+  std::vector<Reply> replies_to(ClientId client) const {
+    std::vector<Reply> out;
+    for (const auto& r : replies)
+      if (r.client == client) out.push_back(r);
+    return out;
+  }
+  size_t logs_with(const std::string& text) const {
+    return static_cast<size_t>(std::count_if(logs.begin(), logs.end(), [&](const std::string& l) {
+      return l.find(text) != std::string::npos;
+    }));
+  }
+  std::string log_text() const {
+    std::string out;
+    for (const auto& l : logs) out += l + "\n";
+    return out;
+  }
+
+ private:
+  std::deque<std::pair<pid_t, int>> dying_;
+  pid_t next_pid_ = 1000;
+
+  Actions carry_out(const Action& a) {
+    all.push_back(a);
+    Actions out;
+    switch (a.kind) {
+      case Action::Kind::Spawn: {
+        SpawnRecord r{a.program, a.slot, a.proc, a.generation, 0, false, false};
+        if (!policy.spawn_pending(a)) {
+          r.skipped = true;
+        } else {
+          const core::ProgramState* p = policy.program(a.program);
+          REQUIRE(p != nullptr);
+          int& fails = fail_spawns[p->name()];
+          if (fails > 0) {
+            --fails;
+            r.failed = true;
+            policy.spawn_failed(a.program, a.slot, a.proc, "cannot execute /srv/x: No such file", now, out);
+          } else {
+            r.pid = ++next_pid_;
+            alive.insert(r.pid);
+            policy.spawned(a.program, a.slot, a.proc, r.pid, now, out);
+          }
+        }
+        spawns.push_back(r);
+        break;
+      }
+      case Action::Kind::Signal:
+        signals.push_back({a.pid, a.signal});
+        if (exit_on_signal && (a.signal == SIGTERM || a.signal == SIGKILL)) dying_.emplace_back(a.pid, a.signal);
+        break;
+      case Action::Kind::Reply: replies.push_back({a.client, a.ok, a.text}); break;
+      case Action::Kind::Log: logs.push_back(a.text); break;
+      case Action::Kind::BeginReload: begin_reloads.push_back(a); break;
+      case Action::Kind::MeasureMemory: measures.push_back(a); break;
+      default: break;
+    }
+    return out;
+  }
+};
+
+// A world whose program `name` has `workers` ready workers of generation 1.
+World running(config::Program p) {
+  World w({p});
+  w.start();
+  w.ready_all(p.name);
+  REQUIRE(w.prog(p.name).ready() == p.workers);
+  return w;
+}
+
+config::Program changed(config::Program p) {
+  p.command = {"/srv/" + p.name, "v2"};
+  return p;
+}
+
+}  // namespace
+
+// ---- 1. rollout order ----
+
+TEST_CASE("policy: a reload replaces a canary alone, then batches of reload.batch, each proven before its old worker "
+          "stops") {
+  World w = running(program("web", 5));
+  auto old = w.pids("web");
+  size_t mark = w.spawns.size();
+  w.reload({changed(program("web", 5))}, ClientId{7});
+
+  // The canary, alone.
+  auto started = w.started_since(mark);
+  REQUIRE(started.size() == 1);
+  CHECK(started[0].slot == 0);
+  CHECK(started[0].generation == 2);
+  pid_t canary = started[0].pid;
+  CHECK(w.slot("web", 0).phase == SlotPhase::Replacing);
+  CHECK(w.prog("web").phase == core::ProgramPhase::RollingOut);
+
+  // Nothing more until the canary is ready...
+  w.advance(5s);
+  CHECK(w.started_since(mark).size() == 1);
+  CHECK(w.signals.empty());
+  // ...and has been ready for settle.
+  w.ready(canary);
+  w.advance(999ms);
+  CHECK(w.started_since(mark).size() == 1);
+  CHECK(w.signals_to(old[0]) == 0);
+  w.advance(1ms);
+  CHECK(w.signals_to(old[0], SIGTERM) == 1);
+  CHECK(w.slot("web", 0).m.worker.pid == canary);
+  CHECK(w.slot("web", 0).phase == SlotPhase::Active);
+
+  // Then batches of 2: slots 1 and 2, then 3 and 4.
+  for (int first : {1, 3}) {
+    started = w.started_since(mark);
+    REQUIRE(started.size() == static_cast<size_t>(first + 2));
+    CHECK(started[static_cast<size_t>(first)].slot == first);
+    CHECK(started[static_cast<size_t>(first)].generation == 2);
+    CHECK(started.back().slot == first + 1);
+    CHECK(started.back().generation == 2);
+    CHECK(w.signals_to(old[static_cast<size_t>(first)]) == 0);
+    CHECK(w.signals_to(old[static_cast<size_t>(first) + 1]) == 0);
+    // One of the two ready is not enough.
+    w.ready(w.slot("web", first).m.worker.pid);
+    w.advance(2s);
+    CHECK(w.started_since(mark).size() == static_cast<size_t>(first + 2));
+    CHECK(w.signals_to(old[static_cast<size_t>(first)], SIGTERM) == 1);  // proven: its old one stops
+    CHECK(w.signals_to(old[static_cast<size_t>(first) + 1]) == 0);
+    w.ready(w.slot("web", first + 1).m.worker.pid);
+    w.advance(1s);
+    CHECK(w.signals_to(old[static_cast<size_t>(first) + 1], SIGTERM) == 1);
+  }
+
+  CHECK(w.started_since(mark).size() == 5);
+  const auto& p = w.prog("web");
+  CHECK(p.phase == core::ProgramPhase::Running);
+  CHECK_FALSE(p.rollout.has_value());
+  CHECK_FALSE(p.previous.has_value());
+  CHECK(p.retirees.empty());
+  CHECK(p.shape.generation == 2);
+  REQUIRE(p.slots.size() == 5);
+  for (const auto& s : p.slots) {
+    CHECK(s.phase == SlotPhase::Active);
+    CHECK(s.m.worker.state == WorkerState::Ready);
+    CHECK(s.m.worker.generation == 2);
+  }
+  for (pid_t pid : old) {
+    CHECK(w.signals_to(pid, SIGTERM) == 1);
+    CHECK(w.signals_to(pid) == 1);
+  }
+  auto replies = w.replies_to(7);
+  REQUIRE(replies.size() == 1);
+  CHECK(replies[0].ok);
+  CHECK_MESSAGE(replies[0].text.rfind("reloaded, generation 2", 0) == 0, replies[0].text);
+  CHECK(w.policy.reloads_ok() == 1);
+  CHECK(w.policy.quiescent());
+}
