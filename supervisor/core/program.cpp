@@ -201,6 +201,16 @@ void ProgramState::exited(ProcId proc, Termination t, const std::string& how, Ct
         serving_retiree(n) == nullptr)
       slot_event(n, SlotEvent::RetireeGone, c);
   }
+  if (slot >= 0 && e.spawn && e.failure && slots[static_cast<size_t>(slot)].phase == SlotPhase::Replacing &&
+      serving_retiree(slot) != nullptr) {
+    // A successor failed before it was proven, its old worker still serving:
+    // no respawn within this event. Due now instead, as after a failed spawn,
+    // so that a rollout sees the slot without a process at the next tick and
+    // gives it back (preforkd(8): a canary that exits stops the rollout); a
+    // plain recycle respawns at that tick.
+    e.spawn = false;
+    m->worker.deadline = c.now;
+  }
   apply(*m, slot, e, c);
 }
 

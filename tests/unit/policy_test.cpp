@@ -415,3 +415,127 @@ TEST_CASE("policy: a reload replaces a canary alone, then batches of reload.batc
   CHECK(w.policy.reloads_ok() == 1);
   CHECK(w.policy.quiescent());
 }
+
+// ---- 2. a failing canary ----
+
+// The program is back on generation 1 and untouched but for the canary's slot.
+void check_canary_given_back(World& w, const std::vector<pid_t>& old, ClientId client) {
+  const auto& p = w.prog("web");
+  CHECK(w.pids("web") == old);
+  CHECK(w.slot("web", 0).m.worker.state == WorkerState::Ready);
+  CHECK(w.slot("web", 0).phase == SlotPhase::Active);
+  CHECK(w.slot("web", 0).m.worker.generation == 1);
+  CHECK(p.shape.generation == 1);
+  CHECK(p.phase == core::ProgramPhase::Running);
+  CHECK_FALSE(p.rollout.has_value());
+  CHECK_FALSE(p.previous.has_value());
+  CHECK(p.retirees.empty());
+  for (pid_t pid : old) CHECK(w.signals_to(pid) == 0);
+  auto replies = w.replies_to(client);
+  REQUIRE(replies.size() == 1);
+  CHECK_FALSE(replies[0].ok);
+  CHECK_MESSAGE(replies[0].text.find("web[0]") != std::string::npos, replies[0].text);
+  CHECK(w.policy.reloads_failed() == 1);
+}
+
+TEST_CASE("policy: a canary that exits before it is ready gives its slot back to the old worker, the program goes "
+          "back to generation 1") {
+  World w = running(program("web", 5));
+  auto old = w.pids("web");
+  size_t mark = w.spawns.size();
+  w.reload({changed(program("web", 5))}, ClientId{7});
+  auto started = w.started_since(mark);
+  REQUIRE(started.size() == 1);
+  w.exit(started[0].pid, 1);
+  INFO(w.log_text());
+  CHECK(w.started_since(mark).size() == 1);  // no second canary
+  check_canary_given_back(w, old, 7);
+  // Later, nothing else moves.
+  w.advance(10s);
+  CHECK(w.started_since(mark).size() == 1);
+  // A respawn of an old worker starts the old configuration.
+  for (int n : {0, 3}) {
+    mark = w.spawns.size();
+    w.kill(old[static_cast<size_t>(n)]);
+    w.advance(1s);
+    started = w.started_since(mark);
+    REQUIRE(started.size() == 1);
+    CHECK(started[0].slot == n);
+    CHECK(started[0].generation == 1);
+  }
+}
+
+TEST_CASE("policy: a canary that cannot be spawned gives its slot back at once") {
+  World w = running(program("web", 5));
+  auto old = w.pids("web");
+  size_t mark = w.spawns.size();
+  w.fail_spawns["web"] = 1;
+  w.reload({changed(program("web", 5))}, ClientId{7});
+  INFO(w.log_text());
+  CHECK(w.started_since(mark).empty());
+  REQUIRE(w.spawns.size() > mark);
+  CHECK(w.spawns[mark].failed);
+  check_canary_given_back(w, old, 7);
+}
+
+TEST_CASE("policy: a canary that misses start_timeout gives its slot back") {
+  auto cfg = program("web", 3);
+  cfg.start_timeout = 2000ms;
+  World w = running(cfg);
+  auto old = w.pids("web");
+  size_t mark = w.spawns.size();
+  auto next = changed(cfg);
+  w.reload({next}, ClientId{7});
+  auto started = w.started_since(mark);
+  REQUIRE(started.size() == 1);
+  w.advance(2s);  // SIGTERM for start_timeout, and it exits
+  INFO(w.log_text());
+  CHECK(w.signals_to(started[0].pid, SIGTERM) == 1);
+  CHECK(w.started_since(mark).size() == 1);
+  check_canary_given_back(w, old, 7);
+}
+
+// ---- 3. a batch failing half-way ----
+
+TEST_CASE("policy: a successor failing in the second batch aborts the rollout, its slot goes back, its proven "
+          "sibling stays") {
+  World w = running(program("web", 5));
+  auto old = w.pids("web");
+  size_t mark = w.spawns.size();
+  w.reload({changed(program("web", 5))}, ClientId{7});
+  w.ready(w.started_since(mark)[0].pid);
+  w.advance(1s);
+  auto started = w.started_since(mark);
+  REQUIRE(started.size() == 3);
+  REQUIRE(started[1].slot == 1);
+  REQUIRE(started[2].slot == 2);
+  // Slot 1's successor fails; slot 2's comes up.
+  w.exit(started[1].pid, 1);
+  INFO(w.log_text());
+  CHECK(w.slot("web", 1).m.worker.pid == old[1]);
+  CHECK(w.slot("web", 1).m.worker.state == WorkerState::Ready);
+  CHECK(w.slot("web", 1).phase == SlotPhase::Active);
+  CHECK_FALSE(w.prog("web").rollout.has_value());
+  CHECK(w.prog("web").shape.generation == 1);
+  w.ready(started[2].pid);
+  w.advance(1s);
+  // The sibling proved itself: its old worker stops as for any recycle.
+  CHECK(w.signals_to(old[2], SIGTERM) == 1);
+  CHECK(w.slot("web", 2).m.worker.pid == started[2].pid);
+  CHECK(w.slot("web", 2).phase == SlotPhase::Active);
+  auto replies = w.replies_to(7);
+  REQUIRE(replies.size() == 1);
+  CHECK_FALSE(replies[0].ok);
+  CHECK_MESSAGE(replies[0].text.find("web[1]") != std::string::npos, replies[0].text);
+  // No further batch.
+  w.advance(30s);
+  CHECK(w.started_since(mark).size() == 3);
+  CHECK(w.pids("web") == std::vector<pid_t>{started[0].pid, old[1], started[2].pid, old[3], old[4]});
+  for (int n : {1, 3, 4}) CHECK(w.signals_to(old[static_cast<size_t>(n)]) == 0);
+  for (const auto& s : w.prog("web").slots) {
+    CHECK(s.phase == SlotPhase::Active);
+    CHECK(s.m.worker.state == WorkerState::Ready);
+  }
+  CHECK(w.prog("web").retirees.empty());
+  CHECK(w.policy.quiescent());
+}
