@@ -181,6 +181,17 @@ class World {
     for (pid_t pid : pids(name, WorkerState::Starting)) ready(pid);
   }
 
+  // Every starting worker says READY=1 and settle passes, until `name` has
+  // no rollout and no worker starting any more.
+  void finish_rollout(const std::string& name) {
+    for (int i = 0; i < 100; ++i) {
+      if (!prog(name).rollout && pids(name, WorkerState::Starting).empty() && prog(name).retirees.empty()) return;
+      ready_all(name);
+      advance(1s);
+    }
+    FAIL("the rollout of " << name << " does not end");
+  }
+
   // ---- operator ----
   void control(core::ControlCommand cmd, ClientId client) {
     Actions out;
@@ -538,4 +549,257 @@ TEST_CASE("policy: a successor failing in the second batch aborts the rollout, i
   }
   CHECK(w.prog("web").retirees.empty());
   CHECK(w.policy.quiescent());
+}
+
+// ---- 4. max_requests while a rollout runs ----
+
+TEST_CASE("policy: max_requests recycles a not yet replaced worker during a rollout, new before old, and the rollout "
+          "still completes") {
+  auto cfg = program("web", 5);
+  cfg.max_requests = 1000;
+  World w = running(cfg);
+  auto old = w.pids("web");
+  size_t mark = w.spawns.size();
+  w.reload({changed(cfg)}, ClientId{7});
+  REQUIRE(w.started_since(mark).size() == 1);  // the canary, slot 0
+
+  w.line(old[4], "COUNTER_requests=999");  // below: nothing
+  CHECK(w.started_since(mark).size() == 1);
+  w.line(old[3], "COUNTER_requests=1000");
+  auto started = w.started_since(mark);
+  REQUIRE(started.size() == 2);
+  CHECK(started[1].slot == 3);
+  pid_t successor = started[1].pid;
+  CHECK(w.slot("web", 3).phase == SlotPhase::Replacing);
+  CHECK(w.slot("web", 3).replacing_for == core::Recycle::MaxRequests);
+  CHECK(w.prog("web").serving_retiree(3) != nullptr);
+  // The old one serves on until its replacement has been ready for settle.
+  w.advance(5s);
+  CHECK(w.signals_to(old[3]) == 0);
+  w.ready(successor);
+  w.advance(999ms);
+  CHECK(w.signals_to(old[3]) == 0);
+  w.advance(1ms);
+  CHECK(w.signals_to(old[3], SIGTERM) == 1);
+  CHECK(w.slot("web", 3).phase == SlotPhase::Active);
+  CHECK(w.slot("web", 3).m.worker.pid == successor);
+
+  w.finish_rollout("web");
+  INFO(w.log_text());
+  // Slot 3 was not replaced a second time: 5 new workers in all.
+  CHECK(w.started_since(mark).size() == 5);
+  CHECK(w.slot("web", 3).m.worker.pid == successor);
+  for (pid_t pid : old) CHECK(w.signals_to(pid) == 1);
+  for (const auto& s : w.prog("web").slots) {
+    CHECK(s.phase == SlotPhase::Active);
+    CHECK(s.m.worker.state == WorkerState::Ready);
+    CHECK(s.m.worker.generation == 2);
+  }
+  auto replies = w.replies_to(7);
+  REQUIRE(replies.size() == 1);
+  CHECK_MESSAGE(replies[0].ok, replies[0].text);
+}
+
+// ---- 5. max_memory ----
+
+TEST_CASE("policy: max_memory recycles a worker whose RSS is over it, not one at it") {
+  auto cfg = program("web", 3);
+  cfg.max_memory = 100 << 20;
+  World w({cfg});
+  w.start();
+  CHECK(w.policy.next_deadline() == w.now + core::kMemoryCheckInterval);
+  w.ready_all("web");
+  auto old = w.pids("web");
+  CHECK(w.measures.empty());
+  w.advance(1s);
+  REQUIRE(w.measures.size() == 3);
+  for (size_t i = 0; i < 3; ++i) {
+    CHECK(w.measures[i].pid == old[i]);
+    CHECK(w.measures[i].proc == w.proc(old[i]));
+  }
+  CHECK(w.policy.next_deadline() == w.now + core::kMemoryCheckInterval);
+  size_t mark = w.spawns.size();
+  w.memory(old[0], 100 << 20);
+  CHECK(w.started_since(mark).empty());
+  w.memory(old[1], (100 << 20) + 1);
+  auto started = w.started_since(mark);
+  REQUIRE(started.size() == 1);
+  CHECK(started[0].slot == 1);
+  CHECK(w.slot("web", 1).replacing_for == core::Recycle::MaxMemory);
+  CHECK(w.signals.empty());
+  // Measured again while its replacement starts (a measurement in flight): nothing more.
+  w.memory(old[1], 200 << 20);
+  CHECK(w.started_since(mark).size() == 1);
+  // A slot being replaced is not measured again.
+  size_t before = w.measures.size();
+  w.advance(1s);
+  CHECK(w.measures.size() == before + 2);
+  // New before old: the old one stops once its replacement has been ready for settle.
+  w.ready(started[0].pid);
+  w.advance(999ms);
+  CHECK(w.signals.empty());
+  w.advance(1ms);
+  CHECK(w.signals_to(old[1], SIGTERM) == 1);
+  CHECK(w.pids("web") == std::vector<pid_t>{old[0], started[0].pid, old[2]});
+  CHECK(w.started_since(mark).size() == 1);
+}
+
+TEST_CASE("policy: the memory deadline is armed only while some program has max_memory, by reloads too") {
+  auto cfg = program("web", 3);
+  World w = running(cfg);
+  CHECK(w.policy.next_deadline() == core::kNever);
+  w.advance(10s);
+  CHECK(w.measures.empty());
+
+  auto with = cfg;
+  with.max_memory = 100 << 20;
+  w.reload({with}, ClientId{1});
+  REQUIRE(w.replies_to(1).size() == 1);
+  CHECK(w.replies_to(1)[0].ok);
+  CHECK(w.policy.next_deadline() == w.now + core::kMemoryCheckInterval);
+  w.advance(999ms);
+  CHECK(w.measures.empty());
+  w.advance(1ms);
+  CHECK(w.measures.size() == 3);
+
+  w.reload({cfg}, ClientId{2});
+  REQUIRE(w.replies_to(2).size() == 1);
+  CHECK(w.replies_to(2)[0].ok);
+  CHECK(w.policy.next_deadline() == core::kNever);
+  size_t before = w.measures.size();
+  w.advance(10s);
+  CHECK(w.measures.size() == before);
+  CHECK(w.pids("web").size() == 3);
+}
+
+// ---- 6. scaling down while a rollout runs ----
+
+TEST_CASE("policy: scaling down during a rollout: control scale is refused, TTOU removes the highest slot and the "
+          "rollout completes with the rest") {
+  World w = running(program("web", 5));
+  auto old = w.pids("web");
+  size_t mark = w.spawns.size();
+  w.reload({changed(program("web", 5))}, ClientId{7});
+  REQUIRE(w.started_since(mark).size() == 1);
+
+  core::ControlCommand scale{core::ControlCommand::Kind::Scale, "web", 3, 0};
+  w.control(scale, 9);
+  auto replies = w.replies_to(9);
+  REQUIRE(replies.size() == 1);
+  CHECK_FALSE(replies[0].ok);
+  CHECK_MESSAGE(replies[0].text.find("in progress") != std::string::npos, replies[0].text);
+  CHECK(w.prog("web").wanted() == 5);
+  CHECK(w.signals.empty());
+
+  w.scale_all(-1);
+  CHECK(w.signals_to(old[4], SIGTERM) == 1);
+  CHECK(w.prog("web").slots.size() == 4);  // reaped: gone
+  bool released = std::any_of(w.all.begin(), w.all.end(), [](const Action& a) {
+    return a.kind == Action::Kind::ReleaseSlot && a.slot == 4;
+  });
+  CHECK(released);
+
+  w.finish_rollout("web");
+  INFO(w.log_text());
+  CHECK(w.logs_with("web: 4 worker(s) replaced") == 1);
+  for (size_t i = 0; i < 4; ++i) CHECK(w.signals_to(old[i], SIGTERM) == 1);
+  CHECK(w.signals_to(old[4]) == 1);
+  // The reload wants the file's count: the rollout's end scales back to 5.
+  const auto& p = w.prog("web");
+  CHECK(p.slots.size() == 5);
+  CHECK(p.retirees.empty());
+  for (const auto& s : p.slots) {
+    CHECK(s.phase == SlotPhase::Active);
+    CHECK(s.m.worker.state == WorkerState::Ready);
+    CHECK(s.m.worker.generation == 2);
+  }
+  replies = w.replies_to(7);
+  REQUIRE(replies.size() == 1);
+  CHECK_MESSAGE(replies[0].ok, replies[0].text);
+}
+
+TEST_CASE("policy: TTOU while the highest slot is in flight stops its successor and its old worker, no slot stays "
+          "replacing") {
+  World w = running(program("web", 5));
+  auto old = w.pids("web");
+  size_t mark = w.spawns.size();
+  w.reload({changed(program("web", 5))}, ClientId{7});
+  // Canary, then slots 1 and 2: the last batch (3 and 4) is then in flight.
+  for (int i = 0; i < 2; ++i) {
+    w.ready_all("web");
+    w.advance(1s);
+  }
+  auto started = w.started_since(mark);
+  REQUIRE(started.size() == 5);
+  REQUIRE(started[4].slot == 4);
+  CHECK(w.slot("web", 4).phase == SlotPhase::Replacing);
+
+  w.scale_all(-1);
+  INFO(w.log_text());
+  CHECK(w.signals_to(started[4].pid, SIGTERM) == 1);
+  CHECK(w.signals_to(old[4], SIGTERM) == 1);
+  CHECK(w.prog("web").slots.size() == 4);
+
+  w.finish_rollout("web");
+  CHECK(w.logs_with("web: 4 worker(s) replaced") == 1);
+  const auto& p = w.prog("web");
+  CHECK(p.slots.size() == 5);  // the reload's count, once every old worker is replaced
+  CHECK(p.retirees.empty());
+  for (const auto& s : p.slots) {
+    CHECK(s.phase == SlotPhase::Active);
+    CHECK(s.m.worker.state == WorkerState::Ready);
+    CHECK(s.m.worker.generation == 2);
+  }
+  for (pid_t pid : old) CHECK(w.signals_to(pid) == 1);
+  auto replies = w.replies_to(7);
+  REQUIRE(replies.size() == 1);
+  CHECK_MESSAGE(replies[0].ok, replies[0].text);
+}
+
+// ---- 7. reloads queued and coalesced ----
+
+TEST_CASE("policy: reloads requested during a reload are queued and coalesced into one more") {
+  World w = running(program("web", 3));
+  w.reload({changed(program("web", 3))}, ClientId{1});
+  REQUIRE(w.begin_reloads.size() == 1);
+  CHECK(w.begin_reloads[0].clients == std::vector<ClientId>{1});
+
+  w.request_reload(ClientId{2});
+  w.request_reload(std::nullopt);  // SIGHUP: nobody waits
+  w.request_reload(ClientId{3});
+  CHECK(w.begin_reloads.size() == 1);
+  CHECK(w.logs_with("reload queued") == 1);
+  CHECK(w.replies_to(2).empty());
+
+  w.finish_rollout("web");
+  REQUIRE(w.replies_to(1).size() == 1);
+  CHECK(w.replies_to(1)[0].ok);
+  REQUIRE(w.begin_reloads.size() == 2);
+  CHECK(w.begin_reloads[1].clients == std::vector<ClientId>{2, 3});
+  CHECK(w.logs_with("reload queued") == 1);
+  w.advance(10s);
+  CHECK(w.begin_reloads.size() == 2);
+
+  w.commit({changed(program("web", 3))});  // the file did not change since
+  CHECK(w.replies_to(2).size() == 1);
+  CHECK(w.replies_to(2)[0].ok);
+  CHECK(w.replies_to(3).size() == 1);
+  CHECK(w.policy.generation() == 3);
+  CHECK(w.policy.reloads_ok() == 2);
+  CHECK(w.policy.quiescent());
+}
+
+TEST_CASE("policy: a reload requested while the file is being read waits for it, and a failed read starts it") {
+  World w = running(program("web", 3));
+  w.request_reload(ClientId{1});
+  REQUIRE(w.begin_reloads.size() == 1);
+  w.request_reload(ClientId{2});
+  CHECK(w.begin_reloads.size() == 1);
+  Actions out;
+  w.policy.reload_failed({1}, {"preforkd.yaml:3:5: unknown key"}, out);
+  w.apply(std::move(out));
+  REQUIRE(w.replies_to(1).size() == 1);
+  CHECK_FALSE(w.replies_to(1)[0].ok);
+  REQUIRE(w.begin_reloads.size() == 2);
+  CHECK(w.begin_reloads[1].clients == std::vector<ClientId>{2});
 }
