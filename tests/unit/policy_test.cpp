@@ -81,7 +81,7 @@ class World {
 
   core::Policy policy;
   TimePoint now = TimePoint{} + 1000s;
-  config::Config config;  // the file as last committed
+  config::Config config;  // the file as last committed (its programs: see commit())
   // Processes exit as soon as they get SIGTERM or SIGKILL (one event each,
   // after the event that sent the signal has settled).
   bool exit_on_signal = true;
@@ -213,14 +213,20 @@ class World {
     policy.request_reload(client, now, out);
     apply(std::move(out));
   }
-  // Answers the last BeginReload with the file `next`.
+  // Answers the last BeginReload with the file `next`, diffed as the daemon
+  // does against what runs (a program back from an aborted rollout runs its
+  // old configuration, not the file's).
   void commit(std::vector<config::Program> next) {
     REQUIRE_FALSE(begin_reloads.empty());
+    config::Config running = config;
+    running.programs.clear();
+    for (const auto& p : policy.programs())
+      if (p.phase != core::ProgramPhase::Removing) running.programs.push_back(p.config());
     config::Config file = config;
     file.programs = std::move(next);
     core::ReloadPlan plan;
     plan.generation = policy.generation() + 1;
-    plan.diff = core::diff(config, file);
+    plan.diff = core::diff(running, file);
     plan.next = file.programs;
     plan.shutdown_timeout = file.supervisor.shutdown_timeout;
     config = file;
@@ -473,7 +479,15 @@ TEST_CASE("policy: a canary that exits before it is ready gives its slot back to
     REQUIRE(started.size() == 1);
     CHECK(started[0].slot == n);
     CHECK(started[0].generation == 1);
+    w.ready(started[0].pid);
   }
+  // A later reload of the same file retries, with a canary again.
+  mark = w.spawns.size();
+  w.reload({changed(program("web", 5))}, ClientId{8});
+  started = w.started_since(mark);
+  REQUIRE(started.size() == 1);
+  CHECK(started[0].slot == 0);
+  CHECK(started[0].generation == 3);
 }
 
 TEST_CASE("policy: a canary that cannot be spawned gives its slot back at once") {
@@ -802,4 +816,352 @@ TEST_CASE("policy: a reload requested while the file is being read waits for it,
   CHECK_FALSE(w.replies_to(1)[0].ok);
   REQUIRE(w.begin_reloads.size() == 2);
   CHECK(w.begin_reloads[1].clients == std::vector<ClientId>{2});
+}
+
+// ---- 8. control operations answer when finished ----
+
+TEST_CASE("policy: control stop replies only once every process has exited") {
+  World w = running(program("web", 3));
+  w.exit_on_signal = false;
+  auto old = w.pids("web");
+  size_t mark = w.spawns.size();
+  w.control({core::ControlCommand::Kind::Stop, "web", 0, 0}, 5);
+  for (pid_t pid : old) CHECK(w.signals_to(pid, SIGTERM) == 1);
+  CHECK(w.replies_to(5).empty());
+  w.exit(old[0], 0);
+  w.kill(old[1], SIGTERM);
+  w.advance(1s);
+  CHECK(w.replies_to(5).empty());
+  w.exit(old[2], 0);
+  auto replies = w.replies_to(5);
+  REQUIRE(replies.size() == 1);
+  CHECK(replies[0].ok);
+  CHECK(replies[0].text == "stopped web");
+  CHECK(w.started_since(mark).empty());  // stopped, not respawned
+  w.advance(30s);
+  CHECK(w.started_since(mark).empty());
+  // Start brings every slot back.
+  w.control({core::ControlCommand::Kind::Start, "web", 0, 0}, 6);
+  CHECK(w.started_since(mark).size() == 3);
+}
+
+TEST_CASE("policy: control scale replies when the new workers are ready, or with an error when one cannot start") {
+  World w = running(program("web", 3));
+  size_t mark = w.spawns.size();
+  w.control({core::ControlCommand::Kind::Scale, "web", 5, 0}, 4);
+  auto started = w.started_since(mark);
+  REQUIRE(started.size() == 2);
+  CHECK(started[0].slot == 3);
+  CHECK(started[1].slot == 4);
+  CHECK(w.replies_to(4).empty());
+  w.ready(started[0].pid);
+  CHECK(w.replies_to(4).empty());
+  w.ready(started[1].pid);
+  auto replies = w.replies_to(4);
+  REQUIRE(replies.size() == 1);
+  CHECK(replies[0].ok);
+  CHECK(replies[0].text == "web has 5 worker(s)");
+
+  // Down to 2: the answer comes once the highest slots are gone.
+  w.exit_on_signal = false;
+  auto now = w.pids("web");
+  w.control({core::ControlCommand::Kind::Scale, "web", 2, 0}, 8);
+  CHECK(w.signals_to(now[4], SIGTERM) == 1);
+  CHECK(w.signals_to(now[3], SIGTERM) == 1);
+  CHECK(w.signals_to(now[2], SIGTERM) == 1);
+  CHECK(w.replies_to(8).empty());
+  w.exit(now[2], 0);
+  w.exit(now[4], 0);
+  CHECK(w.replies_to(8).empty());  // slot 3 still holds slot 4's place
+  w.exit(now[3], 0);
+  REQUIRE(w.replies_to(8).size() == 1);
+  CHECK(w.replies_to(8)[0].ok);
+  CHECK(w.prog("web").slots.size() == 2);
+
+  // A new worker that cannot start.
+  w.fail_spawns["web"] = 1;
+  w.control({core::ControlCommand::Kind::Scale, "web", 3, 0}, 11);
+  replies = w.replies_to(11);
+  REQUIRE(replies.size() == 1);
+  CHECK_FALSE(replies[0].ok);
+  CHECK_MESSAGE(replies[0].text.find("web[2] failed to start") != std::string::npos, replies[0].text);
+}
+
+// ---- 9. shutdown ----
+
+TEST_CASE("policy: graceful shutdown sends stop_signal to all, SIGKILL after shutdown_timeout, finished once all "
+          "exited") {
+  auto cfg = program("web", 3);
+  cfg.stop_signal = SIGQUIT;
+  cfg.stop_timeout = 60000ms;  // longer than shutdown_timeout: the latter decides
+  World w({cfg}, 5000ms);
+  w.start();
+  w.ready_all("web");
+  w.exit_on_signal = false;
+  auto old = w.pids("web");
+  size_t mark = w.spawns.size();
+  w.shutdown(false);
+  CHECK(w.policy.shutting_down());
+  for (pid_t pid : old) {
+    CHECK(w.signals_to(pid, SIGQUIT) == 1);
+    CHECK(w.signals_to(pid) == 1);
+  }
+  bool stopping = std::any_of(w.all.begin(), w.all.end(), [](const Action& a) {
+    return a.kind == Action::Kind::NotifySystemd && a.text == "STOPPING=1";
+  });
+  CHECK(stopping);
+  CHECK_FALSE(w.policy.finished());
+  w.exit(old[0], 0);
+  w.kill(old[1], SIGQUIT);
+  CHECK_FALSE(w.policy.finished());
+  CHECK(w.policy.next_deadline() <= w.now + 5000ms);
+  w.advance(4999ms);
+  CHECK(w.signals_to(old[2], SIGKILL) == 0);
+  w.advance(1ms);
+  CHECK(w.signals_to(old[2], SIGKILL) == 1);
+  CHECK(w.signals_to(old[0], SIGKILL) == 0);  // gone already
+  CHECK_FALSE(w.policy.finished());
+  w.kill(old[2]);
+  CHECK(w.policy.finished());
+  CHECK(w.started_since(mark).empty());  // nothing respawned
+  // Control and reload requests are refused now.
+  w.request_reload(ClientId{3});
+  REQUIRE(w.replies_to(3).size() == 1);
+  CHECK_FALSE(w.replies_to(3)[0].ok);
+  CHECK(w.begin_reloads.empty());
+}
+
+TEST_CASE("policy: fast shutdown kills every worker and retiree at once") {
+  auto cfg = program("web", 3);
+  cfg.max_requests = 10;
+  World w = running(cfg);
+  w.exit_on_signal = false;
+  auto old = w.pids("web");
+  w.line(old[1], "COUNTER_requests=10");  // a retiree and its successor, too
+  auto successor = w.slot("web", 1).m.worker.pid;
+  REQUIRE(successor != 0);
+  REQUIRE(successor != old[1]);
+  w.shutdown(true);
+  for (pid_t pid : {old[0], old[1], old[2], successor}) {
+    CHECK(w.signals_to(pid, SIGKILL) == 1);
+    CHECK(w.signals_to(pid) == 1);
+  }
+  CHECK_FALSE(w.policy.finished());
+  for (pid_t pid : {old[0], old[1], old[2], successor}) w.kill(pid);
+  CHECK(w.policy.finished());
+  CHECK(w.policy.next_deadline() == core::kNever);
+}
+
+TEST_CASE("policy: a shutdown during a rollout fails the reload and stops old and new workers") {
+  World w = running(program("web", 3));
+  auto old = w.pids("web");
+  size_t mark = w.spawns.size();
+  w.reload({changed(program("web", 3))}, ClientId{7});
+  auto started = w.started_since(mark);
+  REQUIRE(started.size() == 1);
+  w.request_reload(ClientId{8});  // queued
+  w.shutdown(false);
+  INFO(w.log_text());
+  for (pid_t pid : old) CHECK(w.signals_to(pid, SIGTERM) == 1);
+  CHECK(w.signals_to(started[0].pid, SIGTERM) == 1);
+  CHECK(w.policy.finished());
+  REQUIRE(w.replies_to(7).size() == 1);
+  CHECK_FALSE(w.replies_to(7)[0].ok);
+  REQUIRE(w.replies_to(8).size() == 1);
+  CHECK_FALSE(w.replies_to(8)[0].ok);
+  CHECK(w.started_since(mark).size() == 1);
+  CHECK(w.begin_reloads.size() == 1);
+}
+
+// ---- 10. the lifecycle tables ----
+
+TEST_CASE("policy: every cell of the slot and program lifecycle tables has a decision") {
+  std::set<std::string> names;
+  for (size_t ph = 0; ph < core::kSlotPhases; ++ph) {
+    auto phase = static_cast<SlotPhase>(ph);
+    std::string name = core::to_string(phase);
+    CHECK(name != "?");
+    CHECK(names.insert("slot phase " + name).second);
+    CHECK(core::slot_phase_from(name) == phase);
+    for (size_t ev = 0; ev < core::kSlotEvents; ++ev) {
+      auto event = static_cast<core::SlotEvent>(ev);
+      const core::Cell& cell = core::slot_cell(phase, event);
+      INFO(name << " x " << core::to_string(event));
+      CHECK(std::string(core::to_string(event)) != "?");
+      REQUIRE(cell.decision != nullptr);
+      CHECK(std::string(cell.decision).size() > 10);
+      if (cell.change) {
+        CHECK(cell.next >= -1);
+        CHECK(cell.next < static_cast<int>(core::kSlotPhases));
+        CHECK_FALSE(cell.anomaly);
+      } else {
+        CHECK(cell.next == static_cast<int>(ph));  // a no-op stays
+      }
+    }
+  }
+  CHECK_FALSE(core::slot_phase_from("replaced").has_value());
+  for (size_t ph = 0; ph < core::kProgramPhases; ++ph) {
+    auto phase = static_cast<core::ProgramPhase>(ph);
+    std::string name = core::to_string(phase);
+    CHECK(name != "?");
+    CHECK(names.insert("program phase " + name).second);
+    for (size_t ev = 0; ev < core::kProgramEvents; ++ev) {
+      auto event = static_cast<core::ProgramEvent>(ev);
+      const core::Cell& cell = core::program_cell(phase, event);
+      INFO(name << " x " << core::to_string(event));
+      CHECK(std::string(core::to_string(event)) != "?");
+      REQUIRE(cell.decision != nullptr);
+      CHECK(std::string(cell.decision).size() > 10);
+      if (cell.change) {
+        CHECK(cell.next >= -1);
+        CHECK(cell.next < static_cast<int>(core::kProgramPhases));
+        CHECK_FALSE(cell.anomaly);
+      } else {
+        CHECK(cell.next == static_cast<int>(ph));
+      }
+    }
+  }
+  // The cells the header's table promises.
+  using core::SlotEvent;
+  CHECK(core::slot_cell(SlotPhase::Active, SlotEvent::Replace).next == static_cast<int>(SlotPhase::Replacing));
+  CHECK(core::slot_cell(SlotPhase::Replacing, SlotEvent::Proven).next == static_cast<int>(SlotPhase::Active));
+  CHECK(core::slot_cell(SlotPhase::Replacing, SlotEvent::SuccessorFailed).next == static_cast<int>(SlotPhase::Active));
+  CHECK(core::slot_cell(SlotPhase::Replacing, SlotEvent::Remove).next == static_cast<int>(SlotPhase::Removing));
+  CHECK(core::slot_cell(SlotPhase::Removing, SlotEvent::Reclaim).next == static_cast<int>(SlotPhase::Active));
+  CHECK(core::slot_cell(SlotPhase::Removing, SlotEvent::Forgotten).next == -1);
+  CHECK(core::slot_cell(SlotPhase::Active, SlotEvent::Forgotten).anomaly);
+  CHECK(core::slot_cell(SlotPhase::Replacing, SlotEvent::Forgotten).anomaly);
+  CHECK(core::program_cell(core::ProgramPhase::Running, core::ProgramEvent::RolloutEnded).anomaly);
+  CHECK(core::program_cell(core::ProgramPhase::Removing, core::ProgramEvent::LastProcessGone).next == -1);
+}
+
+TEST_CASE("policy: slot phases driven: replace, replace again, proven, retiree gone") {
+  auto cfg = program("web", 2);
+  cfg.max_requests = 10;
+  World w = running(cfg);
+  auto old = w.pids("web");
+  // Active x Replace → Replacing: the ready worker becomes a retiree, a successor spawns.
+  size_t mark = w.spawns.size();
+  w.line(old[0], "COUNTER_requests=10");
+  CHECK(w.slot("web", 0).phase == SlotPhase::Replacing);
+  REQUIRE(w.started_since(mark).size() == 1);
+  pid_t successor = w.started_since(mark)[0].pid;
+  // Replacing x Replace: the successor, ready but not proven, reaches max_requests too: a no-op, logged.
+  w.ready(successor);
+  w.line(successor, "COUNTER_requests=10");
+  CHECK(w.started_since(mark).size() == 1);
+  CHECK(w.logs_with("web[0]: replace while replacing: a replacement is already on its way") == 1);
+  // Replacing x Proven → Active: settle passed, the retiree is stopped.
+  w.advance(1s);
+  CHECK(w.slot("web", 0).phase == SlotPhase::Active);
+  CHECK(w.signals_to(old[0], SIGTERM) == 1);
+  CHECK(w.prog("web").retirees.empty());
+
+  // Replacing x RetireeGone → Active: the old worker dies before its successor is proven.
+  mark = w.spawns.size();
+  w.line(old[1], "COUNTER_requests=10");
+  REQUIRE(w.started_since(mark).size() == 1);
+  CHECK(w.slot("web", 1).phase == SlotPhase::Replacing);
+  w.kill(old[1]);
+  CHECK(w.slot("web", 1).phase == SlotPhase::Active);
+  CHECK(w.prog("web").retirees.empty());
+  pid_t next = w.started_since(mark)[0].pid;
+  CHECK(w.slot("web", 1).m.worker.pid == next);
+  w.ready(next);
+  w.advance(5s);
+  CHECK(w.signals_to(next) == 0);
+  CHECK(w.started_since(mark).size() == 1);
+}
+
+TEST_CASE("policy: slot phases driven: successor failed, remove while replacing, reclaim, forgotten") {
+  World w = running(program("web", 3));
+  auto old = w.pids("web");
+  // Replacing x SuccessorFailed → Active with the old pid back (a reload's canary).
+  size_t mark = w.spawns.size();
+  w.reload({changed(program("web", 3))}, ClientId{1});
+  REQUIRE(w.started_since(mark).size() == 1);
+  CHECK(w.slot("web", 0).phase == SlotPhase::Replacing);
+  w.exit(w.started_since(mark)[0].pid, 2);
+  CHECK(w.slot("web", 0).phase == SlotPhase::Active);
+  CHECK(w.slot("web", 0).m.worker.pid == old[0]);
+
+  // Replacing x Remove → Removing: TTOU while the top slot is being replaced stops both.
+  w.exit_on_signal = false;
+  auto cfg = program("web", 3);
+  cfg.max_requests = 5;
+  w.reload({cfg}, ClientId{2});  // in place
+  mark = w.spawns.size();
+  w.line(old[2], "COUNTER_requests=5");
+  REQUIRE(w.started_since(mark).size() == 1);
+  pid_t successor = w.started_since(mark)[0].pid;
+  CHECK(w.slot("web", 2).phase == SlotPhase::Replacing);
+  w.scale_all(-1);
+  CHECK(w.slot("web", 2).phase == SlotPhase::Removing);
+  CHECK(w.signals_to(successor, SIGTERM) == 1);
+  CHECK(w.signals_to(old[2], SIGTERM) == 1);
+  // Removing x Reclaim → Active: TTIN before it is reaped takes slot 2 back.
+  w.scale_all(+1);
+  CHECK(w.prog("web").slots.size() == 3);
+  CHECK(w.slot("web", 2).phase == SlotPhase::Active);
+  mark = w.spawns.size();
+  w.exit(successor, 0);
+  w.exit(old[2], 0);
+  auto started = w.started_since(mark);
+  REQUIRE(started.size() == 1);
+  CHECK(started[0].slot == 2);  // the same number, not a slot 3
+  CHECK(w.prog("web").slots.size() == 3);
+  CHECK(w.prog("web").retirees.empty());
+
+  // Active x Remove → Removing, then Removing x Forgotten → erased once reaped.
+  w.ready(started[0].pid);
+  w.scale_all(-1);
+  CHECK(w.slot("web", 2).phase == SlotPhase::Removing);
+  CHECK(w.prog("web").slots.size() == 3);
+  w.exit(started[0].pid, 0);
+  CHECK(w.prog("web").slots.size() == 2);
+  CHECK(w.logs_with("forgotten while") == 0);  // no anomaly on the way
+}
+
+TEST_CASE("policy: program phases driven: rolling out, restart refused meanwhile, removed and gone") {
+  World w({program("web", 2), program("old", 2)});
+  w.start();
+  w.ready_all("web");
+  w.ready_all("old");
+  auto gone = w.pids("old");
+  w.exit_on_signal = false;
+  // Running x StartRollout → RollingOut; a restart meanwhile is refused.
+  w.reload({changed(program("web", 2)), program("old", 2)}, ClientId{1});
+  CHECK(w.prog("web").phase == core::ProgramPhase::RollingOut);
+  w.control({core::ControlCommand::Kind::Restart, "web", 0, 0}, 2);
+  REQUIRE(w.replies_to(2).size() == 1);
+  CHECK_FALSE(w.replies_to(2)[0].ok);
+  // RollingOut x RolloutEnded → Running.
+  w.exit_on_signal = true;
+  w.finish_rollout("web");
+  CHECK(w.prog("web").phase == core::ProgramPhase::Running);
+  REQUIRE(w.replies_to(1).size() == 1);
+  CHECK(w.replies_to(1)[0].ok);
+
+  // Running x Remove → Removing: a reload without `old`.
+  w.exit_on_signal = false;
+  core::ProgramId id = w.prog("old").id;
+  w.reload({changed(program("web", 2))}, ClientId{3});
+  CHECK(w.policy.find("old") == nullptr);
+  REQUIRE(w.policy.program(id) != nullptr);
+  CHECK(w.policy.program(id)->phase == core::ProgramPhase::Removing);
+  for (pid_t pid : gone) CHECK(w.signals_to(pid, SIGTERM) == 1);
+  CHECK(w.replies_to(3).empty());  // answered once it is gone
+  CHECK_FALSE(w.policy.quiescent());
+  // Removing x LastProcessGone → erased.
+  w.exit(gone[0], 0);
+  CHECK(w.policy.program(id) != nullptr);
+  w.exit(gone[1], 0);
+  CHECK(w.policy.program(id) == nullptr);
+  bool announced = std::any_of(w.all.begin(), w.all.end(), [&](const Action& a) {
+    return a.kind == Action::Kind::ProgramGone && a.program == id;
+  });
+  CHECK(announced);
+  REQUIRE(w.replies_to(3).size() == 1);
+  CHECK(w.replies_to(3)[0].ok);
+  CHECK(w.policy.quiescent());
 }
