@@ -1165,3 +1165,69 @@ TEST_CASE("policy: program phases driven: rolling out, restart refused meanwhile
   CHECK(w.replies_to(3)[0].ok);
   CHECK(w.policy.quiescent());
 }
+
+// ---- more rollout edges ----
+
+TEST_CASE("policy: a canary that dies during settle, ready but not yet proven, gives its slot back") {
+  World w = running(program("web", 3));
+  auto old = w.pids("web");
+  size_t mark = w.spawns.size();
+  w.reload({changed(program("web", 3))}, ClientId{7});
+  pid_t canary = w.started_since(mark)[0].pid;
+  w.ready(canary);
+  w.advance(500ms);
+  w.kill(canary, SIGSEGV);
+  INFO(w.log_text());
+  CHECK(w.started_since(mark).size() == 1);
+  check_canary_given_back(w, old, 7);
+}
+
+TEST_CASE("policy: a reload that replaces workers and changes their number rolls out over the smaller count") {
+  SUBCASE("fewer") {
+    World w = running(program("web", 5));
+    auto old = w.pids("web");
+    size_t mark = w.spawns.size();
+    w.reload({changed(program("web", 3))}, ClientId{7});
+    CHECK(w.signals_to(old[3], SIGTERM) == 1);
+    CHECK(w.signals_to(old[4], SIGTERM) == 1);
+    w.finish_rollout("web");
+    INFO(w.log_text());
+    CHECK(w.started_since(mark).size() == 3);
+    CHECK(w.prog("web").slots.size() == 3);
+    for (pid_t pid : old) CHECK(w.signals_to(pid) == 1);
+    REQUIRE(w.replies_to(7).size() == 1);
+    CHECK(w.replies_to(7)[0].ok);
+  }
+  SUBCASE("more") {
+    World w = running(program("web", 2));
+    size_t mark = w.spawns.size();
+    w.reload({changed(program("web", 4))}, ClientId{7});
+    CHECK(w.started_since(mark).size() == 1);  // the canary first, the new slots after the rollout
+    w.finish_rollout("web");
+    INFO(w.log_text());
+    w.ready_all("web");
+    CHECK(w.started_since(mark).size() == 4);
+    CHECK(w.prog("web").slots.size() == 4);
+    for (const auto& s : w.prog("web").slots) CHECK(s.m.worker.generation == 2);
+    REQUIRE(w.replies_to(7).size() == 1);
+    CHECK(w.replies_to(7)[0].ok);
+  }
+}
+
+TEST_CASE("policy: control restart replaces every worker canary first and replies when done") {
+  World w = running(program("web", 3));
+  auto old = w.pids("web");
+  size_t mark = w.spawns.size();
+  w.control({core::ControlCommand::Kind::Restart, "web", 0, 0}, 4);
+  CHECK(w.started_since(mark).size() == 1);
+  w.request_reload(ClientId{5});  // waits for the restart
+  CHECK(w.begin_reloads.empty());
+  w.finish_rollout("web");
+  CHECK(w.started_since(mark).size() == 3);
+  for (pid_t pid : old) CHECK(w.signals_to(pid, SIGTERM) == 1);
+  for (const auto& s : w.prog("web").slots) CHECK(s.m.worker.generation == 1);
+  REQUIRE(w.replies_to(4).size() == 1);
+  CHECK(w.replies_to(4)[0].ok);
+  CHECK(w.replies_to(4)[0].text == "restarted 3 worker(s) of web");
+  CHECK(w.begin_reloads.size() == 1);
+}
