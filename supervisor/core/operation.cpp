@@ -9,9 +9,12 @@ std::optional<OpResult> check_operation(const PendingOp& op, const ProgramState&
     if (!p.any_process()) return OpResult{true, "stopped " + p.name()};
     return std::nullopt;
   }
+  // Every worker meant to run is ready; a slot stopped on purpose (preforkctl
+  // stop, or not restarted by its `restart`) is not waited for.
   bool settled = p.wanted() == op.target && p.slots.size() == op.target &&
-                 std::all_of(p.slots.begin(), p.slots.end(),
-                             [](const Slot& s) { return s.m.worker.state == WorkerState::Ready; });
+                 std::all_of(p.slots.begin(), p.slots.end(), [](const Slot& s) {
+                   return s.m.worker.want != Want::Up || s.m.worker.state == WorkerState::Ready;
+                 });
   if (settled) return OpResult{true, p.name() + " has " + std::to_string(op.target) + " worker(s)"};
   for (const auto& s : p.slots)
     if (s.phase != SlotPhase::Removing && s.m.worker.want == Want::Up && s.m.worker.state == WorkerState::Backoff &&

@@ -1231,3 +1231,41 @@ TEST_CASE("policy: control restart replaces every worker canary first and replie
   CHECK(w.replies_to(4)[0].text == "restarted 3 worker(s) of web");
   CHECK(w.begin_reloads.size() == 1);
 }
+
+TEST_CASE("policy: control scale of a stopped program replies once the new workers are ready") {
+  World w = running(program("web", 3));
+  w.control({core::ControlCommand::Kind::Stop, "web", 0, 0}, 1);
+  REQUIRE(w.replies_to(1).size() == 1);
+  size_t mark = w.spawns.size();
+  w.control({core::ControlCommand::Kind::Scale, "web", 4, 0}, 2);
+  auto started = w.started_since(mark);
+  REQUIRE(started.size() == 1);
+  CHECK(started[0].slot == 3);
+  w.ready(started[0].pid);
+  INFO(w.log_text());
+  REQUIRE(w.replies_to(2).size() == 1);
+  CHECK(w.replies_to(2)[0].ok);
+  // Down again: the removed slot's worker has exited.
+  w.control({core::ControlCommand::Kind::Scale, "web", 2, 0}, 3);
+  CHECK(w.prog("web").slots.size() == 2);
+  REQUIRE(w.replies_to(3).size() == 1);
+  CHECK(w.replies_to(3)[0].ok);
+}
+
+TEST_CASE("policy: control scale does not wait for a worker its restart policy left stopped") {
+  auto cfg = program("web", 2);
+  cfg.restart = config::Restart::OnFailure;
+  World w = running(cfg);
+  auto old = w.pids("web");
+  w.exit(old[0], 0);  // clean exit: not restarted
+  CHECK(w.slot("web", 0).m.worker.state == WorkerState::Stopped);
+  size_t mark = w.spawns.size();
+  w.control({core::ControlCommand::Kind::Scale, "web", 3, 0}, 2);
+  auto started = w.started_since(mark);
+  REQUIRE(started.size() == 1);
+  CHECK(w.replies_to(2).empty());
+  w.ready(started[0].pid);
+  REQUIRE(w.replies_to(2).size() == 1);
+  CHECK(w.replies_to(2)[0].ok);
+  CHECK(w.replies_to(2)[0].text == "web has 3 worker(s)");
+}
