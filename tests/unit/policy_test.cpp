@@ -1269,3 +1269,28 @@ TEST_CASE("policy: control scale does not wait for a worker its restart policy l
   CHECK(w.replies_to(2)[0].ok);
   CHECK(w.replies_to(2)[0].text == "web has 3 worker(s)");
 }
+
+TEST_CASE("policy: a reload that adds a program or scales one in place replies once their workers are ready") {
+  World w = running(program("web", 2));
+  auto old = w.pids("web");
+  size_t mark = w.spawns.size();
+  w.reload({program("web", 3), program("api", 2)}, ClientId{1});
+  auto started = w.started_since(mark);
+  REQUIRE(started.size() == 3);
+  CHECK(w.replies_to(1).empty());
+  w.ready_all("api");
+  CHECK(w.replies_to(1).empty());
+  w.ready_all("web");
+  REQUIRE(w.replies_to(1).size() == 1);
+  CHECK_MESSAGE(w.replies_to(1)[0].ok, w.replies_to(1)[0].text);
+  CHECK(w.pids("web")[0] == old[0]);  // in place: nobody restarted
+  CHECK(w.pids("web")[1] == old[1]);
+  for (pid_t pid : old) CHECK(w.signals_to(pid) == 0);
+
+  // An added program whose workers cannot start fails the reload.
+  w.fail_spawns["db"] = 100;  // never starts
+  w.reload({program("web", 3), program("api", 2), program("db", 1)}, ClientId{2});
+  REQUIRE(w.replies_to(2).size() == 1);
+  CHECK_FALSE(w.replies_to(2)[0].ok);
+  CHECK_MESSAGE(w.replies_to(2)[0].text.find("db[0] failed to start") != std::string::npos, w.replies_to(2)[0].text);
+}
