@@ -435,6 +435,8 @@ TEST_CASE("policy: a reload replaces a canary alone, then batches of reload.batc
 
 // ---- 2. a failing canary ----
 
+namespace {
+
 // The program is back on generation 1 and untouched but for the canary's slot.
 void check_canary_given_back(World& w, const std::vector<pid_t>& old, ClientId client) {
   const auto& p = w.prog("web");
@@ -454,6 +456,8 @@ void check_canary_given_back(World& w, const std::vector<pid_t>& old, ClientId c
   CHECK_MESSAGE(replies[0].text.find("web[0]") != std::string::npos, replies[0].text);
   CHECK(w.policy.reloads_failed() == 1);
 }
+
+}  // namespace
 
 TEST_CASE("policy: a canary that exits before it is ready gives its slot back to the old worker, the program goes "
           "back to generation 1") {
