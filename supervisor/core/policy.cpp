@@ -378,13 +378,13 @@ void Policy::control(const ControlCommand& cmd, ClientId client, TimePoint now, 
   switch (cmd.kind) {
     case ControlCommand::Kind::Signal: {
       size_t n = 0;
-      auto send = [&](const Member& m) {
+      auto signal_one = [&](const Member& m) {
         if (!has_process(m.worker)) return;
         out.push_back(signal_action(m.worker.pid, cmd.signal, p->config().kill_group));
         ++n;
       };
-      for (const auto& s : p->slots) send(s.m);
-      for (const auto& r : p->retirees) send(r);
+      for (const auto& s : p->slots) signal_one(s.m);
+      for (const auto& r : p->retirees) signal_one(r);
       return reply(true, "sent SIG" + std::string(config::signal_name(cmd.signal)) + " to " + std::to_string(n) +
                              " worker(s)");
     }

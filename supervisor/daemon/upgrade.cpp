@@ -1,7 +1,8 @@
 // upgrade.cpp — USR2: upgrade preforkd itself without touching a worker.
 //
-//   1. USR2 waits until no reload, rollout or control operation is in
-//      progress (each of those has a client or a plan that an exec would lose).
+//   1. USR2 waits until the policy is quiescent: no reload, rollout or
+//      control operation in progress (each has a client or a plan that an
+//      exec would lose).
 //   2. The state is written to a memfd and the binary at the path preforkd
 //      was started from (a package upgrade's new file) is run in check mode on
 //      it and on the configuration file, as a child of the loop (reaped like
@@ -11,12 +12,10 @@
 //      with `--upgrade-state FD`: same pid, so the workers stay its children,
 //      their pipes and sockets stay open, and systemd's main pid is unchanged.
 //      Signals stay blocked across the exec, so none is lost.
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
+// Every enum in the state is written by name (upgrade_state.hpp); a name or
+// a format version this binary does not know is refused by the check.
 #include <algorithm>
+#include <csignal>
 #include <cstring>
 
 #include "config/signals.hpp"
@@ -26,8 +25,6 @@
 #include "sys/error.hpp"
 #include "sys/procfs.hpp"
 #include "version.hpp"
-
-extern char** environ;
 
 namespace preforkd::daemon {
 
@@ -42,9 +39,12 @@ constexpr std::chrono::seconds kCheckTimeout{30};
 int64_t to_ns(TimePoint t) { return t.time_since_epoch().count(); }
 TimePoint from_ns(int64_t ns) { return TimePoint(TimePoint::duration(ns)); }
 
-void set_inheritable(int fd) {
-  int flags = fcntl(fd, F_GETFD);
-  if (flags >= 0) fcntl(fd, F_SETFD, flags & ~FD_CLOEXEC);
+template <typename T, typename F>
+T named(const json& j, const char* key, F from) {
+  std::string name = j.at(key).get<std::string>();
+  auto v = from(name);
+  if (!v) throw std::runtime_error(std::string("unknown ") + key + " `" + name + "`");
+  return *v;
 }
 
 }  // namespace
@@ -58,48 +58,62 @@ json Daemon::serialize_state() const {
       out.push_back({{"fd", l->fd.get()}, {"bound", l->bound}, {"unlink", l->unlink_on_close}});
     return out;
   };
-  auto slot = [&](const Slot& s) {
-    const core::Worker& w = s.worker;
+  auto member = [&](const core::Member& m) {
+    const core::Worker& w = m.worker;
     json pipes = json::array();
-    for (const auto& p : s.pipes)
-      if (p->fd)
-        pipes.push_back({{"kind", static_cast<int>(p->kind)}, {"fd", p->fd.get()}, {"partial", p->lines.partial()},
-                         {"discarding", p->lines.discarding()}});
-    return json{
-        {"worker",
-         {{"slot", w.slot},
-          {"state", static_cast<int>(w.state)},
-          {"want", static_cast<int>(w.want)},
-          {"pid", w.pid},
-          {"spawn_seq", w.spawn_seq},
-          {"generation", w.generation},
-          {"started_at", to_ns(w.started_at)},
-          {"ready_at", to_ns(w.ready_at)},
-          {"last_seen", to_ns(w.last_seen)},
-          {"deadline", to_ns(w.deadline)},
-          {"streak", w.streak},
-          {"restarts", w.restarts},
-          {"stop_reason", static_cast<int>(w.stop_reason)},
-          {"status", w.status_text}}},
-        {"report", {{"counters", s.report.counters()}, {"gauges", s.report.gauges()}}},
-        {"notify_errors", s.notify_errors},
-        {"draining", s.draining},
-        {"pipes", pipes},
-        {"own_listeners", listeners(s.own_listeners)}};
+    if (auto it = proc_pipes_.find(m.proc); m.proc != 0 && it != proc_pipes_.end())
+      for (uint64_t token : it->second) {
+        const Pipe& p = *handlers_.at(token).pipe;
+        pipes.push_back({{"kind", pipe_kind_name(static_cast<int>(p.kind))},
+                         {"fd", p.fd.get()},
+                         {"partial", p.lines.partial()},
+                         {"discarding", p.lines.discarding()}});
+      }
+    return json{{"worker",
+                 {{"slot", w.slot},
+                  {"state", core::state_name(w.state)},
+                  {"want", core::want_name(w.want)},
+                  {"pid", w.pid},
+                  {"spawn_seq", w.spawn_seq},
+                  {"generation", w.generation},
+                  {"started_at", to_ns(w.started_at)},
+                  {"ready_at", to_ns(w.ready_at)},
+                  {"last_seen", to_ns(w.last_seen)},
+                  {"deadline", to_ns(w.deadline)},
+                  {"streak", w.streak},
+                  {"restarts", w.restarts},
+                  {"stop_reason", core::to_string(w.stop_reason)},
+                  {"status", w.status_text}}},
+                {"report", {{"counters", m.report.counters()}, {"gauges", m.report.gauges()}}},
+                {"notify_errors", m.notify_errors},
+                {"draining", m.draining},
+                {"pipes", pipes}};
   };
   json programs = json::array();
-  for (const auto& p : programs_) {
+  for (const auto& p : policy_.programs()) {
     json slots = json::array(), retirees = json::array();
-    for (const auto& s : p->slots) slots.push_back(slot(*s));
-    for (const auto& r : p->retirees) retirees.push_back(slot(*r));
-    programs.push_back({{"name", p->config().name},
-                        {"config_generation", p->shape.config_generation},
-                        {"listeners", listeners(p->shape.listeners)},
-                        {"starts", p->starts},
-                        {"exits", p->exits},
-                        {"notify_errors", p->notify_errors},
-                        {"retired_counters", p->totals.retired()},
-                        {"dropped_names", p->totals.dropped_names()},
+    for (const auto& s : p.slots) {
+      json js = member(s.m);
+      js["phase"] = core::to_string(s.phase);
+      js["replacing_for"] = core::to_string(s.replacing_for);
+      auto own = slot_sockets_.find({p.id, s.m.worker.slot});
+      js["own_listeners"] = listeners(own == slot_sockets_.end() ? std::vector<ListenerRef>{} : own->second);
+      slots.push_back(std::move(js));
+    }
+    for (const auto& r : p.retirees) {
+      json jr = member(r);
+      jr["own_listeners"] = json::array();
+      retirees.push_back(std::move(jr));
+    }
+    auto res = resources_.find({p.name(), p.shape.generation});
+    programs.push_back({{"name", p.name()},
+                        {"config_generation", p.shape.generation},
+                        {"listeners", listeners(res == resources_.end() ? std::vector<ListenerRef>{} : res->second.listeners)},
+                        {"starts", p.starts},
+                        {"exits", p.exits},
+                        {"notify_errors", p.notify_errors},
+                        {"retired_counters", p.totals.retired()},
+                        {"dropped_names", p.totals.dropped_names()},
                         {"slots", slots},
                         {"retirees", retirees}});
   }
@@ -109,11 +123,11 @@ json Daemon::serialize_state() const {
               {"version", kStateVersion},
               {"from_version", kVersion},
               {"config_path", config_.path},
-              {"generation", generation_},
+              {"generation", policy_.generation()},
               {"texts", texts},
-              {"reloads_ok", reloads_ok_},
-              {"reloads_failed", reloads_failed_},
-              {"original_nofile", {original_nofile_.rlim_cur, original_nofile_.rlim_max}},
+              {"reloads_ok", policy_.reloads_ok()},
+              {"reloads_failed", policy_.reloads_failed()},
+              {"original_nofile", {original_nofile_.soft, original_nofile_.hard}},
               {"control_fd", control_ ? control_->listen_fd() : -1},
               {"control_socket", config_.supervisor.control_socket},
               {"metrics", config_.supervisor.metrics ? *config_.supervisor.metrics : ""},
@@ -125,17 +139,15 @@ json Daemon::serialize_state() const {
 // wired into this loop. Throws on anything inconsistent (preforkd exits 1:
 // the check step before the exec makes that a should-not-happen).
 void Daemon::adopt_state(const json& st, const std::map<uint64_t, config::Config>& configs) {
-  generation_ = st.at("generation").get<uint64_t>();
-  reloads_ok_ = st.at("reloads_ok").get<uint64_t>();
-  reloads_failed_ = st.at("reloads_failed").get<uint64_t>();
-  original_nofile_.rlim_cur = st.at("original_nofile").at(0).get<rlim_t>();
-  original_nofile_.rlim_max = st.at("original_nofile").at(1).get<rlim_t>();
+  uint64_t generation = st.at("generation").get<uint64_t>();
+  original_nofile_.soft = st.at("original_nofile").at(0).get<unsigned long long>();
+  original_nofile_.hard = st.at("original_nofile").at(1).get<unsigned long long>();
   for (const auto& [gen, text] : st.at("texts").items()) config_texts_[std::stoull(gen)] = text.get<std::string>();
-  pid_t self = getpid();
+  pid_t self = sys::self_pid();
 
   auto adopt_fd = [](int fd, const char* what) {
-    if (fd < 3 || fcntl(fd, F_GETFD) < 0) throw std::runtime_error(std::string("handed-over ") + what + " fd " +
-                                                                    std::to_string(fd) + " is not open");
+    if (fd < 3 || !sys::fd_is_open(fd))
+      throw std::runtime_error(std::string("handed-over ") + what + " fd " + std::to_string(fd) + " is not open");
     return sys::UniqueFd(fd);
   };
   std::map<int, ListenerRef> by_fd;  // one Listener per fd, even if listed twice
@@ -149,9 +161,7 @@ void Daemon::adopt_state(const json& st, const std::map<uint64_t, config::Config
       }
       auto l = std::make_shared<Listener>();
       l->fd = adopt_fd(fd, "listening socket");
-      int listening = 0;
-      socklen_t len = sizeof listening;
-      if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || listening == 0)
+      if (!sys::is_listening_socket(fd))
         throw std::runtime_error("handed-over fd " + std::to_string(fd) + " is not a listening socket");
       if (i < addresses.size()) l->address = addresses[i];
       l->bound = list[i].value("bound", "");
@@ -162,29 +172,38 @@ void Daemon::adopt_state(const json& st, const std::map<uint64_t, config::Config
     return out;
   };
 
+  core::Programs programs;
+  std::vector<std::map<int, std::vector<ListenerRef>>> own_sockets;  // per program, in order
+  struct PipeState {
+    core::ProcId proc;
+    std::unique_ptr<Pipe> pipe;
+  };
+  std::vector<PipeState> pipes;
+  core::ProcId next_proc = 0;
   for (const auto& jp : st.at("programs")) {
     std::string name = jp.at("name").get<std::string>();
     uint64_t g = jp.at("config_generation").get<uint64_t>();
-    const auto& programs = configs.at(g).programs;
+    const auto& list = configs.at(g).programs;
     const config::Program& cfg =
-        *std::find_if(programs.begin(), programs.end(), [&](const config::Program& c) { return c.name == name; });
-    auto p = std::make_unique<Program>();
-    p->shape = make_shape(cfg, adopt_listeners(jp.at("listeners"), cfg.reuseport ? std::vector<config::ListenAddress>{} : cfg.listen));
-    p->shape.config_generation = g;
-    p->starts = jp.at("starts").get<uint64_t>();
-    for (size_t i = 0; i < 5; ++i) p->exits[i] = jp.at("exits").at(i).get<uint64_t>();
-    p->notify_errors = jp.at("notify_errors").get<uint64_t>();
-    p->totals.restore(jp.at("retired_counters").get<std::map<std::string, uint64_t>>(),
-                      jp.at("dropped_names").get<uint64_t>());
-    auto adopt_slot = [&](const json& js, bool retiree) {
-      auto s = std::make_unique<Slot>();
-      s->program = p.get();
-      s->retiree = retiree;
+        *std::find_if(list.begin(), list.end(), [&](const config::Program& c) { return c.name == name; });
+    core::ProgramState p;
+    p.shape = core::Shape{cfg, core::SlotPolicy::from(cfg), g};
+    resources_.emplace(ShapeKey{name, g},
+                       make_resources(cfg, adopt_listeners(jp.at("listeners"),
+                                                           cfg.reuseport ? std::vector<config::ListenAddress>{} : cfg.listen)));
+    p.starts = jp.at("starts").get<uint64_t>();
+    for (size_t i = 0; i < p.exits.size(); ++i) p.exits[i] = jp.at("exits").at(i).get<uint64_t>();
+    p.notify_errors = jp.at("notify_errors").get<uint64_t>();
+    p.totals.restore(jp.at("retired_counters").get<std::map<std::string, uint64_t>>(),
+                     jp.at("dropped_names").get<uint64_t>());
+    std::map<int, std::vector<ListenerRef>> own;
+    auto adopt_member = [&](const json& js) {
+      core::Member m;
       const json& w = js.at("worker");
-      core::Worker& k = s->worker;
+      core::Worker& k = m.worker;
       k.slot = w.at("slot").get<int>();
-      k.state = static_cast<core::WorkerState>(w.at("state").get<int>());
-      k.want = static_cast<core::Want>(w.at("want").get<int>());
+      k.state = named<core::WorkerState>(w, "state", core::worker_state_from);
+      k.want = named<core::Want>(w, "want", core::want_from);
       k.pid = w.at("pid").get<pid_t>();
       k.spawn_seq = w.at("spawn_seq").get<uint64_t>();
       k.generation = w.at("generation").get<uint64_t>();
@@ -194,48 +213,62 @@ void Daemon::adopt_state(const json& st, const std::map<uint64_t, config::Config
       k.deadline = from_ns(w.at("deadline").get<int64_t>());
       k.streak = w.at("streak").get<unsigned>();
       k.restarts = w.at("restarts").get<unsigned>();
-      k.stop_reason = static_cast<core::StopReason>(w.at("stop_reason").get<int>());
+      k.stop_reason = named<core::StopReason>(w, "stop_reason", core::stop_reason_from);
       k.status_text = w.value("status", "");
       if (k.pid > 0) {
         // Still ours: a live child, or a zombie the first reap collects.
-        std::string stat = sys::read_small_file("/proc/" + std::to_string(k.pid) + "/stat");
-        auto close_paren = stat.rfind(')');
-        pid_t ppid = close_paren == std::string::npos ? 0 : std::atoi(stat.c_str() + close_paren + 4);
-        if (ppid != self) throw std::runtime_error(tag(*s) + ": pid " + std::to_string(k.pid) + " is not a child of " + std::to_string(self));
+        if (sys::parent_of(k.pid) != self)
+          throw std::runtime_error(p.tag(k.slot) + ": pid " + std::to_string(k.pid) + " is not a child of " +
+                                   std::to_string(self));
+        m.proc = ++next_proc;
       }
-      s->report.restore(js.at("report").at("counters").get<std::map<std::string, uint64_t, std::less<>>>(),
-                        js.at("report").at("gauges").get<std::map<std::string, int64_t, std::less<>>>());
-      s->notify_errors = js.at("notify_errors").get<uint64_t>();
-      s->draining = js.at("draining").get<bool>();
+      m.report.restore(js.at("report").at("counters").get<std::map<std::string, uint64_t, std::less<>>>(),
+                       js.at("report").at("gauges").get<std::map<std::string, int64_t, std::less<>>>());
+      m.notify_errors = js.at("notify_errors").get<uint64_t>();
+      m.draining = js.at("draining").get<bool>();
       for (const auto& jpipe : js.at("pipes")) {
         auto pipe = std::make_unique<Pipe>();
-        pipe->kind = static_cast<Pipe::Kind>(jpipe.at("kind").get<int>());
+        auto kind = pipe_kind_from(jpipe.at("kind").get<std::string>());
+        if (!kind) throw std::runtime_error("unknown pipe kind `" + jpipe.at("kind").get<std::string>() + "`");
+        pipe->kind = static_cast<Pipe::Kind>(*kind);
         pipe->fd = adopt_fd(jpipe.at("fd").get<int>(), "pipe");
+        pipe->who = p.tag(k.slot) + " " + std::to_string(k.pid);
         if (pipe->kind == Pipe::Kind::Notify)
           pipe->lines = core::LineBuffer(PREFORKD_NOTIFY_LINE_MAX, core::LineBuffer::Overflow::Discard);
         pipe->lines.restore(jpipe.value("partial", ""), jpipe.value("discarding", false));
-        s->pipes.push_back(std::move(pipe));
+        if (m.proc != 0) pipes.push_back({m.proc, std::move(pipe)});
       }
-      s->own_listeners = adopt_listeners(js.at("own_listeners"), cfg.listen);
-      return s;
+      return m;
     };
-    for (const auto& js : jp.at("slots")) p->slots.push_back(adopt_slot(js, false));
-    for (const auto& js : jp.at("retirees")) p->retirees.push_back(adopt_slot(js, true));
-    programs_.push_back(std::move(p));
-  }
-  // Into the loop: pids, pipes.
-  for (auto& p : programs_) {
-    for (auto* list : {&p->slots, &p->retirees}) {
-      for (auto& s : *list) {
-        if (s->worker.pid > 0) by_pid_[s->worker.pid] = s.get();
-        for (auto& pipe : s->pipes) {
-          int fd = pipe->fd.get();
-          epoll_.add(fd, EPOLLIN, static_cast<uint64_t>(fd));
-          watches_[fd] = Watch{Watch::Kind::Pipe, s.get(), pipe.get()};
-        }
-      }
+    for (const auto& js : jp.at("slots")) {
+      core::Slot s;
+      s.m = adopt_member(js);
+      s.phase = named<core::SlotPhase>(js, "phase", core::slot_phase_from);
+      s.replacing_for = named<core::Recycle>(js, "replacing_for", core::recycle_from);
+      auto sockets = adopt_listeners(js.at("own_listeners"), cfg.listen);
+      if (!sockets.empty()) own[s.m.worker.slot] = std::move(sockets);
+      p.slots.push_back(std::move(s));
     }
-    if (p->config().max_memory > 0) next_memory_check_ = Clock::now();
+    for (const auto& js : jp.at("retirees")) p.retirees.push_back(adopt_member(js));
+    programs.push_back(std::move(p));
+    own_sockets.push_back(std::move(own));
+  }
+  policy_.adopt(std::move(programs), generation, st.at("reloads_ok").get<uint64_t>(),
+                st.at("reloads_failed").get<uint64_t>());
+  // Into the loop: reuseport sockets under the ids the policy gave, pipes.
+  size_t i = 0;
+  for (const auto& p : policy_.programs()) {
+    for (auto& [slot, sockets] : own_sockets[i]) slot_sockets_[{p.id, slot}] = std::move(sockets);
+    ++i;
+  }
+  for (auto& ps : pipes) {
+    int fd = ps.pipe->fd.get();
+    Handler h;
+    h.kind = Handler::Kind::Pipe;
+    h.pipe = std::move(ps.pipe);
+    uint64_t token = watch(fd, std::move(h));
+    if (token == 0) throw std::runtime_error("cannot watch a handed-over pipe");
+    proc_pipes_[ps.proc].push_back(token);
   }
   int control_fd = st.at("control_fd").get<int>();
   int metrics_fd = st.at("metrics_fd").get<int>();
@@ -254,39 +287,37 @@ void Daemon::adopt_state(const json& st, const std::map<uint64_t, config::Config
 // ---- the old binary's side ----
 
 void Daemon::on_usr2() {
-  if (shutting_down_) return;
+  if (policy_.shutting_down()) return;
   if (upgrade_check_pid_ > 0) {
     log_->warn("preforkd: SIGUSR2: an upgrade is already being checked");
     return;
   }
   upgrade_requested_ = true;
   log_->info("preforkd: SIGUSR2: upgrading preforkd in place from {}", self_path_);
-  maybe_start_upgrade();
 }
 
 // Runs the new binary's check once nothing that a client waits for is in progress.
 void Daemon::maybe_start_upgrade() {
-  if (!upgrade_requested_ || upgrade_check_pid_ > 0 || shutting_down_) return;
-  if (reload_ || reload_queued_ || busy_with_rollouts() || !pending_ops_.empty() ||
-      std::any_of(programs_.begin(), programs_.end(), [](const auto& p) { return p->removing; }))
-    return;  // checked again every loop iteration
+  if (!upgrade_requested_ || upgrade_check_pid_ > 0 || policy_.shutting_down()) return;
+  if (!policy_.quiescent() || !actions_.empty()) return;  // checked again every loop iteration
   upgrade_requested_ = false;
   try {
     sys::UniqueFd state(write_state(serialize_state()));
-    int out = ::memfd_create("preforkd-upgrade-check", MFD_CLOEXEC);
-    if (out < 0) sys::throw_errno("memfd_create");
-    upgrade_check_output_.reset(out);
+    sys::UniqueFd out;
+    if (int err = sys::memfd("preforkd-upgrade-check", out)) throw sys::SysError(err, "memfd_create");
+    upgrade_check_output_ = std::move(out);
     sys::SpawnRequest req;
     req.path = self_path_;
     req.argv = {self_path_, "--upgrade-check", "--upgrade-state", "3", "-c", config_.path};
-    for (char** e = environ; e != nullptr && *e != nullptr; ++e)
-      if (std::strncmp(*e, "NOTIFY_SOCKET=", 14) != 0) req.env.emplace_back(*e);
-    req.fds = {{devnull_.get(), 0}, {out, 1}, {out, 2}, {state.get(), 3}};
+    for (auto& e : sys::environment_strings())
+      if (e.rfind("NOTIFY_SOCKET=", 0) != 0) req.env.push_back(std::move(e));
+    int o = upgrade_check_output_.get();
+    req.fds = {{devnull_.get(), 0}, {o, 1}, {o, 2}, {state.get(), 3}};
     req.pdeathsig = SIGKILL;
     sys::SpawnResult r = sys::spawn(req);
     if (r.error) throw std::runtime_error(r.error->describe(req));
     upgrade_check_pid_ = r.pid;
-    upgrade_check_deadline_ = Clock::now() + kCheckTimeout;
+    upgrade_check_deadline_ = now() + kCheckTimeout;
   } catch (const std::exception& e) {
     upgrade_check_output_.reset();
     log_->error("preforkd: upgrade refused, cannot check the new binary: {}; still running {}", e.what(), kVersion);
@@ -298,18 +329,17 @@ void Daemon::on_upgrade_check_exit(const sys::ExitStatus& status) {
   upgrade_check_deadline_ = core::kNever;
   std::string output;
   if (upgrade_check_output_) {
-    char buf[4096];
-    ssize_t n = ::pread(upgrade_check_output_.get(), buf, sizeof buf, 0);
-    if (n > 0) output.assign(buf, static_cast<size_t>(n));
+    sys::read_whole(upgrade_check_output_.get(), output, 4096);
     upgrade_check_output_.reset();
   }
+  if (output.size() > 4096) output.resize(4096);
   while (!output.empty() && (output.back() == '\n' || output.back() == ' ')) output.pop_back();
   if (!status.success()) {
     log_->error("preforkd: upgrade refused: {} --upgrade-check {}{}{}; still running {}", self_path_, status.to_string(),
                 output.empty() ? "" : ": ", output, kVersion);
     return;
   }
-  if (shutting_down_) return;
+  if (policy_.shutting_down()) return;
   exec_upgrade();
 }
 
@@ -322,6 +352,7 @@ void Daemon::exec_upgrade() {
     log_->error("preforkd: upgrade refused: {}", e.what());
     return;
   }
+  sys::UniqueFd state(state_fd);
   argv.insert(argv.end(), {"--upgrade-state", std::to_string(state_fd)});
   if (options_.pidfile) argv.insert(argv.end(), {"--pidfile", *options_.pidfile});
   if (options_.log_level) argv.insert(argv.end(), {"--log-level", config::to_string(*options_.log_level)});
@@ -330,25 +361,19 @@ void Daemon::exec_upgrade() {
   if (control_) control_->flush_all();
   // What the new binary takes over must survive the exec; everything else
   // (epoll, signalfd, timerfd, clients) closes with it.
-  set_inheritable(state_fd);
-  for (const auto& p : programs_) {
-    for (const auto& l : p->shape.listeners) set_inheritable(l->fd.get());
-    for (const auto* list : {&p->slots, &p->retirees})
-      for (const auto& s : *list) {
-        for (const auto& l : s->own_listeners) set_inheritable(l->fd.get());
-        for (const auto& pipe : s->pipes)
-          if (pipe->fd) set_inheritable(pipe->fd.get());
-      }
-  }
-  if (control_) set_inheritable(control_->listen_fd());
-  if (metrics_) set_inheritable(metrics_->listen_fd());
-  std::vector<char*> args;
-  for (auto& a : argv) args.push_back(a.data());
-  args.push_back(nullptr);
-  ::execve(self_path_.c_str(), args.data(), environ);
-  int err = errno;
+  std::vector<int> handed;
+  handed.push_back(state_fd);
+  for (const auto& [key, res] : resources_)
+    for (const auto& l : res.listeners) handed.push_back(l->fd.get());
+  for (const auto& [key, sockets] : slot_sockets_)
+    for (const auto& l : sockets) handed.push_back(l->fd.get());
+  for (const auto& [token, h] : handlers_)
+    if (h.pipe && h.pipe->fd) handed.push_back(h.pipe->fd.get());
+  if (control_) handed.push_back(control_->listen_fd());
+  if (metrics_) handed.push_back(metrics_->listen_fd());
+  for (int fd : handed) sys::set_inheritable(fd, true);
+  int err = sys::exec_replace(self_path_, argv, sys::environment_strings());
   sys::mark_all_cloexec();  // back as they were
-  ::close(state_fd);
   log_->error("preforkd: upgrade failed, cannot exec {}: {}; still running {}", self_path_, std::strerror(err), kVersion);
 }
 

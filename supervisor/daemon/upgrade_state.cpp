@@ -2,6 +2,9 @@
 
 #include <cstring>
 
+#include "core/lifecycle.hpp"
+#include "core/program.hpp"
+#include "core/worker.hpp"
 #include "sys/error.hpp"
 #include "sys/io.hpp"
 
@@ -32,6 +35,21 @@ int write_state(const json& state) {
   return fd.release();
 }
 
+const char* pipe_kind_name(int kind) {
+  switch (kind) {
+    case 0: return "notify";
+    case 1: return "stdout";
+    case 2: return "stderr";
+  }
+  return "?";
+}
+
+std::optional<int> pipe_kind_from(const std::string& name) {
+  for (int k = 0; k < 3; ++k)
+    if (name == pipe_kind_name(k)) return k;
+  return std::nullopt;
+}
+
 namespace {
 
 // Throws std::runtime_error naming the first thing that is missing or wrong.
@@ -39,19 +57,27 @@ void require(bool ok, const std::string& what) {
   if (!ok) throw std::runtime_error(what);
 }
 
-void check_slot(const json& s, const std::string& where) {
+void check_slot(const json& s, const std::string& where, bool slot) {
   require(s.is_object(), where + ": not an object");
   const json& w = s.at("worker");
-  for (const char* k : {"slot", "state", "want", "pid", "spawn_seq", "generation", "started_at", "ready_at",
-                        "last_seen", "deadline", "streak", "restarts", "stop_reason"})
+  for (const char* k : {"slot", "pid", "spawn_seq", "generation", "started_at", "ready_at", "last_seen", "deadline",
+                        "streak", "restarts"})
     require(w.contains(k) && w[k].is_number_integer(), where + ".worker." + k + ": missing or not an integer");
-  require(w["state"].get<int>() >= 0 && w["state"].get<int>() <= 5, where + ".worker.state: out of range");
-  require(w["want"].get<int>() >= 0 && w["want"].get<int>() <= 2, where + ".worker.want: out of range");
-  require(w["stop_reason"].get<int>() >= 0 && w["stop_reason"].get<int>() <= 7,
-          where + ".worker.stop_reason: out of range");
+  auto name = [&](const json& j, const char* key, auto from) {
+    require(j.contains(key) && j[key].is_string(), where + "." + key + ": missing or not a name");
+    require(from(j[key].template get<std::string>()).has_value(),
+            where + "." + key + ": unknown name `" + j[key].template get<std::string>() + "`");
+  };
+  name(w, "state", core::worker_state_from);
+  name(w, "want", core::want_from);
+  name(w, "stop_reason", core::stop_reason_from);
+  if (slot) {
+    name(s, "phase", core::slot_phase_from);
+    name(s, "replacing_for", core::recycle_from);
+  }
   for (const auto& p : s.at("pipes")) {
-    require(p.at("fd").is_number_integer() && p.at("kind").is_number_integer(), where + ".pipes: bad entry");
-    require(p["kind"].get<int>() >= 0 && p["kind"].get<int>() <= 2, where + ".pipes.kind: out of range");
+    require(p.at("fd").is_number_integer(), where + ".pipes: bad entry");
+    name(p, "kind", pipe_kind_from);
   }
   require(s.at("report").at("counters").is_object() && s["report"].at("gauges").is_object(),
           where + ".report: bad");
@@ -88,8 +114,8 @@ std::optional<std::map<uint64_t, config::Config>> validate_state(const json& sta
               "program " + name + ": not in the configuration of generation " + std::to_string(g));
       require(p.at("exits").is_array() && p["exits"].size() == 5, "program " + name + ": exits");
       for (const auto& l : p.at("listeners")) require(l.at("fd").is_number_integer(), "program " + name + ": listeners");
-      for (const auto& s : p.at("slots")) check_slot(s, "program " + name + " slot");
-      for (const auto& s : p.at("retirees")) check_slot(s, "program " + name + " retiree");
+      for (const auto& s : p.at("slots")) check_slot(s, "program " + name + " slot", true);
+      for (const auto& s : p.at("retirees")) check_slot(s, "program " + name + " retiree", false);
     }
     return configs;
   } catch (const std::exception& e) {

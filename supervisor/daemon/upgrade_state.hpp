@@ -20,7 +20,14 @@
 namespace preforkd::daemon {
 
 inline constexpr const char* kStateFormat = "preforkd-state";
-inline constexpr int kStateVersion = 1;
+// 2: every enum is written by name ("ready", "up", "recycle", "notify"...),
+// never as a number, so a renumbering between versions cannot corrupt an
+// upgrade; version 1 (numbers) is refused.
+inline constexpr int kStateVersion = 2;
+
+// A worker pipe's kind by name: "notify", "stdout", "stderr" (0, 1, 2).
+const char* pipe_kind_name(int kind);
+std::optional<int> pipe_kind_from(const std::string& name);
 
 // Reads the whole document from `fd` (from offset 0). nullopt + `error` if it
 // cannot be read or is not JSON.

@@ -989,7 +989,7 @@ TEST_CASE("policy: every cell of the slot and program lifecycle tables has a dec
     CHECK(core::slot_phase_from(name) == phase);
     for (size_t ev = 0; ev < core::kSlotEvents; ++ev) {
       auto event = static_cast<core::SlotEvent>(ev);
-      const core::Cell& cell = core::slot_cell(phase, event);
+      const core::PhaseCell& cell = core::slot_cell(phase, event);
       INFO(name << " x " << core::to_string(event));
       CHECK(std::string(core::to_string(event)) != "?");
       REQUIRE(cell.decision != nullptr);
@@ -1011,7 +1011,7 @@ TEST_CASE("policy: every cell of the slot and program lifecycle tables has a dec
     CHECK(names.insert("program phase " + name).second);
     for (size_t ev = 0; ev < core::kProgramEvents; ++ev) {
       auto event = static_cast<core::ProgramEvent>(ev);
-      const core::Cell& cell = core::program_cell(phase, event);
+      const core::PhaseCell& cell = core::program_cell(phase, event);
       INFO(name << " x " << core::to_string(event));
       CHECK(std::string(core::to_string(event)) != "?");
       REQUIRE(cell.decision != nullptr);

@@ -1,0 +1,86 @@
+// The USR2 hand-over format names every enum and carries a version: a state
+// this binary cannot read exactly is refused by --upgrade-check, with the
+// reason, before the running binary execs anything.
+#include <doctest/doctest.h>
+
+#include "daemon/upgrade_state.hpp"
+
+using nlohmann::json;
+using preforkd::daemon::kStateVersion;
+using preforkd::daemon::validate_state;
+
+namespace {
+
+const char* kConfig =
+    "programs:\n"
+    "  echo:\n"
+    "    command: /bin/true\n";
+
+json worker(const char* state, const char* want, const char* reason) {
+  return json{{"slot", 0},        {"state", state},     {"want", want},       {"pid", 0},
+              {"spawn_seq", 1},   {"generation", 1},    {"started_at", 0},    {"ready_at", 0},
+              {"last_seen", 0},   {"deadline", 0},      {"streak", 0},        {"restarts", 0},
+              {"stop_reason", reason}, {"status", ""}};
+}
+
+json state_with(json slot) {
+  return json{{"format", "preforkd-state"},
+              {"version", kStateVersion},
+              {"config_path", "/etc/preforkd/preforkd.yaml"},
+              {"generation", 1},
+              {"texts", {{"1", kConfig}}},
+              {"programs",
+               json::array({{{"name", "echo"},
+                             {"config_generation", 1},
+                             {"listeners", json::array()},
+                             {"exits", {0, 0, 0, 0, 0}},
+                             {"slots", json::array({slot})},
+                             {"retirees", json::array()}}})}};
+}
+
+json slot(json w, const char* phase = "active", const char* pipe_kind = "notify") {
+  return json{{"worker", std::move(w)},
+              {"phase", phase},
+              {"replacing_for", "restart"},
+              {"report", {{"counters", json::object()}, {"gauges", json::object()}}},
+              {"pipes", json::array({{{"kind", pipe_kind}, {"fd", 7}}})},
+              {"own_listeners", json::array()}};
+}
+
+std::string refusal(const json& st) {
+  std::string error;
+  preforkd::config::LoadOptions options;
+  options.check_executables = false;
+  auto configs = validate_state(st, options, error);
+  return configs ? "" : error;
+}
+
+}  // namespace
+
+TEST_CASE("T21 upgrade state: a state with every enum by name is accepted") {
+  CHECK(refusal(state_with(slot(worker("ready", "up", "none")))) == "");
+  CHECK(refusal(state_with(slot(worker("killing", "remove", "recycle"), "replacing", "stderr"))) == "");
+}
+
+TEST_CASE("T21 upgrade state: an unknown version is refused with the reason") {
+  json st = state_with(slot(worker("ready", "up", "none")));
+  st["version"] = 1;
+  CHECK(refusal(st).find("state version 1 is not supported") != std::string::npos);
+  st["version"] = kStateVersion + 1;
+  CHECK(refusal(st).find("is not supported") != std::string::npos);
+}
+
+TEST_CASE("T21 upgrade state: an unknown or numeric enum is refused, naming the field") {
+  CHECK(refusal(state_with(slot(worker("sleeping", "up", "none")))).find("state: unknown name `sleeping`") !=
+        std::string::npos);
+  CHECK(refusal(state_with(slot(worker("ready", "sideways", "none")))).find("want: unknown name") != std::string::npos);
+  CHECK(refusal(state_with(slot(worker("ready", "up", "boredom")))).find("stop_reason: unknown name") !=
+        std::string::npos);
+  CHECK(refusal(state_with(slot(worker("ready", "up", "none"), "floating"))).find("phase: unknown name") !=
+        std::string::npos);
+  CHECK(refusal(state_with(slot(worker("ready", "up", "none"), "active", "stdin"))).find("kind: unknown name") !=
+        std::string::npos);
+  json numeric = worker("ready", "up", "none");
+  numeric["state"] = 2;  // version 1 wrote enums as numbers
+  CHECK(refusal(state_with(slot(numeric))).find("state: missing or not a name") != std::string::npos);
+}
