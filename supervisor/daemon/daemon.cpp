@@ -173,7 +173,8 @@ void Daemon::unwatch(uint64_t token) {
 // A failure that could repeat on every event (fds exhausted, epoll out of
 // memory) is logged once per cause, then only at debug.
 void Daemon::log_once(const std::string& cause, const std::string& message) {
-  if (causes_logged_.insert(cause).second)
+  constexpr size_t kMaxCauses = 256;  // a cause may carry text from outside: bounded
+  if (causes_logged_.size() < kMaxCauses && causes_logged_.insert(cause).second)
     log_->error("{} (further ones are logged at debug)", message);
   else
     log_->debug("{}", message);

@@ -173,10 +173,11 @@ TEST_CASE("reload: a new command that crashes at start stops at the canary, the 
   CHECK_MESSAGE(recycles == 1, log);
   // A respawn of an old worker uses the old, working command.
   ::kill(*before.begin(), SIGKILL);
-  CHECK(wait_until([&] {
-    auto now = pids_of(d.control({{"cmd", "status"}}), "web");
-    return now.size() == 4 && now.count(*before.begin()) == 0 && settled(d, "web", 4);
-  }));
+  CHECK_MESSAGE(wait_until([&] {
+                  auto now = pids_of(d.control({{"cmd", "status"}}), "web");
+                  return now.size() == 4 && now.count(*before.begin()) == 0 && settled(d, "web", 4);
+                }),
+                d.control({{"cmd", "status"}}).dump(), "\n", d.log());
   load.stop();
   auto c = load.counts();
   // The SIGKILLed worker may take its own connections down with it: only
