@@ -17,7 +17,7 @@ bool Program::operator==(const Program& o) const {
          restart == o.restart && backoff == o.backoff && reload == o.reload && ready == o.ready &&
          start_timeout == o.start_timeout && watchdog_timeout == o.watchdog_timeout &&
          stop_signal == o.stop_signal && stop_timeout == o.stop_timeout &&
-         kill_group == o.kill_group && max_requests == o.max_requests &&
+         kill_group == o.kill_group && orphans == o.orphans && max_requests == o.max_requests &&
          max_memory == o.max_memory && stdout_target == o.stdout_target &&
          stderr_target == o.stderr_target;
 }
@@ -68,6 +68,14 @@ const char* to_string(ReadyMode ready) {
   switch (ready) {
     case ReadyMode::Exec: return "exec";
     case ReadyMode::Notify: return "notify";
+  }
+  return "?";
+}
+
+const char* to_string(OrphanMode mode) {
+  switch (mode) {
+    case OrphanMode::Stop: return "stop";
+    case OrphanMode::Keep: return "keep";
   }
   return "?";
 }
@@ -184,6 +192,7 @@ std::string dump(const Config& config) {
     line(2, fmt::format("stop_signal: {}", signal_name(p.stop_signal)));
     line(2, "stop_timeout: " + format_duration(p.stop_timeout));
     line(2, fmt::format("kill_group: {}", p.kill_group));
+    line(2, fmt::format("orphans: {}", to_string(p.orphans)));
     line(2, fmt::format("max_requests: {}", p.max_requests));
     line(2, fmt::format("max_memory: {}", p.max_memory));
     line(2, "stdout: " + output(p.stdout_target));

@@ -25,6 +25,8 @@ using Duration = std::chrono::milliseconds;
 enum class LogLevel { Trace, Debug, Info, Warn, Error };
 enum class Restart { Always, OnFailure, Never };
 enum class ReadyMode { Exec, Notify };
+// What happens to the processes a worker leaves behind (SPEC "Process tree").
+enum class OrphanMode { Stop, Keep };
 
 // Where a worker's stdout or stderr goes.
 struct Output {
@@ -101,6 +103,7 @@ struct Program {
   int stop_signal = 15;  // SIGTERM
   Duration stop_timeout{10000};
   bool kill_group = true;
+  OrphanMode orphans = OrphanMode::Stop;
   uint64_t max_requests = 0;
   uint64_t max_memory = 0;  // bytes
   Output stdout_target;
@@ -164,6 +167,7 @@ LoadResult load_string(const std::string& text, const std::string& file,
 const char* to_string(LogLevel level);
 const char* to_string(Restart restart);
 const char* to_string(ReadyMode ready);
+const char* to_string(OrphanMode mode);         // "stop", "keep"
 const char* to_string(Output::Kind kind);        // "log", "inherit", "null", "file"
 const char* to_string(ListenAddress::Family f);  // "inet", "inet6", "unix"
 

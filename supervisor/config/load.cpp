@@ -249,7 +249,8 @@ const Keys kProgramKeys{
     "environment",   "directory",        "user",        "group",        "umask",
     "rlimits",       "restart",          "backoff",     "reload",       "ready",
     "start_timeout", "watchdog_timeout", "stop_signal", "stop_timeout", "kill_group",
-    "max_requests",  "max_memory",       "stdout",      "stderr"};
+    "max_requests",  "max_memory",       "stdout",      "stderr",
+    "orphans"};
 const Keys kListenKeys{"address", "name"};
 const Keys kBackoffKeys{"min", "max", "reset_after"};
 const Keys kReloadKeys{"batch", "settle"};
@@ -692,6 +693,9 @@ class Loader {
         if (auto d = duration(e, kp)) p.stop_timeout = *d;
       } else if (k == "kill_group") {
         if (auto b = boolean(e, kp)) p.kill_group = *b;
+      } else if (k == "orphans") {
+        if (auto o = choice<OrphanMode>(e, kp, {"stop", "keep"}, {OrphanMode::Stop, OrphanMode::Keep}))
+          p.orphans = *o;
       } else if (k == "max_requests") {
         if (auto s = scalar(e, kp)) {
           if (auto n = parse_uint(*s)) {

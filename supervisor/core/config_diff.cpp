@@ -43,6 +43,7 @@ ProgramDiff compare(const config::Program& a, const config::Program& b) {
   check(a.stop_signal != b.stop_signal, "stop_signal", d.in_place);
   check(a.stop_timeout != b.stop_timeout, "stop_timeout", d.in_place);
   check(a.kill_group != b.kill_group, "kill_group", d.in_place);
+  check(a.orphans != b.orphans, "orphans", d.in_place);  // read at each worker's exit
   check(a.max_requests != b.max_requests, "max_requests", d.in_place);
   check(a.max_memory != b.max_memory, "max_memory", d.in_place);
   if (d.replace.empty() && d.in_place.empty()) d.kind = ProgramDiff::Kind::Unchanged;

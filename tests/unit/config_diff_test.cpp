@@ -95,10 +95,12 @@ TEST_CASE("config diff: supervision keys and the worker count apply in place") {
   b.backoff.min = config::Duration{5};
   b.max_requests = 100;
   b.backlog = 10;
+  b.orphans = config::OrphanMode::Keep;
   auto d = core::diff(with({a}), with({b}));
   const auto& pd = of(d, "a");
   CHECK_FALSE(pd.replaces_workers());
-  CHECK(pd.in_place == std::vector<std::string>{"workers", "backlog", "backoff", "stop_timeout", "max_requests"});
+  CHECK(pd.in_place ==
+        std::vector<std::string>{"workers", "backlog", "backoff", "stop_timeout", "orphans", "max_requests"});
   CHECK(pd.workers_before == 4);
   CHECK(pd.workers_after == 8);
 }

@@ -262,6 +262,7 @@ TEST_CASE("a minimal program gets every SPEC default") {
   CHECK(p.stop_signal == SIGTERM);
   CHECK(p.stop_timeout == 10s);
   CHECK(p.kill_group == true);
+  CHECK(p.orphans == OrphanMode::Stop);
   CHECK(p.max_requests == 0);
   CHECK(p.max_memory == 0);
   CHECK(p.stdout_target.kind == Output::Kind::Log);
@@ -817,6 +818,7 @@ TEST_CASE("Program::operator== notices a change in any single field") {
       {"stop_signal", [](Program& p) { p.stop_signal = SIGINT; }},
       {"stop_timeout", [](Program& p) { p.stop_timeout = 1ms; }},
       {"kill_group", [](Program& p) { p.kill_group = false; }},
+      {"orphans", [](Program& p) { p.orphans = OrphanMode::Keep; }},
       {"max_requests", [](Program& p) { p.max_requests = 1; }},
       {"max_memory", [](Program& p) { p.max_memory = 1; }},
       {"stdout", [](Program& p) { p.stdout_target.kind = Output::Kind::Null; }},
