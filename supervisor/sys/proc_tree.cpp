@@ -1,0 +1,230 @@
+#include "sys/proc_tree.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <new>
+#include <unordered_set>
+
+#include "sys/error.hpp"
+
+namespace preforkd::sys {
+
+namespace {
+
+// The whole of a small /proc file (stat, children) into `out`. 0 or an errno.
+int read_proc_file(const char* path, std::string& out) noexcept {
+  out.clear();
+  int fd = retry_on_eintr([&] { return ::open(path, O_RDONLY | O_CLOEXEC); });
+  if (fd < 0) return errno;
+  int err = 0;
+  try {
+    char buf[4096];
+    for (;;) {
+      ssize_t n = retry_on_eintr([&] { return ::read(fd, buf, sizeof buf); });
+      if (n < 0) {
+        err = errno;
+        break;
+      }
+      if (n == 0) break;
+      out.append(buf, static_cast<size_t>(n));
+      if (out.size() > (16u << 20)) {  // a children list of millions: give up, never grow without bound
+        err = EFBIG;
+        break;
+      }
+    }
+  } catch (const std::bad_alloc&) {
+    err = ENOMEM;
+  }
+  ::close(fd);
+  return err;
+}
+
+// Whitespace-separated pids of a children file.
+void parse_pids(const std::string& text, std::vector<pid_t>& out) {
+  const char* p = text.c_str();
+  while (*p != '\0') {
+    char* end = nullptr;
+    long v = std::strtol(p, &end, 10);
+    if (end == p) {
+      ++p;
+      continue;
+    }
+    if (v > 0) out.push_back(static_cast<pid_t>(v));
+    p = end;
+  }
+}
+
+bool all_digits(const char* s) {
+  if (*s == '\0') return false;
+  for (; *s != '\0'; ++s)
+    if (*s < '0' || *s > '9') return false;
+  return true;
+}
+
+// Without /proc/<pid>/task/<tid>/children: every process's parent, one by one.
+int children_by_parent(pid_t pid, std::vector<pid_t>& out) noexcept {
+  DIR* d = ::opendir("/proc");
+  if (d == nullptr) return errno;
+  try {
+    while (dirent* e = ::readdir(d)) {
+      if (!all_digits(e->d_name)) continue;
+      ProcessFacts f;
+      if (read_process(static_cast<pid_t>(std::atol(e->d_name)), f) == 0 && f.ppid == pid) out.push_back(f.pid);
+    }
+  } catch (const std::bad_alloc&) {
+    ::closedir(d);
+    return ENOMEM;
+  }
+  ::closedir(d);
+  return 0;
+}
+
+}  // namespace
+
+int read_process(pid_t pid, ProcessFacts& out) noexcept {
+  if (pid <= 0) return ESRCH;
+  char path[48];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  try {
+    std::string text;
+    if (int err = read_proc_file(path, text)) return err == ENOENT ? ESRCH : err;
+    // "pid (comm) state ppid pgrp session tty_nr tpgid flags minflt cminflt
+    // majflt cmajflt utime stime cutime cstime priority nice num_threads
+    // itrealvalue starttime ...": comm may hold spaces and ')', so the last
+    // ')' ends it.
+    size_t open = text.find('(');
+    size_t close = text.rfind(')');
+    if (open == std::string::npos || close == std::string::npos || close < open) return EINVAL;
+    char state = 0;
+    int ppid = 0, pgid = 0, sid = 0;
+    unsigned long long start = 0;
+    int n = std::sscanf(text.c_str() + close + 1,
+                        " %c %d %d %d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu", &state,
+                        &ppid, &pgid, &sid, &start);
+    if (n != 5) return EINVAL;
+    out.pid = pid;
+    out.ppid = static_cast<pid_t>(ppid);
+    out.pgid = static_cast<pid_t>(pgid);
+    out.sid = static_cast<pid_t>(sid);
+    out.state = state;
+    out.start_time = start;
+    out.comm = text.substr(open + 1, close - open - 1);
+    return 0;
+  } catch (const std::bad_alloc&) {
+    return ENOMEM;
+  }
+}
+
+int children_of(pid_t pid, std::vector<pid_t>& out) noexcept {
+  out.clear();
+  if (pid <= 0) return ESRCH;
+  char dir[48];
+  std::snprintf(dir, sizeof dir, "/proc/%d/task", static_cast<int>(pid));
+  DIR* d = ::opendir(dir);
+  if (d == nullptr) return errno == ENOENT ? ESRCH : errno;
+  int err = 0;
+  bool no_children_file = false;
+  try {
+    std::string text;
+    while (dirent* e = ::readdir(d)) {
+      if (!all_digits(e->d_name)) continue;
+      std::string path = std::string(dir) + "/" + e->d_name + "/children";
+      if (int r = read_proc_file(path.c_str(), text)) {
+        if (r == ENOENT) {
+          // The thread is gone, or the kernel has no children files at all.
+          std::string stat = std::string(dir) + "/" + e->d_name + "/stat";
+          if (::access(stat.c_str(), F_OK) == 0) no_children_file = true;
+          continue;
+        }
+        err = r;
+        break;
+      }
+      parse_pids(text, out);
+    }
+  } catch (const std::bad_alloc&) {
+    err = ENOMEM;
+  }
+  ::closedir(d);
+  if (err != 0) return err;
+  if (no_children_file) {
+    out.clear();
+    return children_by_parent(pid, out);
+  }
+  return 0;
+}
+
+std::vector<ProcessFacts> subtree(const std::vector<pid_t>& roots, bool include_roots, size_t limit,
+                                  bool* complete) {
+  std::vector<ProcessFacts> out;
+  bool all = true;
+  std::unordered_set<pid_t> seen;  // a pid met twice (the tree moved while read) is walked once
+  std::deque<pid_t> queue;
+  std::vector<pid_t> kids;
+  auto expand = [&](pid_t parent) {
+    int err = children_of(parent, kids);
+    if (err != 0 && err != ESRCH) all = false;
+    for (pid_t k : kids)
+      if (seen.insert(k).second) queue.push_back(k);
+  };
+  for (pid_t r : roots) {
+    if (!seen.insert(r).second) continue;
+    if (include_roots)
+      queue.push_back(r);
+    else
+      expand(r);
+  }
+  while (!queue.empty()) {
+    if (out.size() >= limit) {
+      all = false;
+      break;
+    }
+    pid_t pid = queue.front();
+    queue.pop_front();
+    ProcessFacts f;
+    int err = read_process(pid, f);
+    if (err != 0) {
+      if (err != ESRCH) all = false;
+      continue;
+    }
+    if (f.state == 'Z' || f.state == 'X') continue;  // dead: it holds nothing any more, and has no children
+    out.push_back(std::move(f));
+    expand(pid);
+  }
+  if (complete) *complete = all;
+  return out;
+}
+
+int signal_group(pid_t pgid, int sig) noexcept {
+  if (pgid <= 1) return ESRCH;  // never killpg(0) (ourselves) or killpg(1)
+  return ::killpg(pgid, sig) == 0 ? 0 : errno;
+}
+
+int signal_if_same(pid_t pid, uint64_t start_time, int sig) noexcept {
+  if (pid <= 1) return ESRCH;  // never kill(0), kill(-1) or init
+  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (pidfd < 0 && errno != ENOSYS) return errno;
+  ProcessFacts f;
+  int err = read_process(pid, f);
+  if (err == 0 && f.start_time != start_time) err = ESRCH;  // the pid is someone else's now
+  if (err == 0) {
+    // With a pidfd the check above names the very process it refers to;
+    // without one (a kernel before 5.3) a pid reused in between is the
+    // remaining, tiny window.
+    int rc = pidfd >= 0 ? static_cast<int>(::syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0))
+                        : ::kill(pid, sig);
+    err = rc == 0 ? 0 : errno;
+  }
+  if (pidfd >= 0) ::close(pidfd);
+  return err;
+}
+
+}  // namespace preforkd::sys
