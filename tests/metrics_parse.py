@@ -30,6 +30,7 @@ REQUIRED = [
     "preforkd_worker_exits_total",
     "preforkd_reloads_total",
     "preforkd_notify_errors_total",
+    "preforkd_orphans_total",
 ]
 METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")

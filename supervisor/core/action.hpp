@@ -40,6 +40,11 @@ struct Action {
     Log,            // level, text
     NotifySystemd,  // text: READY=1, RELOADING=1, STOPPING=1
     ProgramGone,    // program: removed by a reload and its last process reaped
+    // The process tree (core/orphans.hpp):
+    ScanOrphans,    // read the processes below preforkd that are not workers (answered by processes_seen)
+    WalkWorker,     // pid: read the descendants of this worker before it is told to stop (answered by worker_descendants)
+    SignalOrphan,   // pid, start_time, signal: only if the pid is still that process (T14)
+    SignalGroup,    // pid, signal: killpg(pid) alone, never the pid itself (the leader is reaped, T17)
   };
   Kind kind = Kind::Log;
   ProgramId program = 0;
@@ -48,6 +53,7 @@ struct Action {
   pid_t pid = 0;
   int signal = 0;
   bool group = false;
+  uint64_t start_time = 0;  // SignalOrphan: with the pid, which process it is
   uint64_t generation = 0;
   ClientId client = 0;
   std::vector<ClientId> clients;

@@ -133,6 +133,10 @@ std::string render_prometheus(const Snapshot& s) {
   for (const auto& p : s.programs)
     w.sample("preforkd_notify_errors_total", {{"program", p.name}}, p.notify_errors);
 
+  w.family("preforkd_orphans_total", "counter",
+           "Processes the workers left behind (orphans) that preforkd found, by the program they came from.");
+  for (const auto& p : s.programs) w.sample("preforkd_orphans_total", {{"program", p.name}}, p.orphans_total);
+
   // Worker-reported names. A family appears once: each name is one family with
   // one sample per program that reports it, in snapshot order. All counter
   // families come first, then all gauge families, each sorted by name.

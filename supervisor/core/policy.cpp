@@ -117,6 +117,7 @@ std::vector<ProcId> Policy::due_for_judgement(TimePoint now) const {
 TimePoint Policy::next_deadline() const {
   TimePoint t = shutting_down_ ? kNever : memory_due_;
   if (shutting_down_ && !shutdown_forced_) t = std::min(t, shutdown_deadline_);
+  t = std::min(t, orphans_.next_deadline());
   for (const auto& p : programs_) t = std::min(t, p.next_deadline());
   return t;
 }
@@ -126,7 +127,8 @@ bool Policy::busy_with_rollouts() const {
 }
 
 bool Policy::finished() const {
-  return shutting_down_ &&
+  // Nothing preforkd started is left: no worker, and no orphan either (SPEC "Process tree").
+  return shutting_down_ && orphans_.idle() &&
          std::none_of(programs_.begin(), programs_.end(), [](const ProgramState& p) { return p.any_process(); });
 }
 
@@ -180,6 +182,8 @@ bool Policy::exited(pid_t pid, Termination t, const std::string& how, TimePoint 
   auto it = pids_.find(pid);
   if (it == pids_.end()) return false;
   ProcId proc = it->second;
+  // What it leaves behind is looked for, whatever the cause of its exit.
+  if (auto origin = origin_of(proc)) orphans_.worker_exited(std::move(*origin));
   pids_.erase(it);
   auto pit = procs_.find(proc);
   ProgramState* p = pit == procs_.end() ? nullptr : program_mut(pit->second);
@@ -189,6 +193,36 @@ bool Policy::exited(pid_t pid, Termination t, const std::string& how, TimePoint 
   p->exited(proc, t, how, c);
   collect(c);
   return true;
+}
+
+// ---- the process tree ----
+
+std::optional<OrphanOrigin> Policy::origin_of(ProcId proc) {
+  auto pit = procs_.find(proc);
+  ProgramState* p = pit == procs_.end() ? nullptr : program_mut(pit->second);
+  Member* m = p == nullptr ? nullptr : p->find_proc(proc);
+  if (m == nullptr || m->worker.pid <= 0) return std::nullopt;
+  return OrphanOrigin{p->name(), p->tag(m->worker.slot), m->worker.pid, OrphanPolicy::from(p->config())};
+}
+
+void Policy::orphan_reaped(pid_t pid, const std::string& how, TimePoint now, Actions& out) {
+  orphans_.reaped(pid, how, now, out);
+}
+
+void Policy::processes_seen(const std::vector<ProcessSeen>& procs, bool ok, TimePoint now, Actions& out) {
+  std::optional<OrphanOrigin> sole;
+  if (programs_.size() == 1) {
+    const ProgramState& p = programs_.front();
+    sole = OrphanOrigin{p.name(), p.name(), 0, OrphanPolicy::from(p.config())};
+  }
+  orphans_.processes_seen(procs, ok, [this](pid_t pid) { return pids_.count(pid) != 0; }, sole ? &*sole : nullptr,
+                          now, out);
+}
+
+void Policy::worker_descendants(pid_t worker, const std::vector<ProcessSeen>& below) {
+  auto it = pids_.find(worker);
+  if (it == pids_.end()) return;
+  if (auto origin = origin_of(it->second)) orphans_.worker_descendants(*origin, below);
 }
 
 void Policy::notify_line(ProcId proc, std::string_view line, TimePoint now, Actions& out) {
@@ -256,6 +290,7 @@ void Policy::tick(TimePoint now, Actions& out) {
     shutdown_forced_ = true;
     c.log(LogLevel::Warn, "preforkd: shutdown_timeout passed, killing the remaining workers");
     for (auto& p : programs_) p.kill_all(c);
+    orphans_.force(now, out);
   }
   for (auto& p : programs_) p.expire(c);
   check_memory(c);
@@ -267,6 +302,7 @@ void Policy::tick(TimePoint now, Actions& out) {
   collect(c);
   check_reload(c);
   check_operations(c);
+  orphans_.tick(now, out);
 }
 
 void Policy::finish_rollout(ProgramState& p, const RolloutStep& step, Ctx& c) {
@@ -344,6 +380,7 @@ void Policy::shutdown(bool fast, TimePoint now, Actions& out) {
     shutdown_deadline_ = kNever;
     c.log(LogLevel::Info, "preforkd: fast shutdown");
     for (auto& p : programs_) p.kill_all(c);
+    orphans_.shutdown(true, now, out);
     collect(c);
     return;
   }
@@ -355,6 +392,7 @@ void Policy::shutdown(bool fast, TimePoint now, Actions& out) {
     c.log(LogLevel::Info, "preforkd: graceful shutdown (at most " + std::to_string(shutdown_timeout_.count()) + "ms)");
   }
   for (auto& p : programs_) p.stop_all(StopReason::Shutdown, Want::Down, c);
+  orphans_.shutdown(false, now, out);
   collect(c);
 }
 
@@ -629,7 +667,20 @@ Snapshot Policy::snapshot(TimePoint now) const {
     ps.notify_errors = p.notify_errors;
     ps.starts = p.starts;
     for (size_t i = 0; i < ps.exits.size(); ++i) ps.exits[i] = p.exits[i];
+    if (auto it = orphans_.totals().find(p.name()); it != orphans_.totals().end()) ps.orphans_total = it->second;
     s.programs.push_back(std::move(ps));
+  }
+  for (const auto& o : orphans_.list()) {
+    OrphanSnapshot os;
+    os.pid = o.pid;
+    os.command = o.comm;
+    os.program = o.origin.program;
+    os.left_by = o.origin.left_by;
+    os.state = to_string(o.state);
+    os.age_s = std::chrono::duration<double>(now - o.since).count();
+    auto p = std::find_if(s.programs.begin(), s.programs.end(),
+                          [&](const ProgramSnapshot& ps) { return !os.program.empty() && ps.name == os.program; });
+    (p == s.programs.end() ? s.orphans : p->orphans).push_back(std::move(os));
   }
   return s;
 }

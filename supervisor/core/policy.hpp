@@ -27,6 +27,7 @@
 #include "core/action.hpp"
 #include "core/config_diff.hpp"
 #include "core/operation.hpp"
+#include "core/orphans.hpp"
 #include "core/program.hpp"
 #include "core/snapshot.hpp"
 
@@ -69,8 +70,12 @@ class Policy {
   // ---- events ----
   void spawned(ProgramId program, int slot, ProcId proc, pid_t pid, TimePoint now, Actions& out);
   void spawn_failed(ProgramId program, int slot, ProcId proc, const std::string& what, TimePoint now, Actions& out);
-  // A reaped child. false: not a worker of ours (an orphan, T20).
+  // A reaped child. false: not a worker of ours (an orphan, T20): then call orphan_reaped.
   bool exited(pid_t pid, Termination t, const std::string& how, TimePoint now, Actions& out);
+  // ---- the process tree (core/orphans.hpp) ----
+  void orphan_reaped(pid_t pid, const std::string& how, TimePoint now, Actions& out);
+  void processes_seen(const std::vector<ProcessSeen>& procs, bool ok, TimePoint now, Actions& out);  // ScanOrphans
+  void worker_descendants(pid_t worker, const std::vector<ProcessSeen>& below);                      // WalkWorker
   void notify_line(ProcId proc, std::string_view line, TimePoint now, Actions& out);
   void notify_too_long(ProcId proc, size_t lines, TimePoint now, Actions& out);
   void memory_measured(ProcId proc, uint64_t rss, TimePoint now, Actions& out);
@@ -107,6 +112,10 @@ class Policy {
   std::vector<std::pair<std::string, uint64_t>> shapes_in_use() const;
   uint64_t reloads_ok() const { return reloads_ok_; }
   uint64_t reloads_failed() const { return reloads_failed_; }
+  const Orphans& orphans() const { return orphans_; }
+  void restore_orphans(std::vector<Orphan> list, std::map<std::string, uint64_t> totals) {
+    orphans_.restore(std::move(list), std::move(totals));
+  }
 
  private:
   enum class ReloadPhase { Idle, Reading, Running };
@@ -123,6 +132,7 @@ class Policy {
   void collect(Ctx& c);
   bool busy_with_rollouts() const;
   void index(const ProgramState& p);
+  std::optional<OrphanOrigin> origin_of(ProcId proc);
 
   Programs programs_;
   ProgramId next_program_ = 1;
@@ -143,6 +153,7 @@ class Policy {
   std::vector<PendingOp> pending_;
   uint64_t reloads_ok_ = 0;
   uint64_t reloads_failed_ = 0;
+  Orphans orphans_;
 };
 
 }  // namespace preforkd::core

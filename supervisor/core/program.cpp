@@ -130,6 +130,15 @@ void ProgramState::apply(Member& m, int slot, const Effects& e, Ctx& c) {
     c.log(e.anomaly ? LogLevel::Warn : LogLevel::Debug,
           tag(m.worker.slot) + (m.worker.pid > 0 ? " pid " + std::to_string(m.worker.pid) : "") + ": " + e.noop);
   if (e.signal != 0 && m.worker.pid > 0) {  // T14: only unreaped workers have a pid
+    if (m.worker.state == WorkerState::Stopping || m.worker.state == WorkerState::Killing) {
+      // A stop: what runs below the worker is read first, while it is still
+      // its, so that whatever lands on preforkd after its death is known to
+      // come from it (core/orphans.hpp).
+      Action walk;
+      walk.kind = Action::Kind::WalkWorker;
+      walk.pid = m.worker.pid;
+      c.out.push_back(std::move(walk));
+    }
     c.out.push_back(signal_action(m.worker.pid, e.signal, config().kill_group));
     c.log(LogLevel::Debug, tag(m.worker.slot) + " pid " + std::to_string(m.worker.pid) + ": sending signal " +
                                std::to_string(e.signal));

@@ -35,6 +35,16 @@ struct WorkerSnapshot {
   std::map<std::string, int64_t> gauges;
 };
 
+// A process a worker left behind, while preforkd stops it (or keeps it).
+struct OrphanSnapshot {
+  pid_t pid = 0;
+  std::string command;   // its comm (at most 15 bytes)
+  std::string program;   // the program it came from; "" when not known
+  pid_t left_by = 0;     // the worker it descends from; 0 when not known
+  std::string state;     // "stopping", "killing" or "kept"
+  double age_s = 0;      // since preforkd found it
+};
+
 struct ProgramSnapshot {
   std::string name;
   std::string state;          // "running", "crash-looping" or "stopped"
@@ -45,6 +55,8 @@ struct ProgramSnapshot {
   uint64_t notify_errors = 0;
   uint64_t starts = 0;
   std::array<uint64_t, 5> exits{};  // by kExitReasonNames
+  std::vector<OrphanSnapshot> orphans;  // being stopped or kept now
+  uint64_t orphans_total = 0;           // found, ever
 };
 
 struct Snapshot {
@@ -54,6 +66,7 @@ struct Snapshot {
   std::vector<ProgramSnapshot> programs;
   uint64_t reloads_ok = 0;
   uint64_t reloads_failed = 0;
+  std::vector<OrphanSnapshot> orphans;  // of no program that runs: origin unknown, or removed by a reload
 };
 
 }  // namespace preforkd::core

@@ -37,6 +37,7 @@ int main() {
   echo.starts = 7;
   echo.exits = {1, 2, 0, 0, 3};
   echo.notify_errors = 2;
+  echo.orphans_total = 5;
   echo.counters = {{"requests", 1234}, {"bytes_in", std::numeric_limits<uint64_t>::max()}, {"x", 1}};
   echo.gauges = {{"active_connections", 12}, {"x_total", 99}, {"x", 98}};  // both collide with counter x
 

@@ -54,6 +54,7 @@ TEST_CASE("metrics text: exact output for a small snapshot") {
   p.starts = 3;
   p.exits = {1, 0, 0, 0, 2};
   p.notify_errors = 4;
+  p.orphans_total = 3;
   p.counters = {{"requests", 10}};
   p.gauges = {{"active_connections", -1}};
   s.programs.push_back(p);
@@ -81,6 +82,9 @@ TEST_CASE("metrics text: exact output for a small snapshot") {
       "# HELP preforkd_notify_errors_total Malformed or rejected lines on the workers' notify pipes.\n"
       "# TYPE preforkd_notify_errors_total counter\n"
       "preforkd_notify_errors_total{program=\"echo\"} 4\n"
+      "# HELP preforkd_orphans_total Processes the workers left behind (orphans) that preforkd found, by the program they came from.\n"
+      "# TYPE preforkd_orphans_total counter\n"
+      "preforkd_orphans_total{program=\"echo\"} 3\n"
       "# HELP preforkd_program_requests_total Counter requests reported by the workers (live and retired).\n"
       "# TYPE preforkd_program_requests_total counter\n"
       "preforkd_program_requests_total{program=\"echo\"} 10\n"
@@ -104,6 +108,7 @@ TEST_CASE("metrics text: every fixed label set of a program is present with 0 fr
                             "\"} 0\n"));
   CHECK(contains(out, "preforkd_worker_starts_total{program=\"idle\"} 0\n"));
   CHECK(contains(out, "preforkd_notify_errors_total{program=\"idle\"} 0\n"));
+  CHECK(contains(out, "preforkd_orphans_total{program=\"idle\"} 0\n"));
   CHECK(contains(out, "preforkd_reloads_total{result=\"ok\"} 0\n"));
   CHECK(contains(out, "preforkd_reloads_total{result=\"failed\"} 0\n"));
   CHECK_FALSE(contains(out, "preforkd_program_"));
@@ -222,6 +227,8 @@ TEST_CASE("metrics text: an empty snapshot still has every fixed family") {
       "preforkd_reloads_total{result=\"ok\"} 0\n"
       "preforkd_reloads_total{result=\"failed\"} 0\n"
       "# HELP preforkd_notify_errors_total Malformed or rejected lines on the workers' notify pipes.\n"
-      "# TYPE preforkd_notify_errors_total counter\n";
+      "# TYPE preforkd_notify_errors_total counter\n"
+      "# HELP preforkd_orphans_total Processes the workers left behind (orphans) that preforkd found, by the program they came from.\n"
+      "# TYPE preforkd_orphans_total counter\n";
   CHECK(render_prometheus(s) == expected);
 }
