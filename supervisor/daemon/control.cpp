@@ -23,6 +23,7 @@ void Daemon::on_control_request(ControlServer::ClientId client, const std::strin
   log_->debug("control: {}{}{}", cmd, r.program.empty() ? "" : " ", r.program);
   auto t = now();
   if (cmd == "status" || cmd == "stats" || cmd == "version" || cmd == "metrics") {
+    if (cmd == "status") scan_orphans();  // the orphans as they are now (its actions are applied in settle)
     core::Snapshot s = policy_.snapshot(t);
     s.version = kVersion;
     s.pid = sys::self_pid();

@@ -21,6 +21,18 @@ bool known(const std::string& cmd) {
   return false;
 }
 
+// The orphans being stopped (or kept), for `status`.
+json orphans_json(const std::vector<core::OrphanSnapshot>& list) {
+  json out = json::array();
+  for (const auto& o : list) {
+    json j = {{"pid", o.pid}, {"command", o.command}, {"state", o.state}, {"age_s", o.age_s}};
+    if (!o.program.empty()) j["program"] = o.program;
+    if (o.left_by > 0) j["left_by"] = o.left_by;
+    out.push_back(std::move(j));
+  }
+  return out;
+}
+
 }  // namespace
 
 std::variant<ControlRequest, std::string> parse_control_request(std::string_view line) {
@@ -83,13 +95,15 @@ std::string reply_status(const core::Snapshot& s) {
     programs.push_back({{"name", p.name},
                         {"state", p.state},
                         {"workers_wanted", p.workers_wanted},
-                        {"workers", std::move(workers)}});
+                        {"workers", std::move(workers)},
+                        {"orphans", orphans_json(p.orphans)}});
   }
   return dump({{"ok", true},
                {"version", s.version},
                {"pid", s.pid},
                {"generation", s.generation},
-               {"programs", std::move(programs)}});
+               {"programs", std::move(programs)},
+               {"orphans", orphans_json(s.orphans)}});
 }
 
 std::string reply_stats(const core::Snapshot& s) {

@@ -379,7 +379,7 @@ void Daemon::reap() {
     auto proc = policy_.proc_of_pid(r.pid);
     if (!proc) {
       // T20: an orphan that landed on us, never a worker.
-      log_->debug("preforkd: reaped orphan pid {} ({})", r.pid, r.status.to_string());
+      policy_.orphan_reaped(r.pid, r.status.to_string(), now(), actions_);
       continue;
     }
     close_proc_pipes(*proc);  // drains first: no line of a dead worker is lost (T23)
@@ -447,6 +447,10 @@ void Daemon::apply(const core::Action& a) {
       for (auto it = slot_sockets_.begin(); it != slot_sockets_.end();)
         it = it->first.first == a.program ? slot_sockets_.erase(it) : std::next(it);
       break;
+    case K::ScanOrphans: scan_orphans(); break;
+    case K::WalkWorker: walk_worker(a.pid); break;
+    case K::SignalOrphan:
+    case K::SignalGroup: signal_orphan(a); break;
   }
 }
 

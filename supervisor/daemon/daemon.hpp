@@ -150,6 +150,11 @@ class Daemon {
   void collect_resources();
   void log_once(const std::string& cause, const std::string& message);
 
+  // ---- the process tree (orphans.cpp) ----
+  void scan_orphans();               // ScanOrphans: preforkd's processes that are not workers
+  void walk_worker(pid_t worker);    // WalkWorker: a worker's descendants, before its stop signal
+  void signal_orphan(const core::Action& a);  // SignalOrphan, SignalGroup
+
   // ---- reload (reload.cpp) ----
   void begin_reload(std::vector<core::ClientId> clients);
   config::Config running_config() const;

@@ -119,6 +119,20 @@ json Daemon::serialize_state() const {
   }
   json texts = json::object();
   for (const auto& [gen, text] : config_texts_) texts[std::to_string(gen)] = text;
+  json orphans = json::array();  // being stopped or kept: the new binary goes on with them
+  for (const auto& o : policy_.orphans().list())
+    orphans.push_back({{"pid", o.pid},
+                       {"start_time", o.start_time},
+                       {"comm", o.comm},
+                       {"program", o.origin.program},
+                       {"tag", o.origin.tag},
+                       {"left_by", o.origin.left_by},
+                       {"keep", o.origin.policy.keep},
+                       {"stop_signal", o.origin.policy.stop_signal},
+                       {"stop_timeout_ms", o.origin.policy.stop_timeout.count()},
+                       {"since", to_ns(o.since)},
+                       {"state", core::to_string(o.state)},
+                       {"deadline", to_ns(o.deadline)}});
   return json{{"format", kStateFormat},
               {"version", kStateVersion},
               {"from_version", kVersion},
@@ -132,7 +146,9 @@ json Daemon::serialize_state() const {
               {"control_socket", config_.supervisor.control_socket},
               {"metrics", config_.supervisor.metrics ? *config_.supervisor.metrics : ""},
               {"metrics_fd", metrics_ ? metrics_->listen_fd() : -1},
-              {"programs", programs}};
+              {"programs", programs},
+              {"orphans", orphans},
+              {"orphans_total", policy_.orphans().totals()}};
 }
 
 // The new binary's side: everything the old one handed over, checked, then
@@ -255,6 +271,26 @@ void Daemon::adopt_state(const json& st, const std::map<uint64_t, config::Config
   }
   policy_.adopt(std::move(programs), generation, st.at("reloads_ok").get<uint64_t>(),
                 st.at("reloads_failed").get<uint64_t>());
+  // Orphans (optional: a state written before the process tree had none).
+  std::vector<core::Orphan> orphans;
+  for (const auto& jo : st.value("orphans", json::array())) {
+    core::Orphan o;
+    o.pid = jo.at("pid").get<pid_t>();
+    o.start_time = jo.at("start_time").get<uint64_t>();
+    o.comm = jo.at("comm").get<std::string>();
+    o.origin.program = jo.at("program").get<std::string>();
+    o.origin.tag = jo.at("tag").get<std::string>();
+    o.origin.left_by = jo.at("left_by").get<pid_t>();
+    o.origin.policy.keep = jo.at("keep").get<bool>();
+    o.origin.policy.stop_signal = jo.at("stop_signal").get<int>();
+    o.origin.policy.stop_timeout = core::Duration(jo.at("stop_timeout_ms").get<int64_t>());
+    o.since = from_ns(jo.at("since").get<int64_t>());
+    o.state = named<core::OrphanState>(jo, "state", core::orphan_state_from);
+    o.deadline = from_ns(jo.at("deadline").get<int64_t>());
+    orphans.push_back(std::move(o));
+  }
+  policy_.restore_orphans(std::move(orphans),
+                          st.value("orphans_total", json::object()).get<std::map<std::string, uint64_t>>());
   // Into the loop: reuseport sockets under the ids the policy gave, pipes.
   size_t i = 0;
   for (const auto& p : policy_.programs()) {

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "core/lifecycle.hpp"
+#include "core/orphans.hpp"
 #include "core/program.hpp"
 #include "core/worker.hpp"
 #include "sys/error.hpp"
@@ -116,6 +117,16 @@ std::optional<std::map<uint64_t, config::Config>> validate_state(const json& sta
       for (const auto& l : p.at("listeners")) require(l.at("fd").is_number_integer(), "program " + name + ": listeners");
       for (const auto& s : p.at("slots")) check_slot(s, "program " + name + " slot", true);
       for (const auto& s : p.at("retirees")) check_slot(s, "program " + name + " retiree", false);
+    }
+    // Orphans being stopped: optional (a state from before the process tree has none).
+    for (const auto& o : state.value("orphans", json::array())) {
+      for (const char* k : {"pid", "start_time", "left_by", "stop_signal", "stop_timeout_ms", "since", "deadline"})
+        require(o.contains(k) && o[k].is_number_integer(), std::string("orphans.") + k + ": missing or not an integer");
+      for (const char* k : {"comm", "program", "tag", "state"})
+        require(o.contains(k) && o[k].is_string(), std::string("orphans.") + k + ": missing or not a string");
+      require(o.contains("keep") && o["keep"].is_boolean(), "orphans.keep: missing or not a boolean");
+      require(core::orphan_state_from(o["state"].get<std::string>()).has_value(),
+              "orphans.state: unknown name `" + o["state"].get<std::string>() + "`");
     }
     return configs;
   } catch (const std::exception& e) {
