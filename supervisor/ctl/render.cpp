@@ -325,6 +325,24 @@ std::string render_status(const nlohmann::json& status, const nlohmann::json& st
   }
   out += "\n" + table(summary, options.colour);
   if (workers.size() > 1) out += "\n" + table(workers, options.colour);
+  // Processes the workers left behind, while preforkd stops (or keeps) them.
+  std::vector<Row> orphans = {{{"PROGRAM"}, {"ORPHAN"}, {"COMMAND"}, {"LEFT BY"}, {"STATE"}, {"SINCE"}}};
+  auto add_orphans = [&](const json& list, const std::string& program) {
+    for (const auto& o : array_field(list, "orphans")) {
+      const json& age = field(o, "age_s");
+      const std::string state = text(o, "state");
+      const json& from = field(o, "program");
+      orphans.push_back({{from.is_string() ? text(from) : program},
+                         {text(o, "pid")},
+                         {text(o, "command")},
+                         {text(o, "left_by")},
+                         {state, state == "kept" ? nullptr : kYellow},
+                         {age.is_number() ? format_uptime(age.get<double>()) : "-"}});
+    }
+  };
+  for (const auto& p : programs) add_orphans(p, text(p, "name"));
+  add_orphans(status, "-");
+  if (orphans.size() > 1) out += "\n" + table(orphans, options.colour);
   return out;
 }
 

@@ -37,7 +37,9 @@ bool status_lacks_counters(const nlohmann::json& status);
 // The status reply: a header line, one row per program (state, ready/wanted)
 // and one row per worker (PROGRAM SLOT PID STATE UPTIME RESTARTS REQUESTS
 // STATUS). REQUESTS comes from the worker's own counters, else from `stats`
-// (a stats reply, or null), matched by program and pid, else "-".
+// (a stats reply, or null), matched by program and pid, else "-". Then, when
+// there are any, the orphans being stopped or kept (PROGRAM ORPHAN COMMAND
+// LEFT BY STATE SINCE), those of unknown origin under program "-".
 std::string render_status(const nlohmann::json& status, const nlohmann::json& stats,
                           const RenderOptions& options = {});
 

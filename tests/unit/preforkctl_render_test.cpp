@@ -139,6 +139,29 @@ TEST_CASE("status: rollout with a retiring worker, a slot in backoff and missing
         "cron-like  0     -    stopping  -       -         -         -\n");
 }
 
+TEST_CASE("status: orphans being stopped or kept, with their program, command, worker and age") {
+  json status = kSpecStatus;
+  status["programs"][0]["orphans"] = json::parse(
+      R"([{"pid":4711,"command":"sleep","program":"echo","left_by":4700,"state":"stopping","age_s":3.2},
+          {"pid":4712,"command":"job\u001b[2J","program":"echo","state":"kept","age_s":75}])");
+  status["orphans"] = json::parse(R"([{"pid":5000,"command":"stray","state":"killing","age_s":12}])");
+  CHECK(render_status(status, kSpecStats) ==
+        "preforkd 1.2.3 (pid 100), configuration generation 3\n"
+        "\n"
+        "PROGRAM  STATE    READY\n"
+        "echo     running  1/4\n"
+        "\n"
+        "PROGRAM  SLOT  PID  STATE  UPTIME  RESTARTS  REQUESTS  STATUS\n"
+        "echo     0     123  ready  12s     0         42        serving\n"
+        "\n"
+        "PROGRAM  ORPHAN  COMMAND  LEFT BY  STATE     SINCE\n"
+        "echo     4711    sleep    4700     stopping  3s\n"
+        "echo     4712    job?[2J  -        kept      1m15s\n"
+        "-        5000    stray    -        killing   12s\n");
+  // None: no orphan table at all (SPEC's example above has none).
+  CHECK(render_status(kSpecStatus, kSpecStats).find("ORPHAN") == std::string::npos);
+}
+
 TEST_CASE("status: colour marks states without moving the columns") {
   RenderOptions colour;
   colour.colour = true;
