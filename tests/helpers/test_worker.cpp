@@ -18,13 +18,25 @@
 //   3. --stdout/--stderr     lines, in command-line order
 //   4. --notify LINE         LINE + "\n" in one write() to PREFORKD_NOTIFY_FD
 //   5. --double-fork         a grandchild in our process group that sleeps forever
+//      --fork-child MODE     a child of ours (repeatable), after the grandchild:
+//                            group   in a process group of its own (setpgid)
+//                            setsid  in a session of its own (setsid)
+//                            landed  a grandchild in a session of its own whose
+//                                    parent (our child) exits at once: it lands on
+//                                    the subreaper while we still run
+//                            Each one serves fd 3 like --serve (when --serve is given,
+//                            replying with its own pid), else waits; on SIGTERM it
+//                            dies, or with --child-ignore-term ignores it, or with
+//                            --child-marker FILE appends "<pid>\n" to FILE, then exits 0.
+//                            Their pids are the dump's "children".
 //   6. signals               --ignore-term: SIGTERM ignored; else SIGTERM → _exit(0)
 //                            (with --flood: SIGTERM → the flood report line, then _exit(0));
 //                            with --flood or --watchdog-every, SIGPIPE is ignored
 //   7. the action            --exit N | --exit-after MS | --kill-self SIG | --flood KIND |
 //                            --serve | pause()
-// With --double-fork, the dump file is written after step 5 (with the grandchild's
-// pid) instead of at step 1; its content is still the state captured at step 1.
+// With --double-fork or --fork-child, the dump file is written after step 5 (with
+// the grandchild's and the children's pids) instead of at step 1; its content is
+// still the state captured at step 1.
 //
 // Timed duties, run by the action's own loop (MS counted from the start of step 7;
 // --exit and --kill-self act at once, so they never get to them):
@@ -94,6 +106,8 @@ constexpr char kUsage[] =
     "                            [--exit N] [--exit-after MS] [--kill-self SIG] [--serve]\n"
     "                            [--flood KIND [--flood-for MS]] [--hang-after MS]\n"
     "                            [--watchdog-every MS] [--rss-mb N]\n"
+    "                            [--fork-child group|setsid|landed]... [--child-ignore-term]\n"
+    "                            [--child-marker FILE]\n"
     "FILE may contain %p (the pid). Default action: pause() until SIGTERM (exit 0).\n"
     "  --flood KIND          flood PREFORKD_NOTIFY_FD as fast as it is drained, KIND one of\n"
     "                        counters|garbage|long|names|mixed; on SIGTERM print\n"
@@ -122,6 +136,9 @@ struct Options {
   long flood_for_ms = -1;
   long hang_after_ms = -1;
   long watchdog_every_ms = -1;
+  std::vector<std::string> fork_children;  // --fork-child MODE, in order
+  bool child_ignore_term = false;
+  std::string child_marker;
 };
 
 [[noreturn]] void usage_error(const std::string& message) {
@@ -159,10 +176,15 @@ Options parse_options(int argc, char** argv) {
       opt.serve = true;
       continue;
     }
+    if (arg == "--child-ignore-term") {
+      opt.child_ignore_term = true;
+      continue;
+    }
     static const char* const kWithValue[] = {"--dump-state", "--stdout",     "--stderr",
                                              "--notify",     "--exit",       "--exit-after",
                                              "--kill-self",  "--flood",      "--flood-for",
-                                             "--hang-after", "--watchdog-every", "--rss-mb"};
+                                             "--hang-after", "--watchdog-every", "--rss-mb",
+                                             "--fork-child", "--child-marker"};
     if (std::find(std::begin(kWithValue), std::end(kWithValue), arg) == std::end(kWithValue))
       usage_error("unknown option '" + arg + "'");
     if (i + 1 >= argc) usage_error("option '" + arg + "' needs a value");
@@ -192,6 +214,13 @@ Options parse_options(int argc, char** argv) {
       opt.flood = value;
     } else if (arg == "--flood-for") {
       opt.flood_for_ms = parse_long(arg, value, 0, LONG_MAX / 1000000);
+    } else if (arg == "--fork-child") {
+      std::string mode = value;
+      if (mode != "group" && mode != "setsid" && mode != "landed")
+        usage_error("--fork-child: expected group, setsid or landed, got '" + mode + "'");
+      opt.fork_children.push_back(mode);
+    } else if (arg == "--child-marker") {
+      opt.child_marker = value;
     } else if (arg == "--hang-after") {
       opt.hang_after_ms = parse_long(arg, value, 0, LONG_MAX / 1000000);
     } else {  // --watchdog-every
@@ -398,10 +427,14 @@ std::string capture_state(int argc, char** argv) {
 }
 
 // Writes FILE.tmp then renames it over FILE, so a reader never sees half a dump.
-void write_dump(std::string path, const std::string& state, pid_t grandchild) {
+void write_dump(std::string path, const std::string& state, pid_t grandchild,
+                const std::vector<pid_t>& children = {}) {
   const std::string pid = std::to_string(::getpid());
   for (std::size_t pos; (pos = path.find("%p")) != std::string::npos;) path.replace(pos, 2, pid);
-  std::string json = state + ",\"grandchild\":" + (grandchild > 0 ? std::to_string(grandchild) : "null") + "}\n";
+  std::string kids;
+  for (pid_t c : children) kids += (kids.empty() ? "" : ",") + std::to_string(c);
+  std::string json = state + ",\"grandchild\":" + (grandchild > 0 ? std::to_string(grandchild) : "null") +
+                     ",\"children\":[" + kids + "]}\n";
   const std::string tmp = path + ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
@@ -486,6 +519,107 @@ pid_t double_fork() {
 }
 
 extern "C" void on_term(int) { ::_exit(0); }
+
+// --fork-child --------------------------------------------------------------
+
+const char* g_child_marker = nullptr;  // --child-marker FILE, for the handler below
+
+// SIGTERM in a --fork-child child with --child-marker: "<pid>\n" appended to
+// the file, then exit 0. Async-signal-safe: open, write, _exit only.
+extern "C" void on_term_marker(int) {
+  char buf[24];
+  std::size_t n = 0;
+  char digits[16];
+  int k = 0;
+  for (unsigned long v = static_cast<unsigned long>(::getpid()); v != 0 || k == 0; v /= 10)
+    digits[k++] = static_cast<char>('0' + v % 10);
+  while (k > 0) buf[n++] = digits[--k];
+  buf[n++] = '\n';
+  int fd = ::open(g_child_marker, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd >= 0) {
+    ssize_t ignored = ::write(fd, buf, n);
+    (void)ignored;
+    ::close(fd);
+  }
+  ::_exit(0);
+}
+
+// A --fork-child child's SIGTERM disposition, set before it reports back, so
+// that a test that has read the dump can rely on it.
+void child_setup(const Options& opt) {
+  struct sigaction sa {};
+  sigemptyset(&sa.sa_mask);
+  if (opt.child_ignore_term) {
+    sa.sa_handler = SIG_IGN;
+  } else if (!opt.child_marker.empty()) {
+    g_child_marker = opt.child_marker.c_str();
+    sa.sa_handler = on_term_marker;
+  } else {
+    sa.sa_handler = SIG_DFL;
+  }
+  ::sigaction(SIGTERM, &sa, nullptr);
+}
+
+// What a --fork-child child does: serve fd 3 (with --serve) or wait, forever.
+[[noreturn]] void child_main(const Options& opt) {
+  if (!opt.serve)
+    for (;;) ::pause();
+  const std::string reply = std::to_string(::getpid()) + "\n";
+  for (;;) {
+    int c = ::accept4(3, nullptr, nullptr, SOCK_CLOEXEC);
+    if (c < 0) {
+      if (errno == EINTR || errno == ECONNABORTED || errno == EAGAIN) continue;
+      ::_exit(1);
+    }
+    ssize_t ignored = ::send(c, reply.data(), reply.size(), MSG_NOSIGNAL);
+    (void)ignored;
+    ::close(c);
+  }
+}
+
+// Forks one --fork-child child; returns its pid once it has left our process
+// group or session (so that a test that reads the dump sees it done), or -1.
+pid_t fork_child(const std::string& mode, const Options& opt) {
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) return -1;
+  pid_t child = ::fork();
+  if (child < 0) return -1;
+  if (child == 0) {
+    ::close(p[0]);
+    pid_t me = -1;
+    child_setup(opt);
+    if (mode == "group") {
+      if (::setpgid(0, 0) == 0) me = ::getpid();
+    } else if (mode == "setsid") {
+      if (::setsid() >= 0) me = ::getpid();
+    } else {  // landed: the grandchild, in a session of its own, outlives us
+      pid_t grandchild = ::fork();
+      if (grandchild == 0) {
+        pid_t gme = ::setsid() >= 0 ? ::getpid() : -1;
+        ssize_t ignored = ::write(p[1], &gme, sizeof gme);
+        (void)ignored;
+        ::close(p[1]);
+        child_main(opt);
+      }
+      ::_exit(0);
+    }
+    ssize_t ignored = ::write(p[1], &me, sizeof me);
+    (void)ignored;
+    ::close(p[1]);
+    child_main(opt);
+  }
+  ::close(p[1]);
+  pid_t result = -1;
+  ssize_t n;
+  do {
+    n = ::read(p[0], &result, sizeof result);
+  } while (n < 0 && errno == EINTR);
+  ::close(p[0]);
+  if (mode == "landed")
+    while (::waitpid(child, nullptr, 0) < 0 && errno == EINTR) {
+    }
+  return n == static_cast<ssize_t>(sizeof result) ? result : -1;
+}
 
 // --rss-mb: the memory held until the end. A volatile global, so that the
 // compiler cannot drop the allocation and the writes as unused.
@@ -839,9 +973,10 @@ int main(int argc, char** argv) {
 
   // 1. First of all: the state as inherited.
   std::string state;
+  const bool dump_later = opt.double_fork || !opt.fork_children.empty();
   if (!opt.dump_file.empty()) {
     state = capture_state(argc, argv);
-    if (!opt.double_fork) write_dump(opt.dump_file, state, -1);
+    if (!dump_later) write_dump(opt.dump_file, state, -1);
   }
 
   // 2. Memory held.
@@ -853,12 +988,19 @@ int main(int argc, char** argv) {
   // 4. Notify lines.
   for (const std::string& line : opt.notify) send_notify(line);
 
-  // 5. A grandchild left behind.
+  // 5. A grandchild left behind, children of our own.
+  pid_t grandchild = -1;
   if (opt.double_fork) {
-    pid_t grandchild = double_fork();
+    grandchild = double_fork();
     if (grandchild < 0) std::fprintf(stderr, "preforkd-test-worker: double fork failed\n");
-    if (!opt.dump_file.empty()) write_dump(opt.dump_file, state, grandchild);
   }
+  std::vector<pid_t> children;
+  for (const std::string& mode : opt.fork_children) {
+    pid_t c = fork_child(mode, opt);
+    if (c < 0) std::fprintf(stderr, "preforkd-test-worker: --fork-child %s failed\n", mode.c_str());
+    else children.push_back(c);
+  }
+  if (dump_later && !opt.dump_file.empty()) write_dump(opt.dump_file, state, grandchild, children);
 
   // 6. Signals. The timed duties count from here (the start of the action).
   Ticker ticker(opt, notify_fd_from_env());
