@@ -5,7 +5,8 @@
 // The daemon applies the list in order (daemon/daemon.cpp, apply()); some
 // actions are answered by a new event (Spawn → Policy::spawned or
 // spawn_failed, MeasureMemory → Policy::memory_measured, BeginReload →
-// Policy::commit_reload or reload_failed). Plain struct rather than a
+// Policy::commit_reload or reload_failed, ScanOrphans →
+// Policy::processes_seen, WalkWorker → Policy::worker_descendants). Plain struct rather than a
 // variant: unit tests compare fields directly.
 #pragma once
 
