@@ -55,7 +55,7 @@ std::string Orphans::who(const Orphan& o) const {
 // ---- events ----
 
 void Orphans::worker_exited(OrphanOrigin worker) {
-  departed_.push_back(std::move(worker));
+  departed_.push_back(Departed{std::move(worker), false});
   scan_due_ = true;
 }
 
@@ -76,7 +76,7 @@ void Orphans::worker_descendants(const OrphanOrigin& worker, const std::vector<P
   for (const auto& p : below) known_[p.pid] = Known{p.start_time, worker};
 }
 
-void Orphans::processes_seen(const std::vector<ProcessSeen>& procs, bool ok,
+void Orphans::processes_seen(const std::vector<ProcessSeen>& procs, bool ok, bool settled,
                              const std::function<bool(pid_t)>& live_worker, const OrphanOrigin* sole, TimePoint now,
                              Actions& out) {
   // 1. What remains of the process groups of the workers that exited gets
@@ -84,7 +84,12 @@ void Orphans::processes_seen(const std::vector<ProcessSeen>& procs, bool ok,
   //    an empty group's number is free again, and may lead someone else's
   //    group by now (T14).
   std::set<pid_t> group_signalled;
-  for (const auto& d : departed_) {
+  for (auto& dep : departed_) {
+    const OrphanOrigin& d = dep.worker;
+    if (dep.group_signalled) {
+      group_signalled.insert(d.left_by);
+      continue;
+    }
     if ((d.policy.keep && !shutting_down_) || d.left_by <= 1 || live_worker(d.left_by)) continue;
     bool remains = !ok || std::any_of(procs.begin(), procs.end(), [&](const ProcessSeen& p) {
                      return p.pgid == d.left_by;
@@ -96,6 +101,7 @@ void Orphans::processes_seen(const std::vector<ProcessSeen>& procs, bool ok,
     a.signal = forced_ ? SIGKILL : d.policy.stop_signal;
     out.push_back(std::move(a));
     group_signalled.insert(d.left_by);
+    dep.group_signalled = true;
   }
 
   // 2. Known orphans that are no longer there (only a full scan can tell).
@@ -117,6 +123,7 @@ void Orphans::processes_seen(const std::vector<ProcessSeen>& procs, bool ok,
 
   // 3. New ones, parents before children (the scan's order).
   std::set<pid_t> theirs;  // a live worker's: in its group, or below such a process
+  std::map<pid_t, uint64_t> deferred;
   for (const auto& p : procs) {
     if (live_worker(p.pgid) || theirs.count(p.ppid) != 0) {
       theirs.insert(p.pid);
@@ -127,20 +134,28 @@ void Orphans::processes_seen(const std::vector<ProcessSeen>& procs, bool ok,
     OrphanOrigin origin;
     auto known = known_.find(p.pid);
     auto departed = std::find_if(departed_.begin(), departed_.end(),
-                                 [&](const OrphanOrigin& d) { return d.left_by == p.pgid; });
+                                 [&](const Departed& d) { return d.worker.left_by == p.pgid; });
     auto parent = std::find_if(list_.begin(), list_.end(), [&](const Orphan& o) { return o.pid == p.ppid; });
     if (known != known_.end() && known->second.start_time == p.start_time) {
       origin = known->second.origin;  // recorded at its worker's stop
     } else if (departed != departed_.end()) {
-      origin = *departed;  // what remains of the group of a worker that just exited
+      origin = departed->worker;  // what remains of the group of a worker that just exited
     } else if (parent != list_.end()) {
       origin = parent->origin;
+    } else if (!settled && !(deferred_.count(p.pid) != 0 && deferred_[p.pid] == p.start_time)) {
+      // Perhaps a child of a worker whose death is not reaped yet: the
+      // next scan (after that reap) knows better. Once only, so that a
+      // constant churn of exits cannot keep it waiting.
+      deferred[p.pid] = p.start_time;
+      theirs.insert(p.pid);  // and what is below it waits with it
+      continue;
     } else if (!departed_.empty() &&
-               std::all_of(departed_.begin(), departed_.end(),
-                           [&](const OrphanOrigin& d) { return d.program == departed_.front().program; })) {
+               std::all_of(departed_.begin(), departed_.end(), [&](const Departed& d) {
+                 return d.worker.program == departed_.front().worker.program;
+               })) {
       // It landed when these workers exited: theirs, though which one is
       // only certain when there is one.
-      origin = departed_.front();
+      origin = departed_.front().worker;
       if (departed_.size() > 1) {
         origin.tag = origin.program;
         origin.left_by = 0;
@@ -159,7 +174,10 @@ void Orphans::processes_seen(const std::vector<ProcessSeen>& procs, bool ok,
   //    once it has exited, this scan has found all that was left of it.
   for (auto it = known_.begin(); it != known_.end();)
     it = live_worker(it->second.origin.left_by) ? std::next(it) : known_.erase(it);
-  departed_.clear();
+  // The workers that exited stay the candidates until a settled scan (the
+  // one after the pending reap) has looked at what they left.
+  if (settled) departed_.clear();
+  deferred_ = std::move(deferred);
 }
 
 void Orphans::adopt(const ProcessSeen& p, const OrphanOrigin& origin, bool signalled, TimePoint now,

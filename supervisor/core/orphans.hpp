@@ -106,11 +106,15 @@ class Orphans {
   // stopped (whose origin is `worker`).
   void worker_descendants(const OrphanOrigin& worker, const std::vector<ProcessSeen>& below);
   // The answer to ScanOrphans. `ok` false: /proc could not be read (fully).
-  // `live_worker(pid)`: a worker with an unreaped process has that pid.
-  // `sole`: the origin to assume when nothing else tells, when preforkd runs
-  // only one program (null otherwise).
-  void processes_seen(const std::vector<ProcessSeen>& procs, bool ok, const std::function<bool(pid_t)>& live_worker,
-                      const OrphanOrigin* sole, TimePoint now, Actions& out);
+  // `settled` false: some child had exited and was not reaped yet, perhaps
+  // a worker whose children are in the scan already; a process whose origin
+  // would only be guessed then waits for the next scan (which that reap
+  // brings), once. `live_worker(pid)`: a worker with an unreaped process
+  // has that pid. `sole`: the origin to assume when nothing else tells,
+  // when preforkd runs only one program (null otherwise).
+  void processes_seen(const std::vector<ProcessSeen>& procs, bool ok, bool settled,
+                      const std::function<bool(pid_t)>& live_worker, const OrphanOrigin* sole, TimePoint now,
+                      Actions& out);
 
   // ---- shutdown: every orphan goes, kept ones too ----
   void shutdown(bool fast, TimePoint now, Actions& out);
@@ -140,8 +144,13 @@ class Orphans {
 
   std::vector<Orphan> list_;
   std::map<std::string, uint64_t> totals_;
-  std::vector<OrphanOrigin> departed_;  // workers reaped since the last scan
+  struct Departed {
+    OrphanOrigin worker;
+    bool group_signalled = false;
+  };
+  std::vector<Departed> departed_;      // workers reaped since the last settled scan
   std::map<pid_t, Known> known_;        // descendants of workers being stopped
+  std::map<pid_t, uint64_t> deferred_;  // pid → start time: left for the next scan once
   bool scan_due_ = false;
   bool shutting_down_ = false;
   bool forced_ = false;  // fast shutdown, or shutdown_timeout passed: SIGKILL at once

@@ -209,14 +209,15 @@ void Policy::orphan_reaped(pid_t pid, const std::string& how, TimePoint now, Act
   orphans_.reaped(pid, how, now, out);
 }
 
-void Policy::processes_seen(const std::vector<ProcessSeen>& procs, bool ok, TimePoint now, Actions& out) {
+void Policy::processes_seen(const std::vector<ProcessSeen>& procs, bool ok, bool settled, TimePoint now,
+                            Actions& out) {
   std::optional<OrphanOrigin> sole;
   if (programs_.size() == 1) {
     const ProgramState& p = programs_.front();
     sole = OrphanOrigin{p.name(), p.name(), 0, OrphanPolicy::from(p.config())};
   }
-  orphans_.processes_seen(procs, ok, [this](pid_t pid) { return pids_.count(pid) != 0; }, sole ? &*sole : nullptr,
-                          now, out);
+  orphans_.processes_seen(procs, ok, settled, [this](pid_t pid) { return pids_.count(pid) != 0; },
+                          sole ? &*sole : nullptr, now, out);
 }
 
 void Policy::worker_descendants(pid_t worker, const std::vector<ProcessSeen>& below) {

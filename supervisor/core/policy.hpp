@@ -74,7 +74,8 @@ class Policy {
   bool exited(pid_t pid, Termination t, const std::string& how, TimePoint now, Actions& out);
   // ---- the process tree (core/orphans.hpp) ----
   void orphan_reaped(pid_t pid, const std::string& how, TimePoint now, Actions& out);
-  void processes_seen(const std::vector<ProcessSeen>& procs, bool ok, TimePoint now, Actions& out);  // ScanOrphans
+  void processes_seen(const std::vector<ProcessSeen>& procs, bool ok, bool settled, TimePoint now,
+                      Actions& out);                                                // ScanOrphans
   void worker_descendants(pid_t worker, const std::vector<ProcessSeen>& below);                      // WalkWorker
   void notify_line(ProcId proc, std::string_view line, TimePoint now, Actions& out);
   void notify_too_long(ProcId proc, size_t lines, TimePoint now, Actions& out);

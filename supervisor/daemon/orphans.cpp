@@ -30,6 +30,9 @@ std::vector<core::ProcessSeen> to_seen(const std::vector<sys::ProcessFacts>& fac
 }  // namespace
 
 void Daemon::scan_orphans() {
+  // First: a child that died after this iteration's reap (a worker, whose
+  // children may be ours already) makes the scan unsettled (core/orphans).
+  bool settled = !sys::child_exited_unreaped();
   std::vector<pid_t> children;
   int err = sys::children_of(sys::self_pid(), children);
   std::vector<pid_t> roots;
@@ -43,7 +46,7 @@ void Daemon::scan_orphans() {
              "preforkd: cannot read every process below preforkd from /proc" +
                  std::string(err != 0 ? std::string(": ") + std::strerror(err) : std::string()) +
                  "; orphans may be found late");
-  policy_.processes_seen(to_seen(facts), ok, now(), actions_);
+  policy_.processes_seen(to_seen(facts), ok, settled, now(), actions_);
 }
 
 void Daemon::walk_worker(pid_t worker) {

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -97,6 +98,7 @@ int read_process(pid_t pid, ProcessFacts& out) noexcept {
   try {
     std::string text;
     if (int err = read_proc_file(path, text)) return err == ENOENT ? ESRCH : err;
+    if (text.empty()) return ESRCH;  // reaped between the open and the read
     // "pid (comm) state ppid pgrp session tty_nr tpgid flags minflt cminflt
     // majflt cmajflt utime stime cutime cstime priority nice num_threads
     // itrealvalue starttime ...": comm may hold spaces and ')', so the last
@@ -201,6 +203,12 @@ std::vector<ProcessFacts> subtree(const std::vector<pid_t>& roots, bool include_
   }
   if (complete) *complete = all;
   return out;
+}
+
+bool child_exited_unreaped() noexcept {
+  siginfo_t info{};
+  int rc = retry_on_eintr([&] { return ::waitid(P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT); });
+  return rc == 0 && info.si_pid != 0;
 }
 
 int signal_group(pid_t pgid, int sig) noexcept {

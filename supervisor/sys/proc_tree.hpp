@@ -51,6 +51,12 @@ int children_of(pid_t pid, std::vector<pid_t>& out) noexcept;
 std::vector<ProcessFacts> subtree(const std::vector<pid_t>& roots, bool include_roots, size_t limit,
                                   bool* complete = nullptr);
 
+// Has some child of ours exited without being reaped yet? (waitid with
+// WNOWAIT: it stays a zombie for reap_all.) A scan taken meanwhile may show
+// the children of a worker that died a moment ago as ours, before its death
+// was reported.
+bool child_exited_unreaped() noexcept;
+
 // killpg(pgid, sig), nothing else: no fallback to the leader's pid. 0 or an errno.
 int signal_group(pid_t pgid, int sig) noexcept;
 
