@@ -279,6 +279,36 @@ TEST_CASE("process tree: preforkctl status lists the orphans being stopped, --js
   CHECK(d.stop() == 0);
 }
 
+TEST_CASE("T21 process tree: after USR2 preforkd goes on with the orphans it had, found and counted once") {
+  TempDir dir;
+  Preforkd d(dir, "programs:\n" + worker_program("jobs", 1,
+                                                 "--fork-child, setsid, --dump-state, " + dir.file("state.json"),
+                                                 "    orphans: keep\n"));
+  REQUIRE(wait_until([&] { return file_exists(dir.file("state.json")); }));
+  auto first = read_json(dir.file("state.json"));
+  pid_t worker = first["pid"].get<pid_t>();
+  pid_t kid = children_in(first).at(0);
+  ::kill(worker, SIGKILL);
+  const std::string line = orphan_line(kid, worker, "kept (orphans: keep)");
+  REQUIRE(d.wait_for_log(line) != std::string::npos);
+  REQUIRE(wait_until([&] { return pids_of(d.control({{"cmd", "status"}}), "jobs").size() == 1; }));
+
+  ::kill(d.pid(), SIGUSR2);
+  REQUIRE_MESSAGE(d.wait_for_log("took over 1 worker(s)", 20s) != std::string::npos, d.log());
+  auto orphans = program_of(d.control({{"cmd", "status"}}), "jobs")["orphans"];  // a scan, too
+  REQUIRE(orphans.size() == 1);
+  CHECK(orphans[0]["pid"] == kid);
+  CHECK(orphans[0]["left_by"] == worker);  // what it knew, not a guess made anew
+  CHECK(orphans[0]["state"] == "kept");
+  std::string log = d.log();
+  CHECK(log.find(line) == log.rfind(line));  // logged once
+  auto metrics = d.control({{"cmd", "metrics"}});
+  CHECK(metrics["text"].get<std::string>().find("preforkd_orphans_total{program=\"jobs\"} 1\n") !=
+        std::string::npos);
+  CHECK(d.stop() == 0);
+  CHECK_FALSE(pid_alive(kid));
+}
+
 TEST_CASE("process tree: a reload of an nginx-style master/worker program serves only the new generation") {
   TempDir dir;
   auto yaml = [&](const std::string& tag) {

@@ -84,3 +84,21 @@ TEST_CASE("T21 upgrade state: an unknown or numeric enum is refused, naming the 
   numeric["state"] = 2;  // version 1 wrote enums as numbers
   CHECK(refusal(state_with(slot(numeric))).find("state: missing or not a name") != std::string::npos);
 }
+
+TEST_CASE("T21 upgrade state: orphans being stopped are optional, and their state goes by name") {
+  json st = state_with(slot(worker("ready", "up", "none")));
+  CHECK(refusal(st) == "");  // a state from before the process tree has none
+  json orphan = {{"pid", 4711},      {"start_time", 123456}, {"comm", "sleep"},   {"program", "echo"},
+                 {"tag", "echo[0]"}, {"left_by", 4700},      {"keep", false},     {"stop_signal", 15},
+                 {"stop_timeout_ms", 10000}, {"since", 1},   {"state", "stopping"}, {"deadline", 2}};
+  st["orphans"] = json::array({orphan});
+  st["orphans_total"] = {{"echo", 3}};
+  CHECK(refusal(st) == "");
+  st["orphans"][0]["state"] = "lingering";
+  CHECK(refusal(st).find("orphans.state: unknown name `lingering`") != std::string::npos);
+  st["orphans"][0]["state"] = 1;
+  CHECK(refusal(st).find("orphans.state: missing or not a string") != std::string::npos);
+  st["orphans"][0] = orphan;
+  st["orphans"][0].erase("start_time");
+  CHECK(refusal(st).find("orphans.start_time: missing or not an integer") != std::string::npos);
+}
