@@ -56,7 +56,9 @@ TEST_CASE("control: status, stats and version have SPEC's shapes") {
   json stats;
   REQUIRE(wait_until([&] {
     stats = d.control({{"cmd", "stats"}});
-    return program_of(stats, "w")["counters"].value("hits", 0) == 6;
+    // Each line arrives on its own: wait for the last one (the gauge) of both workers.
+    auto p = program_of(stats, "w");
+    return p["counters"].value("hits", 0) == 6 && p["gauges"].value("conns", 0) == 4;
   }));
   auto ps = program_of(stats, "w");
   CHECK(ps["gauges"]["conns"] == 4);
