@@ -137,6 +137,23 @@ std::string render_prometheus(const Snapshot& s) {
            "Processes the workers left behind (orphans) that preforkd found, by the program they came from.");
   for (const auto& p : s.programs) w.sample("preforkd_orphans_total", {{"program", p.name}}, p.orphans_total);
 
+  w.family("preforkd_listen_queue", "gauge",
+           "Connections waiting in a listener's accept queue (from the kernel, when scraped).");
+  for (const auto& p : s.programs)
+    for (const auto& l : p.listeners)
+      w.sample("preforkd_listen_queue", {{"program", p.name}, {"listen", l.listen}}, l.length);
+  w.family("preforkd_listen_queue_max", "gauge",
+           "The limit of a listener's accept queue: its effective backlog.");
+  for (const auto& p : s.programs)
+    for (const auto& l : p.listeners)
+      w.sample("preforkd_listen_queue_max", {{"program", p.name}, {"listen", l.listen}}, l.max);
+  if (s.host_listen_overflows) {
+    w.family("preforkd_host_listen_overflows_total", "counter",
+             "HOST-WIDE, every TCP listener of the network namespace: connections dropped on a full accept "
+             "queue (TcpExt ListenOverflows).");
+    w.sample("preforkd_host_listen_overflows_total", {}, *s.host_listen_overflows);
+  }
+
   // Worker-reported names. A family appears once: each name is one family with
   // one sample per program that reports it, in snapshot order. All counter
   // families come first, then all gauge families, each sorted by name.

@@ -669,6 +669,7 @@ Snapshot Policy::snapshot(TimePoint now) const {
     ps.starts = p.starts;
     for (size_t i = 0; i < ps.exits.size(); ++i) ps.exits[i] = p.exits[i];
     if (auto it = orphans_.totals().find(p.name()); it != orphans_.totals().end()) ps.orphans_total = it->second;
+    for (const auto& a : p.config().listen) ps.listeners.push_back({a.name, a.text, false, 0, 0});
     s.programs.push_back(std::move(ps));
   }
   for (const auto& o : orphans_.list()) {

@@ -10,6 +10,7 @@
 #include <array>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -45,6 +46,17 @@ struct OrphanSnapshot {
   double age_s = 0;      // since preforkd found it
 };
 
+// One configured listen address of a program and its accept queue, as the
+// kernel reports it (daemon fills length/max on demand; core only names it).
+// With reuseport, the figures are summed over the slots' sockets.
+struct ListenerSnapshot {
+  std::string listen;    // the LISTEN_FDNAMES name: "echo", "echo-1" or explicit
+  std::string address;   // as written: "127.0.0.1:7000", "unix:/run/x.sock"
+  bool known = false;    // false: the kernel did not tell (length and max read 0)
+  uint64_t length = 0;   // connections waiting to be accepted
+  uint64_t max = 0;      // the queue's limit (effective backlog)
+};
+
 struct ProgramSnapshot {
   std::string name;
   std::string state;          // "running", "crash-looping" or "stopped"
@@ -57,6 +69,7 @@ struct ProgramSnapshot {
   std::array<uint64_t, 5> exits{};  // by kExitReasonNames
   std::vector<OrphanSnapshot> orphans;  // being stopped or kept now
   uint64_t orphans_total = 0;           // found, ever
+  std::vector<ListenerSnapshot> listeners;  // in `listen` order
 };
 
 struct Snapshot {
@@ -67,6 +80,10 @@ struct Snapshot {
   uint64_t reloads_ok = 0;
   uint64_t reloads_failed = 0;
   std::vector<OrphanSnapshot> orphans;  // of no program that runs: origin unknown, or removed by a reload
+  // TcpExt ListenOverflows: connections dropped because an accept queue was
+  // full, for the whole host (network namespace), not per socket. nullopt:
+  // not read or not available.
+  std::optional<uint64_t> host_listen_overflows;
 };
 
 }  // namespace preforkd::core

@@ -21,6 +21,23 @@ bool known(const std::string& cmd) {
   return false;
 }
 
+// The listeners' accept queues, for `status` and `stats`.
+json listeners_json(const std::vector<core::ListenerSnapshot>& list) {
+  json a = json::array();
+  for (const auto& l : list) {
+    json o = {{"listen", l.listen}, {"address", l.address}};
+    if (l.known) {
+      o["queue"] = l.length;
+      o["queue_max"] = l.max;
+    } else {
+      o["queue"] = nullptr;
+      o["queue_max"] = nullptr;
+    }
+    a.push_back(std::move(o));
+  }
+  return a;
+}
+
 // The orphans being stopped (or kept), for `status`.
 json orphans_json(const std::vector<core::OrphanSnapshot>& list) {
   json out = json::array();
@@ -96,6 +113,7 @@ std::string reply_status(const core::Snapshot& s) {
                         {"state", p.state},
                         {"workers_wanted", p.workers_wanted},
                         {"workers", std::move(workers)},
+                        {"listeners", listeners_json(p.listeners)},
                         {"orphans", orphans_json(p.orphans)}});
   }
   return dump({{"ok", true},
@@ -123,9 +141,12 @@ std::string reply_stats(const core::Snapshot& s) {
                         {"notify_errors", p.notify_errors},
                         {"starts", p.starts},
                         {"exits", std::move(exits)},
+                        {"listeners", listeners_json(p.listeners)},
                         {"workers", std::move(workers)}});
   }
-  return dump({{"ok", true}, {"programs", std::move(programs)}});
+  json r = {{"ok", true}, {"programs", std::move(programs)}};
+  if (s.host_listen_overflows) r["host_listen_overflows"] = *s.host_listen_overflows;
+  return dump(r);
 }
 
 }  // namespace preforkd::daemon

@@ -112,12 +112,7 @@ Daemon::Daemon(config::Config config, DaemonOptions options)
     control_ = std::make_unique<ControlServer>(config_.supervisor.control_socket, control_gid, on_request, warn);
   control_->attach(epoll_);
   if (const auto& m = config_.supervisor.metrics_address) {
-    auto render = [this] {
-      core::Snapshot s = policy_.snapshot(now());
-      s.version = kVersion;
-      s.pid = sys::self_pid();
-      return core::render_prometheus(s);
-    };
+    auto render = [this] { return core::render_prometheus(outside_view(now())); };
     if (adopted_metrics_)
       metrics_ = std::make_unique<MetricsHttp>(std::move(adopted_metrics_), render, warn);
     else

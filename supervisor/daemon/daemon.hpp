@@ -148,6 +148,10 @@ class Daemon {
   void report_systemd_status();
   void reopen_log();
   void collect_resources();
+
+  // ---- load awareness (load.cpp) ----
+  void measure_queues(core::Snapshot& s) const;  // the kernel's accept-queue figures
+  core::Snapshot outside_view(core::TimePoint t) const;  // snapshot + version, pid, queues
   void log_once(const std::string& cause, const std::string& message);
 
   // ---- the process tree (orphans.cpp) ----

@@ -85,6 +85,10 @@ TEST_CASE("metrics text: exact output for a small snapshot") {
       "# HELP preforkd_orphans_total Processes the workers left behind (orphans) that preforkd found, by the program they came from.\n"
       "# TYPE preforkd_orphans_total counter\n"
       "preforkd_orphans_total{program=\"echo\"} 3\n"
+      "# HELP preforkd_listen_queue Connections waiting in a listener's accept queue (from the kernel, when scraped).\n"
+      "# TYPE preforkd_listen_queue gauge\n"
+      "# HELP preforkd_listen_queue_max The limit of a listener's accept queue: its effective backlog.\n"
+      "# TYPE preforkd_listen_queue_max gauge\n"
       "# HELP preforkd_program_requests_total Counter requests reported by the workers (live and retired).\n"
       "# TYPE preforkd_program_requests_total counter\n"
       "preforkd_program_requests_total{program=\"echo\"} 10\n"
@@ -229,6 +233,10 @@ TEST_CASE("metrics text: an empty snapshot still has every fixed family") {
       "# HELP preforkd_notify_errors_total Malformed or rejected lines on the workers' notify pipes.\n"
       "# TYPE preforkd_notify_errors_total counter\n"
       "# HELP preforkd_orphans_total Processes the workers left behind (orphans) that preforkd found, by the program they came from.\n"
-      "# TYPE preforkd_orphans_total counter\n";
+      "# TYPE preforkd_orphans_total counter\n"
+      "# HELP preforkd_listen_queue Connections waiting in a listener's accept queue (from the kernel, when scraped).\n"
+      "# TYPE preforkd_listen_queue gauge\n"
+      "# HELP preforkd_listen_queue_max The limit of a listener's accept queue: its effective backlog.\n"
+      "# TYPE preforkd_listen_queue_max gauge\n";
   CHECK(render_prometheus(s) == expected);
 }
