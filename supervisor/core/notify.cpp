@@ -76,6 +76,12 @@ std::variant<NotifyMessage, NotifyError> parse_notify_line(std::string_view line
   if (key == "READY") return flag(NotifyMessage::Kind::Ready);
   if (key == "STOPPING") return flag(NotifyMessage::Kind::Stopping);
   if (key == "WATCHDOG") return flag(NotifyMessage::Kind::Watchdog);
+  if (key == "BUSY") {
+    if (value != "1" && value != "0") return NotifyError::BadValue;
+    m.kind = NotifyMessage::Kind::Busy;
+    m.busy = value == "1";
+    return m;
+  }
   if (key == "STATUS") {
     m.kind = NotifyMessage::Kind::Status;
     m.text = value.substr(0, kStatusTextMax);

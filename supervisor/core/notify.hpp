@@ -25,12 +25,13 @@ inline constexpr size_t kStatusTextMax = 512;     // STATUS= text kept (longer i
 inline constexpr size_t kProgramNamesMax = 1024;  // retired counter names kept per program
 
 struct NotifyMessage {
-  enum class Kind { Ready, Stopping, Watchdog, Status, Counter, Gauge };
+  enum class Kind { Ready, Stopping, Watchdog, Status, Counter, Gauge, Busy };
   Kind kind = Kind::Ready;
   std::string_view name;  // Counter/Gauge: the name after the prefix
   std::string_view text;  // Status
   uint64_t counter = 0;
   int64_t gauge = 0;
+  bool busy = false;      // Busy: BUSY=1 (serving a request) or BUSY=0 (idle again)
 };
 
 enum class NotifyError {

@@ -654,6 +654,11 @@ Snapshot Policy::snapshot(TimePoint now) const {
       ws.restarts = w.restarts;
       ws.status = w.status_text;
       ws.retiring = retiring;
+      if (has_process(w) && m.busy != Busy::Unknown) {
+        ws.busy = m.busy == Busy::Busy ? "busy" : "idle";
+        ++ps.workers_reporting;
+        if (m.busy == Busy::Busy) ++ps.workers_busy;
+      }
       ws.counters.insert(m.report.counters().begin(), m.report.counters().end());
       ws.gauges.insert(m.report.gauges().begin(), m.report.gauges().end());
       ps.workers.push_back(std::move(ws));
@@ -666,6 +671,7 @@ Snapshot Policy::snapshot(TimePoint now) const {
     ps.counters = p.totals.counters(live);
     ps.gauges = ProgramTotals::gauges(live);
     ps.notify_errors = p.notify_errors;
+    ps.busy_seconds = p.busy_seconds(now);
     ps.starts = p.starts;
     for (size_t i = 0; i < ps.exits.size(); ++i) ps.exits[i] = p.exits[i];
     if (auto it = orphans_.totals().find(p.name()); it != orphans_.totals().end()) ps.orphans_total = it->second;

@@ -1,6 +1,7 @@
 #include "core/program.hpp"
 
 #include <algorithm>
+#include <utility>
 #include <csignal>
 
 namespace preforkd::core {
@@ -158,6 +159,7 @@ void ProgramState::spawned(int slot, ProcId proc, pid_t pid, Ctx& c) {
   m.report = WorkerReport{};
   m.notify_errors = 0;
   m.draining = false;
+  set_busy(m, Busy::Unknown, c.now);
   on_spawned(m.worker, shape.policy, pid, shape.generation, c.now);
   if (m.worker.restarts > 0)
     c.log(LogLevel::Info, tag(slot) + " pid " + std::to_string(pid) + ": started (restart " +
@@ -187,6 +189,7 @@ void ProgramState::exited(ProcId proc, Termination t, const std::string& how, Ct
   std::string who = tag(m->worker.slot) + " pid " + std::to_string(m->worker.pid);
   totals.retire(m->report);  // its counters stay in the program's totals
   m->report = WorkerReport{};
+  set_busy(*m, Busy::Unknown, c.now);  // a busy period ends with its process
   m->proc = 0;
   Effects e = on_exited(m->worker, shape.policy, t, c.now, c.jitter());
   if (e.exited) ++exits[static_cast<size_t>(e.exit_kind)];
@@ -236,6 +239,7 @@ void ProgramState::notify(ProcId proc, const NotifyMessage& msg, Ctx& c) {
     case NotifyMessage::Kind::Stopping: m->draining = true; break;
     case NotifyMessage::Kind::Watchdog: break;
     case NotifyMessage::Kind::Status: m->worker.status_text.assign(msg.text); break;
+    case NotifyMessage::Kind::Busy: set_busy(*m, msg.busy ? Busy::Busy : Busy::Idle, c.now); break;
     case NotifyMessage::Kind::Counter:
     case NotifyMessage::Kind::Gauge:
       if (auto r = m->report.apply(msg); std::holds_alternative<NotifyError>(r)) {
@@ -246,6 +250,23 @@ void ProgramState::notify(ProcId proc, const NotifyMessage& msg, Ctx& c) {
       }
       break;
   }
+}
+
+void ProgramState::set_busy(Member& m, Busy b, TimePoint now) {
+  if (m.busy == Busy::Busy && b != Busy::Busy && now > m.busy_since)
+    busy_seconds_done += std::chrono::duration<double>(now - m.busy_since).count();
+  if (b == Busy::Busy && m.busy != Busy::Busy) m.busy_since = now;  // BUSY=1 twice: the first counts
+  m.busy = b;
+}
+
+double ProgramState::busy_seconds(TimePoint now) const {
+  double s = busy_seconds_done;
+  auto add = [&](const Member& m) {
+    if (m.busy == Busy::Busy && now > m.busy_since) s += std::chrono::duration<double>(now - m.busy_since).count();
+  };
+  for (const auto& sl : slots) add(sl.m);
+  for (const auto& r : retirees) add(r);
+  return s;
 }
 
 // The first bad line of a process is logged; the rest are only counted, so a
@@ -315,6 +336,8 @@ void ProgramState::recycle(int slot, Recycle why, Ctx& c) {
   old.report = std::move(s.m.report);
   old.notify_errors = s.m.notify_errors;
   old.draining = s.m.draining;
+  old.busy = std::exchange(s.m.busy, Busy::Unknown);
+  old.busy_since = s.m.busy_since;
   s.m.report = WorkerReport{};
   s.m.notify_errors = 0;
   s.m.draining = false;
@@ -335,6 +358,8 @@ void ProgramState::take_back(int slot, Ctx& c) {
   s.m.report = std::move(r->report);
   s.m.notify_errors = r->notify_errors;
   s.m.draining = r->draining;
+  s.m.busy = std::exchange(r->busy, Busy::Unknown);
+  s.m.busy_since = r->busy_since;
   // The retiree record is now empty: marked for collect().
   r->proc = 0;
   r->worker.pid = 0;

@@ -42,6 +42,10 @@ struct Shape {
   uint64_t generation = 0;
 };
 
+// What a process said about its load (BUSY=1 / BUSY=0). A process that
+// never said is Unknown: neither busy nor idle.
+enum class Busy { Unknown, Idle, Busy };
+
 // One process record: a slot's worker, or a retiree.
 struct Member {
   Worker worker;
@@ -50,6 +54,8 @@ struct Member {
   WorkerReport report;      // counters and gauges of the current process
   uint64_t notify_errors = 0;
   bool draining = false;    // said STOPPING=1 (shown, not acted on)
+  Busy busy = Busy::Unknown;
+  TimePoint busy_since{};   // while Busy: when it said BUSY=1
 };
 
 struct Slot {
@@ -83,12 +89,15 @@ struct ProgramState {
   std::array<uint64_t, 5> exits{};  // by ExitKind
   ProgramTotals totals;             // counters of processes that are gone
   uint64_t notify_errors = 0;       // all processes, ever
+  double busy_seconds_done = 0;     // busy periods that have ended (BUSY=0, exit), all processes, ever
 
   const std::string& name() const { return shape.config.name; }
   const config::Program& config() const { return shape.config; }
   std::string tag(int slot) const;  // "echo[2]"
 
   // ---- queries ----
+  // Seconds the workers have been busy, ever: ended periods + the ones running now.
+  double busy_seconds(TimePoint now) const;
   size_t wanted() const;          // slots not being removed
   size_t ready() const;           // slots whose worker is ready
   bool any_process() const;       // some slot or retiree has a process
@@ -113,6 +122,7 @@ struct ProgramState {
   void exited(ProcId proc, Termination t, const std::string& how, Ctx& c);
   void notify(ProcId proc, const NotifyMessage& m, Ctx& c);
   void notify_error(ProcId proc, NotifyError e, Ctx& c);
+  void set_busy(Member& m, Busy b, TimePoint now);  // ends a running busy period into busy_seconds_done
   void memory_measured(ProcId proc, uint64_t rss, Ctx& c);
   void expire(Ctx& c);  // deadlines of slots and retirees, retirees whose successor is proven
 

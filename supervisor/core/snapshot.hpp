@@ -32,6 +32,7 @@ struct WorkerSnapshot {
   unsigned restarts = 0;
   std::string status;         // last STATUS= text
   bool retiring = false;      // an old process serving until its replacement is proven
+  std::string busy = "unknown";  // "busy", "idle" (BUSY=1 / BUSY=0), or "unknown": never said
   std::map<std::string, uint64_t> counters;
   std::map<std::string, int64_t> gauges;
 };
@@ -70,6 +71,9 @@ struct ProgramSnapshot {
   std::vector<OrphanSnapshot> orphans;  // being stopped or kept now
   uint64_t orphans_total = 0;           // found, ever
   std::vector<ListenerSnapshot> listeners;  // in `listen` order
+  uint32_t workers_busy = 0;       // processes whose last word was BUSY=1
+  uint32_t workers_reporting = 0;  // processes that said BUSY=1 or BUSY=0 (the others are unknown)
+  double busy_seconds = 0;         // all processes, ever: never goes back
 };
 
 struct Snapshot {

@@ -175,6 +175,15 @@ std::string queue_text(const json& program) {
   return std::to_string(length) + "/" + std::to_string(max);
 }
 
+// "3/8": workers whose last word was BUSY=1 over those that report BUSY=
+// at all; "-" when none does (a worker that never says is unknown, not idle).
+std::string busy_text(const json& program) {
+  const json& busy = field(program, "workers_busy");
+  const json& reporting = field(program, "workers_reporting_busy");
+  if (!busy.is_number_integer() || !reporting.is_number_integer() || reporting.get<int64_t>() <= 0) return "-";
+  return text(busy) + "/" + text(reporting);
+}
+
 // Name/value lines of one counters or gauges object, values right-aligned.
 void append_values(std::vector<std::pair<std::string, std::string>>& lines, const json& values) {
   if (!values.is_object()) return;
@@ -313,6 +322,9 @@ std::string render_status(const nlohmann::json& status, const nlohmann::json& st
                                       [](const json& p) { return field(p, "listeners").is_array(); });
   std::vector<Row> summary = {{{"PROGRAM"}, {"STATE"}, {"READY"}}};
   if (show_queue) summary[0].push_back({"QUEUE"});
+  const bool show_busy = std::any_of(programs.begin(), programs.end(),
+                                     [](const json& p) { return field(p, "workers_busy").is_number(); });
+  if (show_busy) summary[0].push_back({"BUSY"});
   std::vector<Row> workers = {{{"PROGRAM"}, {"SLOT"}, {"PID"}, {"STATE"}, {"UPTIME"},
                                {"RESTARTS"}, {"REQUESTS"}, {"STATUS"}}};
   for (const auto& p : programs) {
@@ -320,6 +332,7 @@ std::string render_status(const nlohmann::json& status, const nlohmann::json& st
     const std::string state = text(p, "state");
     summary.push_back({{name}, {state, state_colour(state)}, {ready_text(p)}});
     if (show_queue) summary.back().push_back({queue_text(p)});
+    if (show_busy) summary.back().push_back({busy_text(p)});
 
     // Slot order, keeping a retiring process next to its slot's new one
     // (preforkd lists slots first, then the retiring processes).

@@ -107,10 +107,13 @@ std::string reply_status(const core::Snapshot& s) {
                 {"generation", w.generation}, {"uptime_s", w.uptime_s}, {"restarts", w.restarts},
                 {"status", w.status}};
       if (w.retiring) o["retiring"] = true;
+      o["busy"] = w.busy == "unknown" ? json(nullptr) : json(w.busy == "busy");
       workers.push_back(std::move(o));
     }
     programs.push_back({{"name", p.name},
                         {"state", p.state},
+                        {"workers_busy", p.workers_busy},
+                        {"workers_reporting_busy", p.workers_reporting},
                         {"workers_wanted", p.workers_wanted},
                         {"workers", std::move(workers)},
                         {"listeners", listeners_json(p.listeners)},
@@ -139,6 +142,7 @@ std::string reply_stats(const core::Snapshot& s) {
                         {"counters", p.counters},
                         {"gauges", p.gauges},
                         {"notify_errors", p.notify_errors},
+                        {"busy_seconds", p.busy_seconds},
                         {"starts", p.starts},
                         {"exits", std::move(exits)},
                         {"listeners", listeners_json(p.listeners)},

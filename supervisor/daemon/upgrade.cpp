@@ -112,6 +112,9 @@ json Daemon::serialize_state() const {
                         {"starts", p.starts},
                         {"exits", p.exits},
                         {"notify_errors", p.notify_errors},
+                        // ended and running busy periods: the new binary starts every
+                        // worker as unknown, and the total never goes back
+                        {"busy_seconds", p.busy_seconds(now())},
                         {"retired_counters", p.totals.retired()},
                         {"dropped_names", p.totals.dropped_names()},
                         {"slots", slots},
@@ -210,6 +213,7 @@ void Daemon::adopt_state(const json& st, const std::map<uint64_t, config::Config
     p.starts = jp.at("starts").get<uint64_t>();
     for (size_t i = 0; i < p.exits.size(); ++i) p.exits[i] = jp.at("exits").at(i).get<uint64_t>();
     p.notify_errors = jp.at("notify_errors").get<uint64_t>();
+    if (auto b = jp.find("busy_seconds"); b != jp.end() && b->is_number()) p.busy_seconds_done = b->get<double>();
     p.totals.restore(jp.at("retired_counters").get<std::map<std::string, uint64_t>>(),
                      jp.at("dropped_names").get<uint64_t>());
     std::map<int, std::vector<ListenerRef>> own;

@@ -99,7 +99,7 @@ void check_queue(Preforkd& d, uint16_t mport, const std::function<int()>& connec
   CHECK(program_of(stats, "w")["listeners"][0]["queue"].get<int>() >= 45);
   auto [code, out] = run({bin("preforkctl"), "-s", d.control_socket(), "status"});
   CHECK(code == 0);
-  CHECK_MESSAGE(std::regex_search(out, std::regex("QUEUE\n.*\\b(4[5-9]|50)/100\n")), out);
+  CHECK_MESSAGE(std::regex_search(out, std::regex("QUEUE.*\n\\S+ +running +2/2 +(4[5-9]|50)/100\\b")), out);
 
   signal_all(workers, SIGCONT);
   CHECK(wait_until([&] { return sample(scrape(mport), q) == 0; }));

@@ -89,6 +89,12 @@ TEST_CASE("metrics text: exact output for a small snapshot") {
       "# TYPE preforkd_listen_queue gauge\n"
       "# HELP preforkd_listen_queue_max The limit of a listener's accept queue: its effective backlog.\n"
       "# TYPE preforkd_listen_queue_max gauge\n"
+      "# HELP preforkd_workers_busy Workers whose last word was BUSY=1 (workers that never say BUSY= are not counted).\n"
+      "# TYPE preforkd_workers_busy gauge\n"
+      "preforkd_workers_busy{program=\"echo\"} 0\n"
+      "# HELP preforkd_worker_busy_seconds_total Seconds workers spent between BUSY=1 and BUSY=0.\n"
+      "# TYPE preforkd_worker_busy_seconds_total counter\n"
+      "preforkd_worker_busy_seconds_total{program=\"echo\"} 0.000\n"
       "# HELP preforkd_program_requests_total Counter requests reported by the workers (live and retired).\n"
       "# TYPE preforkd_program_requests_total counter\n"
       "preforkd_program_requests_total{program=\"echo\"} 10\n"
@@ -237,6 +243,10 @@ TEST_CASE("metrics text: an empty snapshot still has every fixed family") {
       "# HELP preforkd_listen_queue Connections waiting in a listener's accept queue (from the kernel, when scraped).\n"
       "# TYPE preforkd_listen_queue gauge\n"
       "# HELP preforkd_listen_queue_max The limit of a listener's accept queue: its effective backlog.\n"
-      "# TYPE preforkd_listen_queue_max gauge\n";
+      "# TYPE preforkd_listen_queue_max gauge\n"
+      "# HELP preforkd_workers_busy Workers whose last word was BUSY=1 (workers that never say BUSY= are not counted).\n"
+      "# TYPE preforkd_workers_busy gauge\n"
+      "# HELP preforkd_worker_busy_seconds_total Seconds workers spent between BUSY=1 and BUSY=0.\n"
+      "# TYPE preforkd_worker_busy_seconds_total counter\n";
   CHECK(render_prometheus(s) == expected);
 }

@@ -1298,3 +1298,39 @@ TEST_CASE("policy: a reload that adds a program or scales one in place replies o
   CHECK_FALSE(w.replies_to(2)[0].ok);
   CHECK_MESSAGE(w.replies_to(2)[0].text.find("db[0] failed to start") != std::string::npos, w.replies_to(2)[0].text);
 }
+
+TEST_CASE("policy: BUSY= - unknown until said, busy seconds only go up, across exits and recycling") {
+  World w({program("web", 3)});
+  w.start();
+  w.ready_all("web");
+  auto pids = w.pids("web");
+  auto snap = [&] { return w.policy.snapshot(w.now).programs.at(0); };
+  // Nobody said anything: unknown, not idle.
+  CHECK(snap().workers_busy == 0);
+  CHECK(snap().workers_reporting == 0);
+  CHECK(snap().workers.at(0).busy == "unknown");
+  w.line(pids[0], "BUSY=1");
+  w.line(pids[1], "BUSY=0");
+  CHECK(snap().workers_busy == 1);
+  CHECK(snap().workers_reporting == 2);
+  CHECK(snap().workers.at(0).busy == "busy");
+  CHECK(snap().workers.at(1).busy == "idle");
+  CHECK(snap().workers.at(2).busy == "unknown");
+  w.advance(2s);
+  CHECK(snap().busy_seconds == doctest::Approx(2.0));  // a running period counts as it runs
+  w.line(pids[0], "BUSY=1");                           // said twice: the first one counts
+  w.advance(1s);
+  w.line(pids[0], "BUSY=0");
+  CHECK(snap().busy_seconds == doctest::Approx(3.0));
+  w.advance(5s);
+  CHECK(snap().busy_seconds == doctest::Approx(3.0));  // idle: nothing added
+  w.line(pids[1], "BUSY=1");
+  w.advance(1s);
+  w.kill(pids[1]);                                     // dies busy: its period ends there
+  double after_exit = snap().busy_seconds;
+  CHECK(after_exit == doctest::Approx(4.0));
+  w.advance(10s);                                      // respawned worker: unknown again
+  CHECK(snap().busy_seconds == doctest::Approx(after_exit));
+  CHECK(snap().workers.at(1).busy == "unknown");
+  CHECK(snap().workers_busy == 0);
+}

@@ -119,6 +119,17 @@ TEST_CASE("status: QUEUE sums the listeners' accept queues - ? when one is unkno
   CHECK(render_status(status, kSpecStats).find("echo     running  1/4    -\n") != std::string::npos);
 }
 
+TEST_CASE("status: BUSY is busy over reporting workers - - when none reports") {
+  json status = kSpecStatus;
+  status["programs"][0]["workers_busy"] = 3;
+  status["programs"][0]["workers_reporting_busy"] = 8;
+  CHECK(render_status(status, kSpecStats).find("PROGRAM  STATE    READY  BUSY\n"
+                                               "echo     running  1/4    3/8\n") != std::string::npos);
+  status["programs"][0]["workers_busy"] = 0;
+  status["programs"][0]["workers_reporting_busy"] = 0;
+  CHECK(render_status(status, kSpecStats).find("echo     running  1/4    -\n") != std::string::npos);
+}
+
 TEST_CASE("status: without a stats reply REQUESTS is -") {
   const std::string out = render_status(kSpecStatus, nullptr);
   CHECK(out.find("echo     0     123  ready  12s     0         -         serving\n") !=
