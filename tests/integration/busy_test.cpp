@@ -118,3 +118,23 @@ TEST_CASE("busy: preforkd-echo --delay-ms under load is busy, idle again after, 
   CHECK(sample(scrape(mport), secs) >= after_load);
   CHECK(d.stop() == 0);
 }
+
+TEST_CASE("busy: with metrics, BUSY= workers and no scrape, preforkd has no periodic wake-up when idle") {
+  // The queue is read only when asked and BUSY= is said on changes only:
+  // once the load is gone and nobody scrapes, preforkd sleeps (T26).
+  TempDir dir;
+  uint16_t mport = free_port();
+  Preforkd d(dir, "supervisor:\n  metrics: \"127.0.0.1:" + std::to_string(mport) + "\"\n"
+                  "programs:\n  web:\n    command: [" + bin("preforkd-echo") + ", --http]\n"
+                  "    listen: 127.0.0.1:0\n    workers: 2\n");
+  uint16_t port = d.port();
+  for (int i = 0; i < 20; ++i) CHECK(get(port));
+  CHECK(sample(scrape(mport), "preforkd_listen_queue{program=\"web\",listen=\"web\"}") == 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the workers' last reports
+  REQUIRE(wait_quiet(d.pid()));
+  long long idle = wakeups_over(d.pid(), std::chrono::milliseconds(5000));
+  MESSAGE("idle with metrics and BUSY= workers: " << idle << " wake-up(s) in 5 s");
+  CHECK(idle >= 0);
+  CHECK(idle <= 2);  // as the memory timer test: a stray scheduler switch or two, never a 100 ms tick
+  CHECK(d.stop() == 0);
+}
