@@ -33,6 +33,9 @@ REQUIRED = [
     "preforkd_orphans_total",
     "preforkd_listen_queue",
     "preforkd_listen_queue_max",
+    "preforkd_workers_busy",
+    "preforkd_worker_busy_seconds_total",
+    "preforkd_autoscale_total",
 ]
 METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")

@@ -166,6 +166,11 @@ std::string render_prometheus(const Snapshot& s) {
   w.family("preforkd_worker_busy_seconds_total", "counter", "Seconds workers spent between BUSY=1 and BUSY=0.");
   for (const auto& p : s.programs)
     w.sample("preforkd_worker_busy_seconds_total", {{"program", p.name}}, p.busy_seconds);
+  w.family("preforkd_autoscale_total", "counter", "Autoscaling decisions, by direction.");
+  for (const auto& p : s.programs) {
+    w.sample("preforkd_autoscale_total", {{"program", p.name}, {"direction", "up"}}, p.autoscale_up);
+    w.sample("preforkd_autoscale_total", {{"program", p.name}, {"direction", "down"}}, p.autoscale_down);
+  }
   if (s.host_listen_overflows) {
     w.family("preforkd_host_listen_overflows_total", "counter",
              "HOST-WIDE, every TCP listener of the network namespace: connections dropped on a full accept "

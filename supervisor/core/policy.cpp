@@ -118,7 +118,7 @@ TimePoint Policy::next_deadline() const {
   TimePoint t = shutting_down_ ? kNever : memory_due_;
   if (shutting_down_ && !shutdown_forced_) t = std::min(t, shutdown_deadline_);
   t = std::min(t, orphans_.next_deadline());
-  for (const auto& p : programs_) t = std::min(t, p.next_deadline());
+  for (const auto& p : programs_) t = std::min({t, p.next_deadline(), shutting_down_ ? kNever : p.next_sample});
   return t;
 }
 
@@ -285,6 +285,70 @@ void Policy::check_memory(Ctx& c) {
   }
 }
 
+namespace {
+
+AutoscaleSettings settings_of(const config::Autoscale& a) {
+  return AutoscaleSettings{a.min, a.max, a.up_after, a.down_after, a.cooldown, a.step};
+}
+
+// The count a program should have after a reload or a rollback: the file's,
+// or with autoscaling the current one brought within min and max.
+size_t count_for(const ProgramState& p, const config::Program& cfg) {
+  if (!cfg.autoscale) return cfg.workers;
+  return std::clamp<size_t>(p.wanted(), cfg.autoscale->min, cfg.autoscale->max);
+}
+
+}  // namespace
+
+void Policy::sync_autoscale(Ctx& c) {
+  for (auto& p : programs_) {
+    const auto& as = p.config().autoscale;
+    if (!as || p.phase == ProgramPhase::Removing || shutting_down_) {
+      p.autoscaler.reset();
+      p.next_sample = kNever;
+      continue;
+    }
+    if (!p.autoscaler) {
+      p.autoscaler.emplace(settings_of(*as));
+      p.next_sample = c.now + p.autoscaler->period();
+      continue;
+    }
+    p.autoscaler->set_settings(settings_of(*as));  // a reload applies in place
+    if (c.now < p.next_sample) continue;
+    p.next_sample = c.now + p.autoscaler->period();
+    Action a;
+    a.kind = Action::Kind::MeasureLoad;
+    a.program = p.id;
+    c.out.push_back(std::move(a));
+  }
+}
+
+void Policy::load_measured(ProgramId program, uint64_t queue, TimePoint now, Actions& out) {
+  ProgramState* p = program_mut(program);
+  if (p == nullptr || !p->autoscaler || p->rollout || shutting_down_) return;
+  Ctx c = ctx(now, out);
+  LoadSample s;
+  s.queue = queue;
+  s.wanted = static_cast<uint32_t>(p->wanted());
+  auto count = [&](const Member& m) {
+    if (!has_process(m.worker) || m.busy == Busy::Unknown) return;
+    ++s.reporting;
+    if (m.busy == Busy::Busy) ++s.busy;
+  };
+  for (const auto& sl : p->slots) {
+    count(sl.m);
+    // Capacity: a wanted worker with a process; one in backoff is not.
+    if (sl.phase != SlotPhase::Removing && sl.m.worker.want == Want::Up && has_process(sl.m.worker)) ++s.live;
+  }
+  ScaleDecision d = p->autoscaler->sample(s, now);
+  if (d.direction == ScaleDecision::Direction::None) return;
+  const bool up = d.direction == ScaleDecision::Direction::Up;
+  ++p->autoscale_total[up ? 0 : 1];
+  c.log(LogLevel::Info, p->name() + ": " + d.reason + ", scaling " + (up ? "up" : "down") + " to " +
+                            std::to_string(d.target));
+  p->scale_to(d.target, c);
+}
+
 void Policy::tick(TimePoint now, Actions& out) {
   Ctx c = ctx(now, out);
   if (shutting_down_ && !shutdown_forced_ && now >= shutdown_deadline_) {
@@ -295,6 +359,7 @@ void Policy::tick(TimePoint now, Actions& out) {
   }
   for (auto& p : programs_) p.expire(c);
   check_memory(c);
+  sync_autoscale(c);
   for (auto& p : programs_) {
     if (!p.rollout) continue;
     RolloutStep step = advance(p, *p.rollout, c);
@@ -340,7 +405,7 @@ void Policy::finish_rollout(ProgramState& p, const RolloutStep& step, Ctx& c) {
     p.shape = std::move(*p.previous);
     p.previous.reset();
     c.log(LogLevel::Warn, p.name() + ": back to the configuration of generation " + std::to_string(p.shape.generation));
-    p.scale_to(p.config().workers, c);
+    p.scale_to(count_for(p, p.config()), c);
   }
 }
 
@@ -439,6 +504,12 @@ void Policy::control(const ControlCommand& cmd, ClientId client, TimePoint now, 
       pending_.push_back({PendingOp::Kind::Stop, p->id, 0, client});
       break;
     case ControlCommand::Kind::Scale:
+      if (const auto& as = p->config().autoscale) {
+        if (cmd.workers < as->min || cmd.workers > as->max)
+          return reply(false, p->name() + ": " + std::to_string(cmd.workers) + " is outside workers: {min: " +
+                                  std::to_string(as->min) + ", max: " + std::to_string(as->max) + "}");
+        if (p->autoscaler) p->autoscaler->manual(now);  // the cooldown restarts
+      }
       c.log(LogLevel::Info, p->name() + ": scaling to " + std::to_string(cmd.workers) + " worker(s) (control)");
       p->scale_to(cmd.workers, c);
       pending_.push_back({PendingOp::Kind::Scale, p->id, cmd.workers, client});
@@ -558,11 +629,12 @@ void Policy::commit_reload(ReloadPlan plan, std::vector<ClientId> clients, TimeP
     if (pd.replaces_workers()) {
       // Replace every worker: new ones start with the new shape; the old ones
       // keep theirs (and their sockets) until each is replaced.
+      const size_t target = count_for(p, *cfg);
       p.previous = std::move(p.shape);
       p.shape = make_shape(*cfg, generation_);
-      while (p.wanted() > cfg->workers) p.remove_worker(c);  // fewer now; more once replaced
-      Rollout ro = plan_rollout(p, Rollout::Kind::Reload, batch_size(cfg->reload, cfg->workers));
-      ro.scale_to = cfg->workers;
+      while (p.wanted() > target) p.remove_worker(c);  // fewer now; more once replaced
+      Rollout ro = plan_rollout(p, Rollout::Kind::Reload, batch_size(cfg->reload, static_cast<uint32_t>(target)));
+      ro.scale_to = target;
       size_t n = ro.todo.size();
       program_event(p, ProgramEvent::StartRollout, c);
       p.rollout = std::move(ro);
@@ -574,9 +646,9 @@ void Policy::commit_reload(ReloadPlan plan, std::vector<ClientId> clients, TimeP
     // In place: the running workers keep running.
     p.shape = make_shape(*cfg, generation_);
     if (pd.kind == ProgramDiff::Kind::Unchanged) continue;
-    if (p.wanted() != cfg->workers) {
-      c.log(LogLevel::Info, pd.name + ": scaling to " + std::to_string(cfg->workers) + " worker(s) (reload)");
-      p.scale_to(cfg->workers, c);
+    if (const size_t target = count_for(p, *cfg); p.wanted() != target) {
+      c.log(LogLevel::Info, pd.name + ": scaling to " + std::to_string(target) + " worker(s) (reload)");
+      p.scale_to(target, c);
       run.touched.push_back(pd.name);
     }
     summary.push_back(pd.name + ": " + join(pd.in_place, ", "));
@@ -672,6 +744,12 @@ Snapshot Policy::snapshot(TimePoint now) const {
     ps.gauges = ProgramTotals::gauges(live);
     ps.notify_errors = p.notify_errors;
     ps.busy_seconds = p.busy_seconds(now);
+    ps.autoscale_up = p.autoscale_total[0];
+    ps.autoscale_down = p.autoscale_total[1];
+    if (const auto& as = p.config().autoscale) {
+      ps.workers_min = as->min;
+      ps.workers_max = as->max;
+    }
     ps.starts = p.starts;
     for (size_t i = 0; i < ps.exits.size(); ++i) ps.exits[i] = p.exits[i];
     if (auto it = orphans_.totals().find(p.name()); it != orphans_.totals().end()) ps.orphans_total = it->second;

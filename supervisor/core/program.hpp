@@ -21,6 +21,7 @@
 
 #include "config/config.hpp"
 #include "core/action.hpp"
+#include "core/autoscale.hpp"
 #include "core/lifecycle.hpp"
 #include "core/notify.hpp"
 #include "core/rollout.hpp"
@@ -90,6 +91,9 @@ struct ProgramState {
   ProgramTotals totals;             // counters of processes that are gone
   uint64_t notify_errors = 0;       // all processes, ever
   double busy_seconds_done = 0;     // busy periods that have ended (BUSY=0, exit), all processes, ever
+  std::optional<Autoscaler> autoscaler;  // with workers: {min, max} (Policy::sync_autoscale)
+  TimePoint next_sample = kNever;        // the autoscaler's next MeasureLoad
+  std::array<uint64_t, 2> autoscale_total{};  // decisions: up, down
 
   const std::string& name() const { return shape.config.name; }
   const config::Program& config() const { return shape.config; }

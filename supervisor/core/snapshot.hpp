@@ -74,6 +74,9 @@ struct ProgramSnapshot {
   uint32_t workers_busy = 0;       // processes whose last word was BUSY=1
   uint32_t workers_reporting = 0;  // processes that said BUSY=1 or BUSY=0 (the others are unknown)
   double busy_seconds = 0;         // all processes, ever: never goes back
+  uint64_t autoscale_up = 0;       // autoscaling decisions, ever
+  uint64_t autoscale_down = 0;
+  std::optional<uint32_t> workers_min, workers_max;  // with workers: {min, max}
 };
 
 struct Snapshot {

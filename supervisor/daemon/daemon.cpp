@@ -432,6 +432,7 @@ void Daemon::apply(const core::Action& a) {
     case K::MeasureMemory:
       if (auto rss = sys::rss_bytes(a.pid)) policy_.memory_measured(a.proc, *rss, now(), actions_);
       break;
+    case K::MeasureLoad: measure_load(a.program); break;
     case K::BeginReload: begin_reload(a.clients); break;
     case K::Reply:
       if (control_) control_->reply(a.client, a.ok ? reply_ok(a.text) : reply_error(a.text));

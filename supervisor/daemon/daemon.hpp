@@ -38,6 +38,7 @@
 #include "sys/exit_status.hpp"
 #include "sys/identity.hpp"
 #include "sys/io.hpp"
+#include "sys/listen_queue.hpp"
 #include "sys/listen_socket.hpp"
 #include "sys/signal_fd.hpp"
 #include "sys/spawn.hpp"
@@ -151,6 +152,8 @@ class Daemon {
 
   // ---- load awareness (load.cpp) ----
   void measure_queues(core::Snapshot& s) const;  // the kernel's accept-queue figures
+  std::vector<std::optional<sys::ListenQueue>> program_queues(const core::ProgramState& p) const;
+  void measure_load(core::ProgramId program);  // MeasureLoad
   core::Snapshot outside_view(core::TimePoint t) const;  // snapshot + version, pid, queues
   void log_once(const std::string& cause, const std::string& message);
 

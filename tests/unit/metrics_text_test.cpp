@@ -95,6 +95,10 @@ TEST_CASE("metrics text: exact output for a small snapshot") {
       "# HELP preforkd_worker_busy_seconds_total Seconds workers spent between BUSY=1 and BUSY=0.\n"
       "# TYPE preforkd_worker_busy_seconds_total counter\n"
       "preforkd_worker_busy_seconds_total{program=\"echo\"} 0.000\n"
+      "# HELP preforkd_autoscale_total Autoscaling decisions, by direction.\n"
+      "# TYPE preforkd_autoscale_total counter\n"
+      "preforkd_autoscale_total{program=\"echo\",direction=\"up\"} 0\n"
+      "preforkd_autoscale_total{program=\"echo\",direction=\"down\"} 0\n"
       "# HELP preforkd_program_requests_total Counter requests reported by the workers (live and retired).\n"
       "# TYPE preforkd_program_requests_total counter\n"
       "preforkd_program_requests_total{program=\"echo\"} 10\n"
@@ -247,6 +251,8 @@ TEST_CASE("metrics text: an empty snapshot still has every fixed family") {
       "# HELP preforkd_workers_busy Workers whose last word was BUSY=1 (workers that never say BUSY= are not counted).\n"
       "# TYPE preforkd_workers_busy gauge\n"
       "# HELP preforkd_worker_busy_seconds_total Seconds workers spent between BUSY=1 and BUSY=0.\n"
-      "# TYPE preforkd_worker_busy_seconds_total counter\n";
+      "# TYPE preforkd_worker_busy_seconds_total counter\n"
+      "# HELP preforkd_autoscale_total Autoscaling decisions, by direction.\n"
+      "# TYPE preforkd_autoscale_total counter\n";
   CHECK(render_prometheus(s) == expected);
 }

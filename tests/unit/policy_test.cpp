@@ -1334,3 +1334,44 @@ TEST_CASE("policy: BUSY= - unknown until said, busy seconds only go up, across e
   CHECK(snap().workers.at(1).busy == "unknown");
   CHECK(snap().workers_busy == 0);
 }
+
+TEST_CASE("policy: autoscaling - a sampling deadline only with workers: {min, max}, decisions through scale_to") {
+  SUBCASE("no autoscaling: no deadline at all when idle (T26)") {
+    World w({program("fixed", 2)});
+    w.start();
+    w.ready_all("fixed");
+    CHECK(w.policy.next_deadline() == core::kNever);
+  }
+  SUBCASE("autoscaling: MeasureLoad every up_after / 4, the answer scales up, logged and counted") {
+    auto p = program("web", 1);
+    p.autoscale = config::Autoscale{1, 3};
+    World w({p});
+    w.start();
+    w.ready_all("web");
+    auto measures = [&] {
+      return std::count_if(w.all.begin(), w.all.end(), [](const Action& a) { return a.kind == Action::Kind::MeasureLoad; });
+    };
+    w.advance(1s);
+    CHECK(measures() >= 3);
+    CHECK(w.policy.next_deadline() <= w.now + 250ms);
+    core::ProgramId id = w.prog("web").id;
+    for (int i = 0; i <= 4; ++i) {  // a queue of 9 for 1 s
+      Actions out;
+      w.policy.load_measured(id, 9, w.now, out);
+      w.apply(std::move(out));
+      w.now += 250ms;
+    }
+    CHECK(w.prog("web").wanted() == 2);
+    CHECK(w.prog("web").autoscale_total[0] == 1);
+    CHECK(std::any_of(w.logs.begin(), w.logs.end(),
+                      [](const std::string& l) { return l.find("web: queue 9 for 1.0s, scaling up to 2") != std::string::npos; }));
+    // preforkctl scale outside min/max is refused, inside it is taken.
+    core::ControlCommand cmd;
+    cmd.kind = core::ControlCommand::Kind::Scale;
+    cmd.program = "web";
+    cmd.workers = 7;
+    w.control(cmd, 42);
+    REQUIRE(!w.replies.empty());
+    CHECK_FALSE(w.replies.back().ok);
+  }
+}
