@@ -110,8 +110,12 @@ std::string reply_status(const core::Snapshot& s) {
       o["busy"] = w.busy == "unknown" ? json(nullptr) : json(w.busy == "busy");
       workers.push_back(std::move(o));
     }
+    json autoscale = nullptr;
+    if (p.workers_min && p.workers_max)
+      autoscale = {{"min", *p.workers_min}, {"max", *p.workers_max}, {"up", p.autoscale_up}, {"down", p.autoscale_down}};
     programs.push_back({{"name", p.name},
                         {"state", p.state},
+                        {"autoscale", std::move(autoscale)},
                         {"workers_busy", p.workers_busy},
                         {"workers_reporting_busy", p.workers_reporting},
                         {"workers_wanted", p.workers_wanted},

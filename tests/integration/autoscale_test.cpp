@@ -99,8 +99,8 @@ TEST_CASE("autoscale: a slow worker under load reaches max and never exceeds it 
   CHECK(log.find("web: queue empty for 2.") != std::string::npos);
   CHECK(log.find("s, scaling down to 1\n") != std::string::npos);
   auto m = d.control({{"cmd", "metrics"}})["text"].get<std::string>();
-  auto count = [&](const std::string& dir) {
-    std::string key = "preforkd_autoscale_total{program=\"web\",direction=\"" + dir + "\"} ";
+  auto count = [&](const std::string& direction) {
+    std::string key = "preforkd_autoscale_total{program=\"web\",direction=\"" + direction + "\"} ";
     auto at = m.find(key);
     return at == std::string::npos ? -1 : std::stoi(m.substr(at + key.size()));
   };
@@ -116,6 +116,9 @@ TEST_CASE("autoscale: preforkctl scale works within min and max, and is refused 
                   "    listen: 127.0.0.1:0\n    workers: { min: 1, max: 3 }\n"
                   "    autoscale: { down_after: 1m }\n");
   REQUIRE(d.wait_workers(1));
+  auto a = program_of(d.control({{"cmd", "status"}}), "web")["autoscale"];
+  CHECK(a["min"] == 1);
+  CHECK(a["max"] == 3);
   auto r = d.control({{"cmd", "scale"}, {"program", "web"}, {"workers", 3}});
   CHECK(r["ok"] == true);
   CHECK(d.wait_workers(3));
