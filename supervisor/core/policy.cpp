@@ -104,6 +104,13 @@ bool Policy::spawn_pending(const Action& a) const {
   return p != nullptr && !shutting_down_ && p->spawn_pending(a.slot, a.proc);
 }
 
+void Policy::spawn_dropped(const Action& a) {
+  ProgramState* p = program_mut(a.program);
+  if (p == nullptr || a.slot < 0 || static_cast<size_t>(a.slot) >= p->slots.size()) return;
+  Member& m = p->slots[static_cast<size_t>(a.slot)].m;
+  if (m.pending_proc == a.proc) m.pending_proc = 0;
+}
+
 std::vector<ProcId> Policy::due_for_judgement(TimePoint now) const {
   std::vector<ProcId> due;
   for (const auto& p : programs_)

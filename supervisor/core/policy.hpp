@@ -97,6 +97,9 @@ class Policy {
   std::optional<ProcId> proc_of_pid(pid_t pid) const;
   // Is this Spawn action still wanted? (A later event may have stopped the slot.)
   bool spawn_pending(const Action& spawn) const;
+  // A Spawn the daemon did not carry out (stale, or it could not even try):
+  // the slot no longer waits for it, so a later start can ask again.
+  void spawn_dropped(const Action& spawn);
   // Workers whose start_timeout or watchdog deadline has passed: the daemon
   // reads their notify pipes before tick() judges them (a stalled loop may
   // have left READY=1 or WATCHDOG=1 unread).

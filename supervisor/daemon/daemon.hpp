@@ -144,6 +144,7 @@ class Daemon {
   void settle();  // applies pending actions and ticks the policy until nothing is left to do
   void apply(const core::Action& a);
   void spawn(const core::Action& a);
+  void spawn_now(const core::Action& a);
   void on_control_request(ControlServer::ClientId client, const std::string& line);
   void report_systemd_status();
   void reopen_log();

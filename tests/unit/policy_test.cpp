@@ -308,6 +308,7 @@ class World {
         SpawnRecord r{a.program, a.slot, a.proc, a.generation, 0, false, false};
         if (!policy.spawn_pending(a)) {
           r.skipped = true;
+          policy.spawn_dropped(a);
         } else {
           const core::ProgramState* p = policy.program(a.program);
           REQUIRE(p != nullptr);
@@ -823,6 +824,27 @@ TEST_CASE("policy: a reload requested while the file is being read waits for it,
 }
 
 // ---- 8. control operations answer when finished ----
+
+TEST_CASE("policy: a stop that overtakes a pending spawn leaves the slot free to start again") {
+  World w = running(program("web", 1));
+  auto old = w.pids("web");
+  size_t mark = w.spawns.size();
+  // The worker dies and its respawn is decided, but before the daemon
+  // carries the Spawn out, an operator stop arrives in the same batch.
+  Actions out;
+  w.alive.erase(old[0]);
+  CHECK(w.policy.exited(old[0], core::Termination{true, SIGKILL}, "killed by signal 9", w.now, out));
+  REQUIRE(std::count_if(out.begin(), out.end(), [](const Action& a) { return a.kind == Action::Kind::Spawn; }) == 1);
+  w.policy.control({core::ControlCommand::Kind::Stop, "web", 0, 0}, 5, w.now, out);
+  w.apply(std::move(out));
+  REQUIRE(w.spawns.size() == mark + 1);
+  CHECK(w.spawns.back().skipped);  // stale: the slot is stopped
+  CHECK(w.policy.find("web")->slots[0].m.worker.state == core::WorkerState::Stopped);
+  // Start must spawn again: the dropped Spawn does not hold the slot.
+  w.control({core::ControlCommand::Kind::Start, "web", 0, 0}, 6);
+  CHECK(w.started_since(mark).size() == 1);
+  CHECK(w.pids("web").size() == 1);
+}
 
 TEST_CASE("policy: control stop replies only once every process has exited") {
   World w = running(program("web", 3));
