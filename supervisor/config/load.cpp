@@ -249,10 +249,10 @@ const Keys kProgramKeys{
     "environment",   "directory",        "user",        "group",        "umask",
     "rlimits",       "restart",          "backoff",     "reload",       "ready",
     "start_timeout", "watchdog_timeout", "stop_signal", "stop_timeout", "kill_group",
-    "max_requests",  "max_memory",       "stdout",      "stderr"};
+    "notify_socket", "max_requests",     "max_memory",  "stdout",       "stderr"};
 const Keys kListenKeys{"address", "name"};
 const Keys kBackoffKeys{"min", "max", "reset_after"};
-const Keys kReloadKeys{"batch", "settle"};
+const Keys kReloadKeys{"batch", "settle", "guard"};
 
 // One `key: value` of a map. Held by value: yaml-cpp Nodes are cheap handles.
 // (Never assign one Node to another: yaml-cpp's operator= writes through
@@ -692,6 +692,8 @@ class Loader {
         if (auto d = duration(e, kp)) p.stop_timeout = *d;
       } else if (k == "kill_group") {
         if (auto b = boolean(e, kp)) p.kill_group = *b;
+      } else if (k == "notify_socket") {
+        if (auto b = boolean(e, kp)) p.notify_socket = *b;
       } else if (k == "max_requests") {
         if (auto s = scalar(e, kp)) {
           if (auto n = parse_uint(*s)) {
@@ -964,6 +966,10 @@ class Loader {
       const std::string key_path = kp + "." + e.key;
       if (e.key == "settle") {
         if (auto d = duration(e, key_path)) p.reload.settle = *d;
+        continue;
+      }
+      if (e.key == "guard") {
+        if (auto d = duration(e, key_path)) p.reload.guard = *d;
         continue;
       }
       auto s = scalar(e, key_path);  // batch
