@@ -226,6 +226,12 @@ void ProgramState::notify(ProcId proc, const NotifyMessage& msg, Ctx& c) {
       break;
     case NotifyMessage::Kind::Stopping: m->draining = true; break;
     case NotifyMessage::Kind::Watchdog: break;
+    case NotifyMessage::Kind::Accepted: break;  // MAINPID=, ERRNO=, RELOADING=1...: nothing to do
+    case NotifyMessage::Kind::ExtendTimeout:
+      if (extend_start_timeout(m->worker, c.now, msg.counter))
+        c.log(LogLevel::Debug, tag(m->worker.slot) + " pid " + std::to_string(m->worker.pid) +
+                                   ": start_timeout extended by " + std::to_string(msg.counter / 1000) + "ms");
+      break;
     case NotifyMessage::Kind::Status: m->worker.status_text.assign(msg.text); break;
     case NotifyMessage::Kind::Counter:
     case NotifyMessage::Kind::Gauge:

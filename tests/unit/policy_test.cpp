@@ -1298,3 +1298,32 @@ TEST_CASE("policy: a reload that adds a program or scales one in place replies o
   CHECK_FALSE(w.replies_to(2)[0].ok);
   CHECK_MESSAGE(w.replies_to(2)[0].text.find("db[0] failed to start") != std::string::npos, w.replies_to(2)[0].text);
 }
+
+// ---- 11. sd_notify keys through the same lines ----
+
+TEST_CASE("policy: EXTEND_TIMEOUT_USEC gives a starting worker more time, MAINPID= and RELOADING=1 are no errors") {
+  auto cfg = program("web", 1);
+  cfg.start_timeout = 2000ms;
+  World w({cfg});
+  w.start();
+  pid_t pid = w.pids("web")[0];
+  w.advance(1s);
+  w.line(pid, "MAINPID=" + std::to_string(pid));
+  w.line(pid, "RELOADING=1");
+  w.line(pid, "EXTEND_TIMEOUT_USEC=5000000");  // until 6 s after the start
+  w.advance(4900ms);
+  CHECK(w.signals_to(pid) == 0);
+  // A shorter extension never shortens what was given.
+  w.line(pid, "EXTEND_TIMEOUT_USEC=1");
+  w.advance(50ms);
+  CHECK(w.signals_to(pid) == 0);
+  w.advance(50ms);
+  CHECK(w.signals_to(pid, SIGTERM) == 1);
+  CHECK(w.prog("web").notify_errors == 0);
+  // Once ready it changes nothing (the watchdog is not start_timeout).
+  auto started = w.pids("web");
+  REQUIRE(started[0] != 0);
+  w.ready(started[0]);
+  w.line(started[0], "EXTEND_TIMEOUT_USEC=1000000000");
+  CHECK(w.slot("web", 0).m.worker.deadline == core::kNever);
+}
