@@ -133,6 +133,10 @@ std::string render_prometheus(const Snapshot& s) {
   for (const auto& p : s.programs)
     w.sample("preforkd_notify_errors_total", {{"program", p.name}}, p.notify_errors);
 
+  w.family("preforkd_notify_unattributed_total", "counter",
+           "NOTIFY_SOCKET datagrams from a process that is no worker and in no worker's process group, dropped.");
+  w.sample("preforkd_notify_unattributed_total", {}, s.notify_unattributed);
+
   // Worker-reported names. A family appears once: each name is one family with
   // one sample per program that reports it, in snapshot order. All counter
   // families come first, then all gauge families, each sorted by name.

@@ -213,6 +213,13 @@ void Policy::notify_too_long(ProcId proc, size_t lines, TimePoint now, Actions& 
   for (size_t i = 0; i < lines; ++i) p->notify_error(proc, NotifyError::TooLong, c);
 }
 
+void Policy::notify_unattributed(pid_t pid, Actions& out) {
+  if (++notify_unattributed_ == 1)
+    out.push_back(log_action(LogLevel::Warn, "preforkd: dropped a NOTIFY_SOCKET datagram from pid " + std::to_string(pid) +
+                                                 ", which is no worker's (nor in a worker's process group); further "
+                                                 "ones are only counted"));
+}
+
 void Policy::memory_measured(ProcId proc, uint64_t rss, TimePoint now, Actions& out) {
   auto it = procs_.find(proc);
   if (it == procs_.end()) return;
@@ -596,6 +603,7 @@ Snapshot Policy::snapshot(TimePoint now) const {
   s.generation = generation_;
   s.reloads_ok = reloads_ok_;
   s.reloads_failed = reloads_failed_;
+  s.notify_unattributed = notify_unattributed_;
   for (const auto& p : programs_) {
     ProgramSnapshot ps;
     ps.name = p.name();

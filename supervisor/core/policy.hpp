@@ -73,6 +73,10 @@ class Policy {
   bool exited(pid_t pid, Termination t, const std::string& how, TimePoint now, Actions& out);
   void notify_line(ProcId proc, std::string_view line, TimePoint now, Actions& out);
   void notify_too_long(ProcId proc, size_t lines, TimePoint now, Actions& out);
+  // A NOTIFY_SOCKET datagram from `pid`, which is no worker and in no
+  // worker's process group (or cannot be told: pid 0): dropped, counted
+  // preforkd-wide (no program to count it for), the first one logged.
+  void notify_unattributed(pid_t pid, Actions& out);
   void memory_measured(ProcId proc, uint64_t rss, TimePoint now, Actions& out);
   void tick(TimePoint now, Actions& out);
 
@@ -143,6 +147,7 @@ class Policy {
   std::vector<PendingOp> pending_;
   uint64_t reloads_ok_ = 0;
   uint64_t reloads_failed_ = 0;
+  uint64_t notify_unattributed_ = 0;
 };
 
 }  // namespace preforkd::core

@@ -54,6 +54,7 @@ struct Snapshot {
   std::vector<ProgramSnapshot> programs;
   uint64_t reloads_ok = 0;
   uint64_t reloads_failed = 0;
+  uint64_t notify_unattributed = 0;  // NOTIFY_SOCKET datagrams from no worker, dropped
 };
 
 }  // namespace preforkd::core

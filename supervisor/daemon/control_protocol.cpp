@@ -111,7 +111,7 @@ std::string reply_stats(const core::Snapshot& s) {
                         {"exits", std::move(exits)},
                         {"workers", std::move(workers)}});
   }
-  return dump({{"ok", true}, {"programs", std::move(programs)}});
+  return dump({{"ok", true}, {"notify_unattributed", s.notify_unattributed}, {"programs", std::move(programs)}});
 }
 
 }  // namespace preforkd::daemon

@@ -132,6 +132,7 @@ json Daemon::serialize_state() const {
               {"control_socket", config_.supervisor.control_socket},
               {"metrics", config_.supervisor.metrics ? *config_.supervisor.metrics : ""},
               {"metrics_fd", metrics_ ? metrics_->listen_fd() : -1},
+              {"notify_fd", notify_socket_ ? notify_socket_.get() : -1},
               {"programs", programs}};
 }
 
@@ -371,6 +372,7 @@ void Daemon::exec_upgrade() {
     if (h.pipe && h.pipe->fd) handed.push_back(h.pipe->fd.get());
   if (control_) handed.push_back(control_->listen_fd());
   if (metrics_) handed.push_back(metrics_->listen_fd());
+  if (notify_socket_) handed.push_back(notify_socket_.get());
   for (int fd : handed) sys::set_inheritable(fd, true);
   int err = sys::exec_replace(self_path_, argv, sys::environment_strings());
   sys::mark_all_cloexec();  // back as they were
