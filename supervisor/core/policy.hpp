@@ -37,7 +37,7 @@ namespace preforkd::core {
 inline constexpr Duration kMemoryCheckInterval{1000};
 
 struct ControlCommand {
-  enum class Kind { Stop, Start, Scale, Restart, Signal };
+  enum class Kind { Stop, Start, Scale, Restart, Signal, Rollback };
   Kind kind = Kind::Stop;
   std::string program;
   size_t workers = 0;  // Scale
@@ -120,6 +120,11 @@ class Policy {
   ProgramState* find_mut(const std::string& name);
   bool program_event(ProgramState& p, ProgramEvent e, Ctx& c);
   void finish_rollout(ProgramState& p, const RolloutStep& step, Ctx& c);
+  // The guard (core/guard.hpp): failures noted since the last tick, and guards that ran out.
+  void check_guards(Ctx& c);
+  // GenerationFailed or RollbackRequested: `what` says why, `client` waits for the end (0: nobody).
+  void roll_back(ProgramState& p, ProgramEvent why, const std::string& what, ClientId client, Ctx& c);
+  void rollback_failed(ProgramState& p, const GuardFailure& f, Ctx& c);
   void begin_reload(std::vector<ClientId> clients, Ctx& c);
   void check_reload(Ctx& c);
   void check_operations(Ctx& c);

@@ -38,6 +38,13 @@ struct WorkerSnapshot {
 struct ProgramSnapshot {
   std::string name;
   std::string state;          // "running", "crash-looping" or "stopped"
+  // The configuration generation the program runs: what its new workers
+  // start with (after an aborted or rolled-back reload, the older one).
+  uint64_t generation = 0;
+  std::string phase;          // core::ProgramPhase: running rolling-out guarding rolling-back removing
+  uint64_t previous_generation = 0;  // the other configuration held (guard, rollout, rollback); 0: none
+  double guard_left_s = -1;   // guarding: seconds until the previous configuration is dropped; else -1
+  uint64_t rollbacks = 0;     // rollbacks started (preforkd_rollbacks_total)
   uint32_t workers_wanted = 0;
   std::vector<WorkerSnapshot> workers;  // slots in order, then retiring processes
   std::map<std::string, uint64_t> counters;  // live + retired: never goes back
