@@ -759,6 +759,10 @@ Snapshot Policy::snapshot(TimePoint now) const {
     ps.name = p.name();
     ps.generation = p.shape.generation;
     ps.phase = to_string(p.phase);
+    if (p.rollout)
+      ps.rollout = p.rollout->kind == Rollout::Kind::Reload    ? "reload"
+                   : p.rollout->kind == Rollout::Kind::Restart ? "restart"
+                                                               : "rollback";
     ps.previous_generation = p.previous ? p.previous->generation : 0;
     if (TimePoint until = guard_deadline(p); until != kNever)
       ps.guard_left_s = until > now ? std::chrono::duration<double>(until - now).count() : 0.0;

@@ -42,6 +42,7 @@ struct ProgramSnapshot {
   // start with (after an aborted or rolled-back reload, the older one).
   uint64_t generation = 0;
   std::string phase;          // core::ProgramPhase: running rolling-out guarding rolling-back removing
+  std::string rollout;        // while rolling: "reload", "restart" or "rollback"; else empty
   uint64_t previous_generation = 0;  // the other configuration held (guard, rollout, rollback); 0: none
   double guard_left_s = -1;   // guarding: seconds until the previous configuration is dropped; else -1
   uint64_t rollbacks = 0;     // rollbacks started (preforkd_rollbacks_total)

@@ -87,6 +87,7 @@ std::string reply_status(const core::Snapshot& s) {
               {"rollbacks", p.rollbacks},
               {"workers_wanted", p.workers_wanted},
               {"workers", std::move(workers)}};
+    if (!p.rollout.empty()) o["rollout"] = p.rollout;
     if (p.previous_generation != 0) o["previous_generation"] = p.previous_generation;
     if (p.guard_left_s >= 0) o["guard_left_s"] = p.guard_left_s;
     programs.push_back(std::move(o));

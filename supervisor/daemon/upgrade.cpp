@@ -2,7 +2,8 @@
 //
 //   1. USR2 waits until the policy is quiescent: no reload, rollout or
 //      control operation in progress (each has a client or a plan that an
-//      exec would lose).
+//      exec would lose), and no reload.guard holding a previous
+//      configuration (the state carries only the one in force).
 //   2. The state is written to a memfd and the binary at the path preforkd
 //      was started from (a package upgrade's new file) is run in check mode on
 //      it and on the configuration file, as a child of the loop (reaped like
@@ -295,6 +296,9 @@ void Daemon::on_usr2() {
   }
   upgrade_requested_ = true;
   log_->info("preforkd: SIGUSR2: upgrading preforkd in place from {}", self_path_);
+  if (!policy_.quiescent())
+    log_->info("preforkd: the upgrade waits until the reloads, rollouts, operations and reload.guard windows in "
+               "progress are over");
 }
 
 // Runs the new binary's check once nothing that a client waits for is in progress.
