@@ -125,3 +125,38 @@ TEST_CASE("gunicorn: the README's example, as written, becomes ready through gun
   CHECK(wait_until([&] { return count(d.log(), "Booting worker with pid") >= 2; }, 30s));
   CHECK(d.stop() == 0);
 }
+
+TEST_CASE("gunicorn: a reload to an app that does not load (app:nosuch) never takes the old generation down") {
+  REQUIRE_GUNICORN();
+  TempDir dir;
+  std::string app_dir = dir.path() + "/web";
+  REQUIRE(::mkdir(app_dir.c_str(), 0755) == 0);
+  dir.write("web/app.py", kApp);
+  uint16_t port = free_port();
+  auto yaml = [&](const std::string& app) {
+    return "programs:\n  web:\n    command: " + std::string(kGunicorn) + " " + app + "\n    directory: " + app_dir +
+           "\n    workers: 2\n    listen: [\"127.0.0.1:" + std::to_string(port) + "\"]\n    ready: notify\n";
+  };
+  Preforkd d(dir, yaml("app:wsgi"));
+  REQUIRE_MESSAGE(wait_until([&] { return all_ready(d, "web", 2, "Gunicorn arbiter booted"); }, 30s), d.log());
+  REQUIRE(wait_until([&] { return count(d.log(), "Booting worker with pid") >= 2; }, 30s));
+  d.rewrite(yaml("app:nosuch"));
+  // gunicorn says READY=1, then its worker fails to load the app and it
+  // exits 4: within settle the rollout aborts, after it the guard rolls back.
+  auto r = d.control({{"cmd", "reload"}}, 120s);
+  INFO(d.log());
+  CHECK(r["ok"] == false);
+  CHECK_MESSAGE(r["error"].get<std::string>().find("web") != std::string::npos, r.dump());
+  CHECK(wait_until([&] { return all_ready(d, "web", 2, "Gunicorn arbiter booted"); }, 30s));
+  auto p = program_of(d.control({{"cmd", "status"}}), "web");
+  CHECK(p["generation"] == 1);
+  for (const auto& w : p["workers"]) CHECK(w["generation"] == 1);
+  std::string response = http_get(port);
+  CHECK_MESSAGE(response.find("hello from gunicorn") != std::string::npos, response);
+  // Every arbiter has booted its worker (see above: a TERM meanwhile can hang gunicorn).
+  CHECK(wait_until([&] {
+    std::string log = d.log();
+    return count(log, "Booting worker with pid") >= count(log, "Listening at:");
+  }, 30s));
+  CHECK(d.stop() == 0);
+}
