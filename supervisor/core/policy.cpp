@@ -58,6 +58,7 @@ void Policy::adopt(Programs programs, uint64_t generation, uint64_t reloads_ok, 
     p.id = next_program_++;
     for (const auto& s : p.slots) next_proc_ = std::max(next_proc_, s.m.proc);
     for (const auto& r : p.retirees) next_proc_ = std::max(next_proc_, r.proc);
+    if (p.guard && p.guard->first_proc > 0) next_proc_ = std::max(next_proc_, p.guard->first_proc - 1);  // still watched
     index(p);
   }
 }
@@ -131,12 +132,11 @@ bool Policy::finished() const {
 }
 
 bool Policy::quiescent() const {
-  // A guard holds a previous configuration that the state handed over does
-  // not carry: an upgrade waits for it to end too.
+  // A guard (Guarding) is no reason to wait: the upgrade hands it over. A
+  // guard noted during a rollout goes with the rollout, which does wait.
   return reload_phase_ == ReloadPhase::Idle && !reload_queued_ && !busy_with_rollouts() && pending_.empty() &&
-         std::none_of(programs_.begin(), programs_.end(), [](const ProgramState& p) {
-           return p.phase == ProgramPhase::Removing || p.phase == ProgramPhase::Guarding || p.guard.has_value();
-         });
+         std::none_of(programs_.begin(), programs_.end(),
+                      [](const ProgramState& p) { return p.phase == ProgramPhase::Removing; });
 }
 
 std::vector<std::pair<std::string, uint64_t>> Policy::shapes_in_use() const {
