@@ -114,7 +114,7 @@ TEST_CASE("faults: epoll_ctl fails with ENOMEM on a respawn's pipe: preforkd kee
 
   pid_t victim = before[0];
   REQUIRE(kill(victim, SIGKILL) == 0);
-  REQUIRE_MESSAGE(d.wait_for_log("epoll_ctl call 7: injected ENOMEM", 10s, mark) != npos, d.log());
+  REQUIRE_MESSAGE(d.wait_for_log("epoll_ctl call 8: injected ENOMEM", 10s, mark) != npos, d.log());
   bool back = wait_until([&] { return d.process().running() && recovered(d, victim); }, 20s);
   CHECK_MESSAGE(d.process().running(), "preforkd died of one failed epoll_ctl:\n", d.log());
   REQUIRE_MESSAGE(back, d.log());
