@@ -396,6 +396,9 @@ void Policy::finish_rollout(ProgramState& p, const RolloutStep& step, Ctx& c) {
   } else {
     program_event(p, ProgramEvent::RolloutEnded, c);
     p.guard.reset();
+    // A restart kept a reload's previous configuration only for its guard
+    // (a reload's own is dealt with below: dropped when done, back if not).
+    if (restart) p.previous.reset();
   }
   std::string kept = keep ? "; generation " + std::to_string(p.previous->generation) + " is kept for " +
                                 std::to_string(p.config().reload.guard.count()) + "ms (reload.guard)"

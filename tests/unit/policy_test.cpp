@@ -1695,3 +1695,24 @@ TEST_CASE("guard: a reload storm during a rollout coalesces into one more, which
   w.finish_rollout("web");
   check_all_on(w, "web", 1);
 }
+
+TEST_CASE("guard: reload.guard changed in place applies to the guard in progress") {
+  auto cfg = guarded(program("web", 2));
+  World w = running(cfg);
+  auto next = changed(cfg);
+  reload_and_finish(w, next, 7);
+  w.advance(5s);
+  auto longer = next;
+  longer.reload.guard = 60000ms;
+  w.reload({longer}, ClientId{8});  // in place: the workers stay
+  CHECK(w.prog("web").phase == core::ProgramPhase::Guarding);
+  CHECK(w.policy.next_deadline() == w.now + 55s);  // counted from the rollout's end
+  auto off = next;
+  off.reload.guard = 0ms;
+  w.reload({off}, ClientId{9});
+  INFO(w.log_text());
+  CHECK(w.prog("web").phase == core::ProgramPhase::Running);
+  CHECK_FALSE(w.prog("web").previous.has_value());
+  CHECK(w.policy.next_deadline() == core::kNever);
+  check_all_on(w, "web", 2);
+}
