@@ -5,6 +5,8 @@
 // guard; a reload storm during a guard coalesces and leaves it alone.
 #include <doctest/doctest.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <iterator>
@@ -48,6 +50,22 @@ std::pair<int, std::string> preforkctl(const Preforkd& d, const std::vector<std:
   std::vector<std::string> argv = {bin("preforkctl"), "-s", d.control_socket()};
   argv.insert(argv.end(), args.begin(), args.end());
   return run(argv, 120s);
+}
+
+// One HTTP request to preforkd-echo --http on 127.0.0.1:port: a 200 came back.
+bool echo_roundtrip_http(uint16_t port) {
+  int fd = connect_tcp(port);
+  if (fd < 0) return false;
+  const std::string req = "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+  std::string out;
+  timeval tv{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size())) {
+    char buf[4096];
+    for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) out.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return out.find(" 200 ") != std::string::npos;
 }
 
 size_t count(const std::string& text, const std::string& needle) {
@@ -201,5 +219,35 @@ TEST_CASE("guard: a reload storm during a guard coalesces and keeps the way back
   auto r = d.control({{"cmd", "rollback"}, {"program", "web"}}, 60s);
   CHECK_MESSAGE(r["ok"] == true, r.dump());
   for (pid_t pid : pids_of(d.control({{"cmd", "status"}}), "web")) CHECK(cmdline(pid).find("--io-threads") == std::string::npos);
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("guard: the previous configuration's socket stays open during the guard and serves a rollback, or a "
+          "reload back to it") {
+  TempDir dir;
+  uint16_t a = free_port(), b = free_port();
+  std::string la = "127.0.0.1:" + std::to_string(a), lb = "127.0.0.1:" + std::to_string(b);
+  const std::string fast = "    reload: { settle: 100ms }\n";
+  Preforkd d(dir, web(2, la, "", fast));
+  REQUIRE(wait_until([&] { return settled_on(d, 2, 1); }));
+  // To port b: port a is kept, with nobody accepting on it, for the way back.
+  d.rewrite(web(2, lb, "", fast));
+  REQUIRE(d.control({{"cmd", "reload"}}, 60s)["ok"] == true);
+  REQUIRE(wait_until([&] { return settled_on(d, 2, 2); }));
+  CHECK(echo_roundtrip_http(b));
+  // The rollback serves port a again, on the very same socket.
+  REQUIRE(d.control({{"cmd", "rollback"}, {"program", "web"}}, 60s)["ok"] == true);
+  CHECK(settled_on(d, 2, 1));
+  CHECK(echo_roundtrip_http(a));
+  CHECK(wait_until([&] { return connect_tcp(b, 200ms) < 0; }));  // b closes with generation 2's workers
+
+  // Again to b, then a reload (not a rollback) back to a during the guard:
+  // the kept socket is taken, not bound anew (which would fail).
+  d.rewrite(web(2, lb, "", fast));
+  REQUIRE(d.control({{"cmd", "reload"}}, 60s)["ok"] == true);
+  d.rewrite(web(2, la, "", fast));
+  auto r = d.control({{"cmd", "reload"}}, 60s);
+  CHECK_MESSAGE(r["ok"] == true, r.dump() << d.log());
+  CHECK(echo_roundtrip_http(a));
   CHECK(d.stop() == 0);
 }
