@@ -31,6 +31,8 @@ REQUIRED = [
     "preforkd_reloads_total",
     "preforkd_notify_errors_total",
     "preforkd_orphans_total",
+    "preforkd_rollbacks_total",
+    "preforkd_generation",
 ]
 METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")

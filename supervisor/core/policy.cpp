@@ -58,6 +58,7 @@ void Policy::adopt(Programs programs, uint64_t generation, uint64_t reloads_ok, 
     p.id = next_program_++;
     for (const auto& s : p.slots) next_proc_ = std::max(next_proc_, s.m.proc);
     for (const auto& r : p.retirees) next_proc_ = std::max(next_proc_, r.proc);
+    if (p.guard && p.guard->first_proc > 0) next_proc_ = std::max(next_proc_, p.guard->first_proc - 1);  // still watched
     index(p);
   }
 }
@@ -140,6 +141,8 @@ bool Policy::finished() const {
 }
 
 bool Policy::quiescent() const {
+  // A guard (Guarding) is no reason to wait: the upgrade hands it over. A
+  // guard noted during a rollout goes with the rollout, which does wait.
   return reload_phase_ == ReloadPhase::Idle && !reload_queued_ && !busy_with_rollouts() && pending_.empty() &&
          std::none_of(programs_.begin(), programs_.end(),
                       [](const ProgramState& p) { return p.phase == ProgramPhase::Removing; });
@@ -255,6 +258,13 @@ void Policy::notify_too_long(ProcId proc, size_t lines, TimePoint now, Actions& 
   for (size_t i = 0; i < lines; ++i) p->notify_error(proc, NotifyError::TooLong, c);
 }
 
+void Policy::notify_unattributed(pid_t pid, Actions& out) {
+  if (++notify_unattributed_ == 1)
+    out.push_back(log_action(LogLevel::Warn, "preforkd: dropped a NOTIFY_SOCKET datagram from pid " + std::to_string(pid) +
+                                                 ", which is no worker's (nor in a worker's process group); further "
+                                                 "ones are only counted"));
+}
+
 void Policy::memory_measured(ProcId proc, uint64_t rss, TimePoint now, Actions& out) {
   auto it = procs_.find(proc);
   if (it == procs_.end()) return;
@@ -300,11 +310,16 @@ void Policy::tick(TimePoint now, Actions& out) {
     for (auto& p : programs_) p.kill_all(c);
     orphans_.force(now, out);
   }
+  check_guards(c);  // before expire: a failed process respawns with the previous configuration
   for (auto& p : programs_) p.expire(c);
   check_memory(c);
   for (auto& p : programs_) {
     if (!p.rollout) continue;
     RolloutStep step = advance(p, *p.rollout, c);
+    // A rollback is over once every wanted slot is ready again, respawned ones included.
+    if (step.result == RolloutStep::Result::Done && p.rollout->kind == Rollout::Kind::Rollback &&
+        !rollback_settled(p))
+      continue;
     if (step.result != RolloutStep::Result::Running) finish_rollout(p, step, c);
   }
   collect(c);
@@ -313,27 +328,141 @@ void Policy::tick(TimePoint now, Actions& out) {
   orphans_.tick(now, out);
 }
 
+// ---- the guard (core/guard.hpp) ----
+
+void Policy::check_guards(Ctx& c) {
+  if (shutting_down_) return;
+  for (auto& p : programs_) {
+    if (!p.guard) continue;
+    if (p.guard->failure) {
+      GuardFailure f = std::move(*p.guard->failure);
+      p.guard->failure.reset();
+      std::string gen = "generation " + std::to_string(f.generation);
+      switch (p.phase) {
+        case ProgramPhase::Guarding:
+          roll_back(p, ProgramEvent::GenerationFailed,
+                    gen + " failed " + seconds_between(p.guard->ended, f.at) + " after its rollout (" + f.why + ")", 0, c);
+          break;
+        case ProgramPhase::RollingOut: {
+          const Rollout& ro = *p.rollout;
+          bool canary = ro.replaced == 0 && std::any_of(ro.in_flight.begin(), ro.in_flight.end(),
+                                                        [&](const Rollout::Item& i) { return i.slot == f.slot; });
+          std::string what = gen + " failed " + seconds_between(p.guard->started, f.at) + " into its " +
+                             (ro.kind == Rollout::Kind::Restart ? "restart" : "rollout") + " (" + f.why + ")";
+          if (canary) break;  // nothing rolled out yet: the rollout aborts itself (advance), as it always has
+          if (can_roll_back(p)) {
+            roll_back(p, ProgramEvent::GenerationFailed, what, 0, c);
+          } else {
+            // A restart keeps the configuration: nothing to go back to, but
+            // the workers it has not restarted yet keep what they loaded.
+            finish_rollout(p, {RolloutStep::Result::Failed, what + "; the workers not restarted yet keep running"}, c);
+          }
+          break;
+        }
+        case ProgramPhase::RollingBack: rollback_failed(p, f, c); break;
+        default: break;
+      }
+    }
+    if (p.phase == ProgramPhase::Guarding && c.now >= guard_deadline(p) &&
+        program_event(p, ProgramEvent::GuardExpired, c)) {
+      c.log(LogLevel::Info, p.name() + ": generation " + std::to_string(p.shape.generation) + " held for " +
+                                std::to_string(p.config().reload.guard.count()) + "ms after its rollout; generation " +
+                                std::to_string(p.previous ? p.previous->generation : 0) + " is no longer kept");
+      p.previous.reset();
+      p.guard.reset();
+    }
+  }
+}
+
+void Policy::roll_back(ProgramState& p, ProgramEvent why, const std::string& what, ClientId client, Ctx& c) {
+  if (!program_event(p, why, c)) return;
+  uint64_t from = p.shape.generation, to = p.previous->generation;
+  if (p.rollout) {
+    // The rollout in progress ends here; a restart's client hears why.
+    if (p.rollout->client != 0)
+      c.out.push_back(reply_action(p.rollout->client, false, "restart of " + p.name() + " aborted: " + what +
+                                                                 ": rolled back to generation " + std::to_string(to)));
+    p.rollout.reset();
+  }
+  if (why == ProgramEvent::GenerationFailed)
+    c.log(LogLevel::Error, p.name() + ": " + what + ": rolling back to generation " + std::to_string(to));
+  else
+    c.log(LogLevel::Warn, p.name() + ": rolling back from generation " + std::to_string(from) + " to generation " +
+                              std::to_string(to) + " (" + what + ")");
+  if (reload_ && std::find(reload_->touched.begin(), reload_->touched.end(), p.name()) != reload_->touched.end())
+    reload_->failures.push_back(p.name() + ": " + what + ": rolled back to generation " + std::to_string(to));
+  Rollout ro = begin_rollback(p, c);
+  ro.client = client;
+  c.log(LogLevel::Info, p.name() + ": rollback to generation " + std::to_string(to) + ": replacing " +
+                            std::to_string(ro.todo.size()) + " worker(s) of generation " + std::to_string(from));
+  p.rollout = std::move(ro);
+}
+
+void Policy::rollback_failed(ProgramState& p, const GuardFailure& f, Ctx& c) {
+  std::string what = "the rollback to generation " + std::to_string(p.shape.generation) + " failed too (" +
+                     (f.slot >= 0 ? p.tag(f.slot) + ": " : std::string()) + f.why + ")";
+  finish_rollout(p, {RolloutStep::Result::Failed, what}, c);
+}
+
 void Policy::finish_rollout(ProgramState& p, const RolloutStep& step, Ctx& c) {
   Rollout ro = std::move(*p.rollout);
   p.rollout.reset();
-  program_event(p, ProgramEvent::RolloutEnded, c);
+  bool done = step.result == RolloutStep::Result::Done;
+  if (ro.kind == Rollout::Kind::Rollback) {
+    // Never guarded, never undone: the program stays on the configuration it went back to.
+    program_event(p, ProgramEvent::RolloutEnded, c);
+    uint64_t failed = p.previous ? p.previous->generation : 0;
+    p.previous.reset();
+    p.guard.reset();
+    std::string to = "generation " + std::to_string(p.shape.generation);
+    if (done) {
+      c.log(LogLevel::Info, p.name() + ": rolled back to " + to + " (" + std::to_string(ro.replaced) + " worker(s) replaced)");
+      if (ro.client != 0) c.out.push_back(reply_action(ro.client, true, "rolled back " + p.name() + " to " + to));
+      return;
+    }
+    c.log(LogLevel::Error, p.name() + ": " + step.why + ": " + p.name() + " stays on " + to +
+                               " and its failing workers back off (crash-looping); preforkd does not go back to "
+                               "generation " + std::to_string(failed));
+    if (ro.client != 0)
+      c.out.push_back(reply_action(ro.client, false, "rollback of " + p.name() + " to " + to + " failed: " + step.why));
+    if (reload_ && std::find(reload_->touched.begin(), reload_->touched.end(), p.name()) != reload_->touched.end())
+      reload_->failures.push_back(p.name() + ": " + step.why);
+    return;
+  }
   bool restart = ro.kind == Rollout::Kind::Restart;
-  if (step.result == RolloutStep::Result::Done) {
+  // A restart within a reload's guard keeps it (re-armed from now); a
+  // finished guarded reload starts one; anything else keeps nothing.
+  bool keep = p.guard && can_roll_back(p) && (done || restart) && p.config().reload.guard.count() > 0;
+  if (keep) {
+    program_event(p, ProgramEvent::RolloutGuarded, c);
+    p.guard->ended = c.now;
+    p.guard->failure.reset();
+  } else {
+    program_event(p, ProgramEvent::RolloutEnded, c);
+    p.guard.reset();
+    // A restart kept a reload's previous configuration only for its guard
+    // (a reload's own is dealt with below: dropped when done, back if not).
+    if (restart) p.previous.reset();
+  }
+  std::string kept = keep ? "; generation " + std::to_string(p.previous->generation) + " is kept for " +
+                                std::to_string(p.config().reload.guard.count()) + "ms (reload.guard)"
+                          : "";
+  if (done) {
     if (restart) {
       if (ro.client != 0)
         c.out.push_back(reply_action(ro.client, true, "restarted " + std::to_string(ro.replaced) + " worker(s) of " +
                                                           p.name()));
-      c.log(LogLevel::Info, p.name() + ": rolling restart done");
+      c.log(LogLevel::Info, p.name() + ": rolling restart done" + kept);
       return;
     }
-    // Reload: every old worker is gone, so are the sockets only they used.
-    p.previous.reset();
-    c.log(LogLevel::Info, p.name() + ": " + std::to_string(ro.replaced) + " worker(s) replaced");
+    // Reload: every old worker is gone; without a guard, so are the sockets only they used.
+    if (!keep) p.previous.reset();
+    c.log(LogLevel::Info, p.name() + ": " + std::to_string(ro.replaced) + " worker(s) replaced" + kept);
     p.scale_to(ro.scale_to, c);
     return;
   }
   if (restart) {
-    c.log(LogLevel::Error, p.name() + ": rolling restart aborted: " + step.why);
+    c.log(LogLevel::Error, p.name() + ": rolling restart aborted: " + step.why + kept);
     if (ro.client != 0)
       c.out.push_back(reply_action(ro.client, false, "restart of " + p.name() + " aborted: " + step.why));
     return;
@@ -439,7 +568,20 @@ void Policy::control(const ControlCommand& cmd, ClientId client, TimePoint now, 
       return reply(true, "started " + p->name());
     default: break;
   }
-  if (p->phase == ProgramPhase::RollingOut) return reply(false, p->name() + ": a restart is in progress");
+  if (cmd.kind == ControlCommand::Kind::Rollback) {
+    if (p->phase == ProgramPhase::RollingBack) return reply(false, p->name() + ": a rollback is in progress already");
+    if ((p->phase != ProgramPhase::RollingOut && p->phase != ProgramPhase::Guarding) || !can_roll_back(*p))
+      return reply(false, p->name() + ": nothing to roll back to: " +
+                              (p->phase == ProgramPhase::RollingOut
+                                   ? "a restart keeps the configuration"
+                                   : "no previous configuration is kept (the guard of its last rollout is over, or it "
+                                     "had none)"));
+    roll_back(*p, ProgramEvent::RollbackRequested, "preforkctl rollback", client, c);
+    collect(c);
+    return;
+  }
+  if (p->phase == ProgramPhase::RollingOut) return reply(false, p->name() + ": a rollout is in progress");
+  if (p->phase == ProgramPhase::RollingBack) return reply(false, p->name() + ": a rollback is in progress");
   switch (cmd.kind) {
     case ControlCommand::Kind::Stop:
       p->stop_all(StopReason::Operator, Want::Down, c);
@@ -458,6 +600,14 @@ void Policy::control(const ControlCommand& cmd, ClientId client, TimePoint now, 
       size_t n = ro.todo.size();
       program_event(*p, ProgramEvent::StartRollout, c);
       p->rollout = std::move(ro);
+      // Guarded like a reload (core/guard.hpp): within a reload's guard the
+      // restarted workers join it; otherwise a failing one stops the restart.
+      if (p->config().reload.guard.count() > 0) {
+        if (!p->guard) p->guard = start_guard(c);
+        p->guard->started = c.now;
+        p->guard->ended = kNever;
+        p->guard->failure.reset();
+      }
       c.log(LogLevel::Info, p->name() + ": rolling restart of " + std::to_string(n) + " worker(s)");
       break;
     }
@@ -556,6 +706,7 @@ void Policy::commit_reload(ReloadPlan plan, std::vector<ClientId> clients, TimeP
     ProgramState& p = *found;
     if (pd.kind == ProgramDiff::Kind::Removed) {
       if (p.rollout) p.rollout.reset();
+      p.guard.reset();
       program_event(p, ProgramEvent::Remove, c);
       p.stop_all(StopReason::Operator, Want::Remove, c);
       summary.push_back(pd.name + ": removed");
@@ -565,8 +716,17 @@ void Policy::commit_reload(ReloadPlan plan, std::vector<ClientId> clients, TimeP
     if (pd.replaces_workers()) {
       // Replace every worker: new ones start with the new shape; the old ones
       // keep theirs (and their sockets) until each is replaced.
+      if (p.phase == ProgramPhase::Guarding && p.previous)
+        c.log(LogLevel::Info, pd.name + ": the guard of generation " + std::to_string(p.shape.generation) +
+                                  " ends: generation " + std::to_string(p.previous->generation) +
+                                  " is no longer kept, generation " + std::to_string(generation_) + " replaces it");
       p.previous = std::move(p.shape);
       p.shape = make_shape(*cfg, generation_);
+      // The way back stays open from the canary on (core/guard.hpp).
+      if (cfg->reload.guard.count() > 0)
+        p.guard = start_guard(c);
+      else
+        p.guard.reset();
       while (p.wanted() > cfg->workers) p.remove_worker(c);  // fewer now; more once replaced
       Rollout ro = plan_rollout(p, Rollout::Kind::Reload, batch_size(cfg->reload, cfg->workers));
       ro.scale_to = cfg->workers;
@@ -642,9 +802,20 @@ Snapshot Policy::snapshot(TimePoint now) const {
   s.generation = generation_;
   s.reloads_ok = reloads_ok_;
   s.reloads_failed = reloads_failed_;
+  s.notify_unattributed = notify_unattributed_;
   for (const auto& p : programs_) {
     ProgramSnapshot ps;
     ps.name = p.name();
+    ps.generation = p.shape.generation;
+    ps.phase = to_string(p.phase);
+    if (p.rollout)
+      ps.rollout = p.rollout->kind == Rollout::Kind::Reload    ? "reload"
+                   : p.rollout->kind == Rollout::Kind::Restart ? "restart"
+                                                               : "rollback";
+    ps.previous_generation = p.previous ? p.previous->generation : 0;
+    if (TimePoint until = guard_deadline(p); until != kNever)
+      ps.guard_left_s = until > now ? std::chrono::duration<double>(until - now).count() : 0.0;
+    ps.rollbacks = p.rollbacks;
     ps.workers_wanted = static_cast<uint32_t>(std::count_if(p.slots.begin(), p.slots.end(), [](const Slot& sl) {
       return sl.phase != SlotPhase::Removing && sl.m.worker.want == Want::Up;
     }));

@@ -11,12 +11,12 @@ using json = nlohmann::json;
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
 bool needs_program(const std::string& cmd) {
-  return cmd == "scale" || cmd == "restart" || cmd == "stop" || cmd == "start" || cmd == "signal";
+  return cmd == "scale" || cmd == "restart" || cmd == "stop" || cmd == "start" || cmd == "signal" || cmd == "rollback";
 }
 
 bool known(const std::string& cmd) {
   for (const char* c : {"status", "stats", "metrics", "reload", "scale", "restart", "stop", "start", "signal",
-                        "shutdown", "version"})
+                        "rollback", "shutdown", "version"})
     if (cmd == c) return true;
   return false;
 }
@@ -92,11 +92,18 @@ std::string reply_status(const core::Snapshot& s) {
       if (w.retiring) o["retiring"] = true;
       workers.push_back(std::move(o));
     }
-    programs.push_back({{"name", p.name},
-                        {"state", p.state},
-                        {"workers_wanted", p.workers_wanted},
-                        {"workers", std::move(workers)},
-                        {"orphans", orphans_json(p.orphans)}});
+    json o = {{"name", p.name},
+              {"state", p.state},
+              {"generation", p.generation},
+              {"phase", p.phase},
+              {"rollbacks", p.rollbacks},
+              {"workers_wanted", p.workers_wanted},
+              {"workers", std::move(workers)},
+              {"orphans", orphans_json(p.orphans)}};
+    if (!p.rollout.empty()) o["rollout"] = p.rollout;
+    if (p.previous_generation != 0) o["previous_generation"] = p.previous_generation;
+    if (p.guard_left_s >= 0) o["guard_left_s"] = p.guard_left_s;
+    programs.push_back(std::move(o));
   }
   return dump({{"ok", true},
                {"version", s.version},
@@ -125,7 +132,7 @@ std::string reply_stats(const core::Snapshot& s) {
                         {"exits", std::move(exits)},
                         {"workers", std::move(workers)}});
   }
-  return dump({{"ok", true}, {"programs", std::move(programs)}});
+  return dump({{"ok", true}, {"notify_unattributed", s.notify_unattributed}, {"programs", std::move(programs)}});
 }
 
 }  // namespace preforkd::daemon

@@ -28,6 +28,7 @@ int main() {
   s.generation = 3;
   s.reloads_ok = 5;
   s.reloads_failed = 1;
+  s.notify_unattributed = 2;
 
   ProgramSnapshot echo;
   echo.name = "echo";
@@ -38,6 +39,7 @@ int main() {
   echo.exits = {1, 2, 0, 0, 3};
   echo.notify_errors = 2;
   echo.orphans_total = 5;
+  echo.generation = 3;
   echo.counters = {{"requests", 1234}, {"bytes_in", std::numeric_limits<uint64_t>::max()}, {"x", 1}};
   echo.gauges = {{"active_connections", 12}, {"x_total", 99}, {"x", 98}};  // both collide with counter x
 
@@ -49,6 +51,8 @@ int main() {
   odd.starts = 40;
   odd.exits = {0, 38, 1, 1, 0};
   odd.counters = {{"requests", 9}, {"x_total", 4}};
+  odd.generation = 2;  // a reload to 3 was rolled back
+  odd.rollbacks = 1;
   odd.gauges = {{"active_connections", -3}, {"queue_depth", 0}};
 
   ProgramSnapshot weird;

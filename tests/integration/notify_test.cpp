@@ -59,7 +59,7 @@ TEST_CASE("T24 notify: each kind of bad line is dropped and counted, the supervi
       {"badname", "--notify, COUNTER_Bad-Name=1", "bad name"},
       {"nonnumeric", "--notify, COUNTER_x=abc", "bad value"},
       {"decreasing", "--notify, COUNTER_down=5, --notify, COUNTER_down=4", "counter went down"},
-      {"unknown", "--notify, MAINPID=1", "unknown key"},
+      {"unknown", "--notify, NOSUCHKEY=1", "unknown key"},
       {"toomany", many.substr(2), "too many names"},
   };
   std::string yaml = "programs:\n";
