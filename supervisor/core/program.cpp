@@ -323,6 +323,18 @@ void ProgramState::expire(Ctx& c) {
   }
 }
 
+// The slot's process leaves it as a retiree record (with what it reported);
+// the slot is left without a process, its own history kept.
+Member ProgramState::vacate(Slot& s) {
+  Member out;
+  out.worker = hand_over(s.m.worker);
+  out.proc = std::exchange(s.m.proc, 0);
+  out.report = std::exchange(s.m.report, WorkerReport{});
+  out.notify_errors = std::exchange(s.m.notify_errors, 0);
+  out.draining = std::exchange(s.m.draining, false);
+  return out;
+}
+
 void ProgramState::recycle(int slot, Recycle why, Ctx& c) {
   Slot& s = slots[static_cast<size_t>(slot)];
   if (c.shutting_down || s.m.worker.state != WorkerState::Ready) {
@@ -331,15 +343,7 @@ void ProgramState::recycle(int slot, Recycle why, Ctx& c) {
   }
   if (!slot_event(slot, SlotEvent::Replace, c)) return;
   s.replacing_for = why;
-  Member old;
-  old.worker = hand_over(s.m.worker);
-  old.proc = std::exchange(s.m.proc, 0);
-  old.report = std::move(s.m.report);
-  old.notify_errors = s.m.notify_errors;
-  old.draining = s.m.draining;
-  s.m.report = WorkerReport{};
-  s.m.notify_errors = 0;
-  s.m.draining = false;
+  Member old = vacate(s);
   c.log(LogLevel::Info, tag(slot) + " pid " + std::to_string(old.worker.pid) + ": recycling (" + to_string(why) +
                             "): starting its replacement first");
   retirees.push_back(std::move(old));
@@ -371,15 +375,7 @@ void ProgramState::give_back(int slot, Ctx& c) {
   if (serving_retiree(slot) == nullptr) return;
   if (has_process(s.m.worker)) {
     // The successor leaves the slot as a retiree record that is stopped at once.
-    Member successor;
-    successor.worker = hand_over(s.m.worker);
-    successor.proc = std::exchange(s.m.proc, 0);
-    successor.report = std::move(s.m.report);
-    successor.notify_errors = s.m.notify_errors;
-    successor.draining = s.m.draining;
-    s.m.report = WorkerReport{};
-    s.m.notify_errors = 0;
-    s.m.draining = false;
+    Member successor = vacate(s);
     c.log(LogLevel::Info, tag(slot) + " pid " + std::to_string(successor.worker.pid) +
                               ": stopping it, its slot goes back to the worker it was replacing");
     apply(successor, -1, on_stop(successor.worker, shape.policy, StopReason::Recycle, Want::Remove, c.now), c);

@@ -141,6 +141,7 @@ struct ProgramState {
   void collect(Ctx& c);
 
  private:
+  Member vacate(Slot& s);
   bool slot_event(int slot, SlotEvent e, Ctx& c);  // applies the lifecycle table; true if acted on
 };
 
