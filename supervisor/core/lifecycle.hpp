@@ -31,7 +31,7 @@
 
 // Every cell is named (`decision`); a noop cell is never undefined behaviour:
 // the caller logs its name (at warn when `anomaly`, a bug elsewhere).
-// tests/unit/lifecycle_test.cpp walks every cell.
+// tests/unit/policy_test.cpp walks every cell and drives the reachable ones.
 #pragma once
 
 #include <cstddef>
