@@ -36,6 +36,8 @@ REQUIRED = [
     "preforkd_workers_busy",
     "preforkd_worker_busy_seconds_total",
     "preforkd_autoscale_total",
+    "preforkd_rollbacks_total",
+    "preforkd_generation",
 ]
 METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")

@@ -17,7 +17,7 @@ bool Program::operator==(const Program& o) const {
          restart == o.restart && backoff == o.backoff && reload == o.reload && ready == o.ready &&
          start_timeout == o.start_timeout && watchdog_timeout == o.watchdog_timeout &&
          stop_signal == o.stop_signal && stop_timeout == o.stop_timeout &&
-         kill_group == o.kill_group && orphans == o.orphans && max_requests == o.max_requests &&
+         kill_group == o.kill_group && orphans == o.orphans && notify_socket == o.notify_socket && max_requests == o.max_requests &&
          max_memory == o.max_memory && stdout_target == o.stdout_target &&
          stderr_target == o.stderr_target;
 }
@@ -190,8 +190,9 @@ std::string dump(const Config& config) {
     line(2, fmt::format("backoff: {{min: {}, max: {}, reset_after: {}}}",
                         format_duration(p.backoff.min), format_duration(p.backoff.max),
                         format_duration(p.backoff.reset_after)));
-    line(2, fmt::format("reload: {{batch: {}{}, settle: {}}}", p.reload.batch,
-                        p.reload.batch_percent ? "%" : "", format_duration(p.reload.settle)));
+    line(2, fmt::format("reload: {{batch: {}{}, settle: {}, guard: {}}}", p.reload.batch,
+                        p.reload.batch_percent ? "%" : "", format_duration(p.reload.settle),
+                        format_duration(p.reload.guard)));
     line(2, fmt::format("ready: {}", to_string(p.ready)));
     line(2, "start_timeout: " + format_duration(p.start_timeout));
     line(2, "watchdog_timeout: " + format_duration(p.watchdog_timeout));
@@ -199,6 +200,7 @@ std::string dump(const Config& config) {
     line(2, "stop_timeout: " + format_duration(p.stop_timeout));
     line(2, fmt::format("kill_group: {}", p.kill_group));
     line(2, fmt::format("orphans: {}", to_string(p.orphans)));
+    line(2, fmt::format("notify_socket: {}", p.notify_socket));
     line(2, fmt::format("max_requests: {}", p.max_requests));
     line(2, fmt::format("max_memory: {}", p.max_memory));
     line(2, "stdout: " + output(p.stdout_target));

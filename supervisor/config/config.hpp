@@ -82,8 +82,11 @@ struct ReloadPolicy {
   uint32_t batch = 1;          // workers at a time, or a percentage when batch_percent
   bool batch_percent = false;  // "25%" -> batch = 25, batch_percent = true
   Duration settle{1000};
+  // After a rollout, how long the previous configuration is kept so that a
+  // failing new generation is rolled back to it (0: no guard, no rollback).
+  Duration guard{30000};
   bool operator==(const ReloadPolicy& o) const {
-    return batch == o.batch && batch_percent == o.batch_percent && settle == o.settle;
+    return batch == o.batch && batch_percent == o.batch_percent && settle == o.settle && guard == o.guard;
   }
 };
 
@@ -120,6 +123,7 @@ struct Program {
   Duration stop_timeout{10000};
   bool kill_group = true;
   OrphanMode orphans = OrphanMode::Stop;
+  bool notify_socket = true;  // NOTIFY_SOCKET (sd_notify) in the worker's environment
   uint64_t max_requests = 0;
   uint64_t max_memory = 0;  // bytes
   Output stdout_target;

@@ -250,12 +250,12 @@ const Keys kProgramKeys{
     "rlimits",       "restart",          "backoff",     "reload",       "ready",
     "start_timeout", "watchdog_timeout", "stop_signal", "stop_timeout", "kill_group",
     "max_requests",  "max_memory",       "stdout",      "stderr",
-    "orphans",       "autoscale"};
+    "orphans",       "notify_socket", "autoscale"};
 const Keys kWorkersKeys{"min", "max"};
 const Keys kAutoscaleKeys{"up_after", "down_after", "cooldown", "step"};
 const Keys kListenKeys{"address", "name"};
 const Keys kBackoffKeys{"min", "max", "reset_after"};
-const Keys kReloadKeys{"batch", "settle"};
+const Keys kReloadKeys{"batch", "settle", "guard"};
 
 // One `key: value` of a map. Held by value: yaml-cpp Nodes are cheap handles.
 // (Never assign one Node to another: yaml-cpp's operator= writes through
@@ -701,6 +701,8 @@ class Loader {
       } else if (k == "orphans") {
         if (auto o = choice<OrphanMode>(e, kp, {"stop", "keep"}, {OrphanMode::Stop, OrphanMode::Keep}))
           p.orphans = *o;
+      } else if (k == "notify_socket") {
+        if (auto b = boolean(e, kp)) p.notify_socket = *b;
       } else if (k == "max_requests") {
         if (auto s = scalar(e, kp)) {
           if (auto n = parse_uint(*s)) {
@@ -1027,6 +1029,10 @@ class Loader {
       const std::string key_path = kp + "." + e.key;
       if (e.key == "settle") {
         if (auto d = duration(e, key_path)) p.reload.settle = *d;
+        continue;
+      }
+      if (e.key == "guard") {
+        if (auto d = duration(e, key_path)) p.reload.guard = *d;
         continue;
       }
       auto s = scalar(e, key_path);  // batch

@@ -14,14 +14,24 @@
 //       retiree that keeps serving, and a successor is spawned in the slot.
 //
 //   Program phase × event
-//   phase ↓ / event →  StartRollout   RolloutEnded  Remove       LastProcessGone
-//   Running           → RollingOut    anomaly       → Removing   noop
-//   RollingOut        noop (refused)  → Running     → Removing   noop
-//   Removing          noop            noop          noop         → Gone (erased)
-//
+//   phase ↓ / event →  StartRollout   RolloutEnded  RolloutGuarded  GenerationFailed  RollbackRequested  GuardExpired  Remove       LastProcessGone
+//   Running           → RollingOut    anomaly       anomaly         noop (no way back) noop (refused)    noop          → Removing   noop
+//   RollingOut        noop (refused)  → Running     → Guarding      → RollingBack      → RollingBack      noop          → Removing   noop
+//   Guarding          → RollingOut(*) anomaly       anomaly         → RollingBack      → RollingBack      → Running     → Removing   noop
+//   RollingBack       noop (refused)  → Running     anomaly         noop (never loops) noop (refused)    noop          → Removing   noop
+//   Removing          noop            noop          noop            noop               noop               noop          noop         → Gone (erased)
+//   (*) a reload that replaces the workers ends the guard (its own rollout is
+//       guarded from the generation that ran); a restart keeps it.
+//   The guard (core/guard.hpp, reload.guard): RolloutGuarded keeps the
+//   previous configuration after the rollout; GenerationFailed is a worker
+//   the rollout started that failed (as a crash-looping failure: before
+//   reset_after of readiness) while the way back is open; RollingBack is a
+//   rollout back to the previous configuration, whose own failure leaves the
+//   program on it, crash-looping, and never goes forward again.
+
 // Every cell is named (`decision`); a noop cell is never undefined behaviour:
 // the caller logs its name (at warn when `anomaly`, a bug elsewhere).
-// tests/unit/lifecycle_test.cpp walks every cell.
+// tests/unit/policy_test.cpp walks every cell and drives the reachable ones.
 #pragma once
 
 #include <cstddef>
@@ -32,10 +42,19 @@ namespace preforkd::core {
 
 enum class SlotPhase { Active, Replacing, Removing };
 enum class SlotEvent { Replace, Proven, SuccessorFailed, Remove, Reclaim, RetireeGone, Forgotten };
-enum class ProgramPhase { Running, RollingOut, Removing };
-enum class ProgramEvent { StartRollout, RolloutEnded, Remove, LastProcessGone };
+enum class ProgramPhase { Running, RollingOut, Guarding, RollingBack, Removing };
+enum class ProgramEvent {
+  StartRollout,
+  RolloutEnded,
+  RolloutGuarded,
+  GenerationFailed,
+  RollbackRequested,
+  GuardExpired,
+  Remove,
+  LastProcessGone
+};
 
-inline constexpr size_t kSlotPhases = 3, kSlotEvents = 7, kProgramPhases = 3, kProgramEvents = 4;
+inline constexpr size_t kSlotPhases = 3, kSlotEvents = 7, kProgramPhases = 5, kProgramEvents = 8;
 
 struct PhaseCell {
   bool change;           // the event is acted on (else a named no-op)

@@ -137,18 +137,34 @@ std::string render_prometheus(const Snapshot& s) {
       w.sample("preforkd_worker_exits_total", {{"program", p.name}, {"reason", kExitReasonNames[i]}},
                p.exits[i]);
 
+  w.family("preforkd_config_generation", "gauge",
+           "The configuration generation preforkd last loaded (1 at start, +1 per reload that read a valid file).");
+  w.sample("preforkd_config_generation", {}, s.generation);
+
+  w.family("preforkd_generation", "gauge",
+           "The configuration generation each program runs (older than preforkd_config_generation after an "
+           "aborted or rolled-back reload).");
+  for (const auto& p : s.programs) w.sample("preforkd_generation", {{"program", p.name}}, p.generation);
+
+  w.family("preforkd_rollbacks_total", "counter",
+           "Rollbacks to the previous configuration, automatic (reload.guard) or by preforkctl rollback.");
+  for (const auto& p : s.programs) w.sample("preforkd_rollbacks_total", {{"program", p.name}}, p.rollbacks);
+
   w.family("preforkd_reloads_total", "counter", "Configuration reloads, by result.");
   w.sample("preforkd_reloads_total", {{"result", "ok"}}, s.reloads_ok);
   w.sample("preforkd_reloads_total", {{"result", "failed"}}, s.reloads_failed);
 
   w.family("preforkd_notify_errors_total", "counter",
-           "Malformed or rejected lines on the workers' notify pipes.");
+           "Malformed or rejected lines from the workers (notify pipe or NOTIFY_SOCKET).");
   for (const auto& p : s.programs)
     w.sample("preforkd_notify_errors_total", {{"program", p.name}}, p.notify_errors);
 
   w.family("preforkd_orphans_total", "counter",
            "Processes the workers left behind (orphans) that preforkd found, by the program they came from.");
   for (const auto& p : s.programs) w.sample("preforkd_orphans_total", {{"program", p.name}}, p.orphans_total);
+  w.family("preforkd_notify_unattributed_total", "counter",
+           "NOTIFY_SOCKET datagrams from a process that is no worker and in no worker's process group, dropped.");
+  w.sample("preforkd_notify_unattributed_total", {}, s.notify_unattributed);
 
   w.family("preforkd_listen_queue", "gauge",
            "Connections waiting in a listener's accept queue (from the kernel, when scraped).");

@@ -82,6 +82,26 @@ std::variant<NotifyMessage, NotifyError> parse_notify_line(std::string_view line
     m.busy = value == "1";
     return m;
   }
+  // sd_notify(3) keys an unmodified server may send through NOTIFY_SOCKET:
+  // checked like ours, then honoured (EXTEND_TIMEOUT_USEC) or accepted.
+  if (key == "EXTEND_TIMEOUT_USEC") {
+    m.kind = NotifyMessage::Kind::ExtendTimeout;
+    if (!parse_u64(value, m.counter)) return NotifyError::BadValue;
+    return m;
+  }
+  if (key == "MAINPID" || key == "MONOTONIC_USEC" || key == "ERRNO") {
+    uint64_t number = 0;
+    if (!parse_u64(value, number)) return NotifyError::BadValue;
+    m.kind = NotifyMessage::Kind::Accepted;
+    m.name = key;
+    return m;
+  }
+  if (key == "RELOADING" || key == "BARRIER") {
+    if (value != "1") return NotifyError::BadValue;
+    m.kind = NotifyMessage::Kind::Accepted;
+    m.name = key;
+    return m;
+  }
   if (key == "STATUS") {
     m.kind = NotifyMessage::Kind::Status;
     m.text = value.substr(0, kStatusTextMax);

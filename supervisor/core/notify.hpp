@@ -25,9 +25,13 @@ inline constexpr size_t kStatusTextMax = 512;     // STATUS= text kept (longer i
 inline constexpr size_t kProgramNamesMax = 1024;  // retired counter names kept per program
 
 struct NotifyMessage {
-  enum class Kind { Ready, Stopping, Watchdog, Status, Counter, Gauge, Busy };
+  // ExtendTimeout: EXTEND_TIMEOUT_USEC=N (sd_notify(3)), `counter` = N µs.
+  // Accepted: a valid sd_notify key that preforkd has no use for (MAINPID=,
+  // ERRNO=, RELOADING=1, MONOTONIC_USEC=, BARRIER=1): no effect, no error,
+  // so that unmodified servers speaking sd_notify count no notify errors.
+  enum class Kind { Ready, Stopping, Watchdog, Status, Counter, Gauge, ExtendTimeout, Accepted, Busy };
   Kind kind = Kind::Ready;
-  std::string_view name;  // Counter/Gauge: the name after the prefix
+  std::string_view name;  // Counter/Gauge: the name after the prefix; Accepted: the key
   std::string_view text;  // Status
   uint64_t counter = 0;
   int64_t gauge = 0;

@@ -28,7 +28,9 @@ std::optional<OpResult> check_operation(const PendingOp& op, const ProgramState&
 std::optional<std::vector<std::string>> check_reload(const ReloadRun& run, const Programs& programs) {
   std::vector<std::string> failures = run.failures;
   for (const auto& p : programs) {
-    if (p.phase != ProgramPhase::Running) return std::nullopt;  // rolling out or being removed
+    // Rolling out, rolling back or being removed. A guard does not hold a
+    // reload's answer up: it comes when the rollout is done.
+    if (p.phase != ProgramPhase::Running && p.phase != ProgramPhase::Guarding) return std::nullopt;
     if (std::find(run.touched.begin(), run.touched.end(), p.name()) == run.touched.end()) continue;
     if (!p.retirees.empty()) return std::nullopt;
     for (const auto& s : p.slots) {

@@ -8,12 +8,6 @@ namespace preforkd::core {
 
 namespace {
 
-std::string join(const std::vector<std::string>& items, const std::string& sep) {
-  std::string out;
-  for (const auto& s : items) out += (out.empty() ? "" : sep) + s;
-  return out;
-}
-
 Shape make_shape(const config::Program& cfg, uint64_t generation) {
   return Shape{cfg, SlotPolicy::from(cfg), generation};
 }
@@ -58,6 +52,7 @@ void Policy::adopt(Programs programs, uint64_t generation, uint64_t reloads_ok, 
     p.id = next_program_++;
     for (const auto& s : p.slots) next_proc_ = std::max(next_proc_, s.m.proc);
     for (const auto& r : p.retirees) next_proc_ = std::max(next_proc_, r.proc);
+    if (p.guard && p.guard->first_proc > 0) next_proc_ = std::max(next_proc_, p.guard->first_proc - 1);  // still watched
     index(p);
   }
 }
@@ -104,6 +99,13 @@ bool Policy::spawn_pending(const Action& a) const {
   return p != nullptr && !shutting_down_ && p->spawn_pending(a.slot, a.proc);
 }
 
+void Policy::spawn_dropped(const Action& a) {
+  ProgramState* p = program_mut(a.program);
+  if (p == nullptr || a.slot < 0 || static_cast<size_t>(a.slot) >= p->slots.size()) return;
+  Member& m = p->slots[static_cast<size_t>(a.slot)].m;
+  if (m.pending_proc == a.proc) m.pending_proc = 0;
+}
+
 std::vector<ProcId> Policy::due_for_judgement(TimePoint now) const {
   std::vector<ProcId> due;
   for (const auto& p : programs_)
@@ -133,6 +135,8 @@ bool Policy::finished() const {
 }
 
 bool Policy::quiescent() const {
+  // A guard (Guarding) is no reason to wait: the upgrade hands it over. A
+  // guard noted during a rollout goes with the rollout, which does wait.
   return reload_phase_ == ReloadPhase::Idle && !reload_queued_ && !busy_with_rollouts() && pending_.empty() &&
          std::none_of(programs_.begin(), programs_.end(),
                       [](const ProgramState& p) { return p.phase == ProgramPhase::Removing; });
@@ -248,6 +252,13 @@ void Policy::notify_too_long(ProcId proc, size_t lines, TimePoint now, Actions& 
   for (size_t i = 0; i < lines; ++i) p->notify_error(proc, NotifyError::TooLong, c);
 }
 
+void Policy::notify_unattributed(pid_t pid, Actions& out) {
+  if (++notify_unattributed_ == 1)
+    out.push_back(log_action(LogLevel::Warn, "preforkd: dropped a NOTIFY_SOCKET datagram from pid " + std::to_string(pid) +
+                                                 ", which is no worker's (nor in a worker's process group); further "
+                                                 "ones are only counted"));
+}
+
 void Policy::memory_measured(ProcId proc, uint64_t rss, TimePoint now, Actions& out) {
   auto it = procs_.find(proc);
   if (it == procs_.end()) return;
@@ -289,13 +300,6 @@ namespace {
 
 AutoscaleSettings settings_of(const config::Autoscale& a) {
   return AutoscaleSettings{a.min, a.max, a.up_after, a.down_after, a.cooldown, a.step};
-}
-
-// The count a program should have after a reload or a rollback: the file's,
-// or with autoscaling the current one brought within min and max.
-size_t count_for(const ProgramState& p, const config::Program& cfg) {
-  if (!cfg.autoscale) return cfg.workers;
-  return std::clamp<size_t>(p.wanted(), cfg.autoscale->min, cfg.autoscale->max);
 }
 
 }  // namespace
@@ -357,12 +361,17 @@ void Policy::tick(TimePoint now, Actions& out) {
     for (auto& p : programs_) p.kill_all(c);
     orphans_.force(now, out);
   }
+  check_guards(c);  // before expire: a failed process respawns with the previous configuration
   for (auto& p : programs_) p.expire(c);
   check_memory(c);
   sync_autoscale(c);
   for (auto& p : programs_) {
     if (!p.rollout) continue;
     RolloutStep step = advance(p, *p.rollout, c);
+    // A rollback is over once every wanted slot is ready again, respawned ones included.
+    if (step.result == RolloutStep::Result::Done && p.rollout->kind == Rollout::Kind::Rollback &&
+        !rollback_settled(p))
+      continue;
     if (step.result != RolloutStep::Result::Running) finish_rollout(p, step, c);
   }
   collect(c);
@@ -371,27 +380,141 @@ void Policy::tick(TimePoint now, Actions& out) {
   orphans_.tick(now, out);
 }
 
+// ---- the guard (core/guard.hpp) ----
+
+void Policy::check_guards(Ctx& c) {
+  if (shutting_down_) return;
+  for (auto& p : programs_) {
+    if (!p.guard) continue;
+    if (p.guard->failure) {
+      GuardFailure f = std::move(*p.guard->failure);
+      p.guard->failure.reset();
+      std::string gen = "generation " + std::to_string(f.generation);
+      switch (p.phase) {
+        case ProgramPhase::Guarding:
+          roll_back(p, ProgramEvent::GenerationFailed,
+                    gen + " failed " + seconds_between(p.guard->ended, f.at) + " after its rollout (" + f.why + ")", 0, c);
+          break;
+        case ProgramPhase::RollingOut: {
+          const Rollout& ro = *p.rollout;
+          bool canary = ro.replaced == 0 && std::any_of(ro.in_flight.begin(), ro.in_flight.end(),
+                                                        [&](const Rollout::Item& i) { return i.slot == f.slot; });
+          std::string what = gen + " failed " + seconds_between(p.guard->started, f.at) + " into its " +
+                             (ro.kind == Rollout::Kind::Restart ? "restart" : "rollout") + " (" + f.why + ")";
+          if (canary) break;  // nothing rolled out yet: the rollout aborts itself (advance), as it always has
+          if (can_roll_back(p)) {
+            roll_back(p, ProgramEvent::GenerationFailed, what, 0, c);
+          } else {
+            // A restart keeps the configuration: nothing to go back to, but
+            // the workers it has not restarted yet keep what they loaded.
+            finish_rollout(p, {RolloutStep::Result::Failed, what + "; the workers not restarted yet keep running"}, c);
+          }
+          break;
+        }
+        case ProgramPhase::RollingBack: rollback_failed(p, f, c); break;
+        default: break;
+      }
+    }
+    if (p.phase == ProgramPhase::Guarding && c.now >= guard_deadline(p) &&
+        program_event(p, ProgramEvent::GuardExpired, c)) {
+      c.log(LogLevel::Info, p.name() + ": generation " + std::to_string(p.shape.generation) + " held for " +
+                                std::to_string(p.config().reload.guard.count()) + "ms after its rollout; generation " +
+                                std::to_string(p.previous ? p.previous->generation : 0) + " is no longer kept");
+      p.previous.reset();
+      p.guard.reset();
+    }
+  }
+}
+
+void Policy::roll_back(ProgramState& p, ProgramEvent why, const std::string& what, ClientId client, Ctx& c) {
+  if (!program_event(p, why, c)) return;
+  uint64_t from = p.shape.generation, to = p.previous->generation;
+  if (p.rollout) {
+    // The rollout in progress ends here; a restart's client hears why.
+    if (p.rollout->client != 0)
+      c.out.push_back(reply_action(p.rollout->client, false, "restart of " + p.name() + " aborted: " + what +
+                                                                 ": rolled back to generation " + std::to_string(to)));
+    p.rollout.reset();
+  }
+  if (why == ProgramEvent::GenerationFailed)
+    c.log(LogLevel::Error, p.name() + ": " + what + ": rolling back to generation " + std::to_string(to));
+  else
+    c.log(LogLevel::Warn, p.name() + ": rolling back from generation " + std::to_string(from) + " to generation " +
+                              std::to_string(to) + " (" + what + ")");
+  if (reload_ && std::find(reload_->touched.begin(), reload_->touched.end(), p.name()) != reload_->touched.end())
+    reload_->failures.push_back(p.name() + ": " + what + ": rolled back to generation " + std::to_string(to));
+  Rollout ro = begin_rollback(p, c);
+  ro.client = client;
+  c.log(LogLevel::Info, p.name() + ": rollback to generation " + std::to_string(to) + ": replacing " +
+                            std::to_string(ro.todo.size()) + " worker(s) of generation " + std::to_string(from));
+  p.rollout = std::move(ro);
+}
+
+void Policy::rollback_failed(ProgramState& p, const GuardFailure& f, Ctx& c) {
+  std::string what = "the rollback to generation " + std::to_string(p.shape.generation) + " failed too (" +
+                     (f.slot >= 0 ? p.tag(f.slot) + ": " : std::string()) + f.why + ")";
+  finish_rollout(p, {RolloutStep::Result::Failed, what}, c);
+}
+
 void Policy::finish_rollout(ProgramState& p, const RolloutStep& step, Ctx& c) {
   Rollout ro = std::move(*p.rollout);
   p.rollout.reset();
-  program_event(p, ProgramEvent::RolloutEnded, c);
+  bool done = step.result == RolloutStep::Result::Done;
+  if (ro.kind == Rollout::Kind::Rollback) {
+    // Never guarded, never undone: the program stays on the configuration it went back to.
+    program_event(p, ProgramEvent::RolloutEnded, c);
+    uint64_t failed = p.previous ? p.previous->generation : 0;
+    p.previous.reset();
+    p.guard.reset();
+    std::string to = "generation " + std::to_string(p.shape.generation);
+    if (done) {
+      c.log(LogLevel::Info, p.name() + ": rolled back to " + to + " (" + std::to_string(ro.replaced) + " worker(s) replaced)");
+      if (ro.client != 0) c.out.push_back(reply_action(ro.client, true, "rolled back " + p.name() + " to " + to));
+      return;
+    }
+    c.log(LogLevel::Error, p.name() + ": " + step.why + ": " + p.name() + " stays on " + to +
+                               " and its failing workers back off (crash-looping); preforkd does not go back to "
+                               "generation " + std::to_string(failed));
+    if (ro.client != 0)
+      c.out.push_back(reply_action(ro.client, false, "rollback of " + p.name() + " to " + to + " failed: " + step.why));
+    if (reload_ && std::find(reload_->touched.begin(), reload_->touched.end(), p.name()) != reload_->touched.end())
+      reload_->failures.push_back(p.name() + ": " + step.why);
+    return;
+  }
   bool restart = ro.kind == Rollout::Kind::Restart;
-  if (step.result == RolloutStep::Result::Done) {
+  // A restart within a reload's guard keeps it (re-armed from now); a
+  // finished guarded reload starts one; anything else keeps nothing.
+  bool keep = p.guard && can_roll_back(p) && (done || restart) && p.config().reload.guard.count() > 0;
+  if (keep) {
+    program_event(p, ProgramEvent::RolloutGuarded, c);
+    p.guard->ended = c.now;
+    p.guard->failure.reset();
+  } else {
+    program_event(p, ProgramEvent::RolloutEnded, c);
+    p.guard.reset();
+    // A restart kept a reload's previous configuration only for its guard
+    // (a reload's own is dealt with below: dropped when done, back if not).
+    if (restart) p.previous.reset();
+  }
+  std::string kept = keep ? "; generation " + std::to_string(p.previous->generation) + " is kept for " +
+                                std::to_string(p.config().reload.guard.count()) + "ms (reload.guard)"
+                          : "";
+  if (done) {
     if (restart) {
       if (ro.client != 0)
         c.out.push_back(reply_action(ro.client, true, "restarted " + std::to_string(ro.replaced) + " worker(s) of " +
                                                           p.name()));
-      c.log(LogLevel::Info, p.name() + ": rolling restart done");
+      c.log(LogLevel::Info, p.name() + ": rolling restart done" + kept);
       return;
     }
-    // Reload: every old worker is gone, so are the sockets only they used.
-    p.previous.reset();
-    c.log(LogLevel::Info, p.name() + ": " + std::to_string(ro.replaced) + " worker(s) replaced");
+    // Reload: every old worker is gone; without a guard, so are the sockets only they used.
+    if (!keep) p.previous.reset();
+    c.log(LogLevel::Info, p.name() + ": " + std::to_string(ro.replaced) + " worker(s) replaced" + kept);
     p.scale_to(ro.scale_to, c);
     return;
   }
   if (restart) {
-    c.log(LogLevel::Error, p.name() + ": rolling restart aborted: " + step.why);
+    c.log(LogLevel::Error, p.name() + ": rolling restart aborted: " + step.why + kept);
     if (ro.client != 0)
       c.out.push_back(reply_action(ro.client, false, "restart of " + p.name() + " aborted: " + step.why));
     return;
@@ -405,7 +528,7 @@ void Policy::finish_rollout(ProgramState& p, const RolloutStep& step, Ctx& c) {
     p.shape = std::move(*p.previous);
     p.previous.reset();
     c.log(LogLevel::Warn, p.name() + ": back to the configuration of generation " + std::to_string(p.shape.generation));
-    p.scale_to(count_for(p, p.config()), c);
+    p.scale_to(p.count_for(p.config()), c);
   }
 }
 
@@ -497,7 +620,20 @@ void Policy::control(const ControlCommand& cmd, ClientId client, TimePoint now, 
       return reply(true, "started " + p->name());
     default: break;
   }
-  if (p->phase == ProgramPhase::RollingOut) return reply(false, p->name() + ": a restart is in progress");
+  if (cmd.kind == ControlCommand::Kind::Rollback) {
+    if (p->phase == ProgramPhase::RollingBack) return reply(false, p->name() + ": a rollback is in progress already");
+    if ((p->phase != ProgramPhase::RollingOut && p->phase != ProgramPhase::Guarding) || !can_roll_back(*p))
+      return reply(false, p->name() + ": nothing to roll back to: " +
+                              (p->phase == ProgramPhase::RollingOut
+                                   ? "a restart keeps the configuration"
+                                   : "no previous configuration is kept (the guard of its last rollout is over, or it "
+                                     "had none)"));
+    roll_back(*p, ProgramEvent::RollbackRequested, "preforkctl rollback", client, c);
+    collect(c);
+    return;
+  }
+  if (p->phase == ProgramPhase::RollingOut) return reply(false, p->name() + ": a rollout is in progress");
+  if (p->phase == ProgramPhase::RollingBack) return reply(false, p->name() + ": a rollback is in progress");
   switch (cmd.kind) {
     case ControlCommand::Kind::Stop:
       p->stop_all(StopReason::Operator, Want::Down, c);
@@ -522,6 +658,14 @@ void Policy::control(const ControlCommand& cmd, ClientId client, TimePoint now, 
       size_t n = ro.todo.size();
       program_event(*p, ProgramEvent::StartRollout, c);
       p->rollout = std::move(ro);
+      // Guarded like a reload (core/guard.hpp): within a reload's guard the
+      // restarted workers join it; otherwise a failing one stops the restart.
+      if (p->config().reload.guard.count() > 0) {
+        if (!p->guard) p->guard = start_guard(c);
+        p->guard->started = c.now;
+        p->guard->ended = kNever;
+        p->guard->failure.reset();
+      }
       c.log(LogLevel::Info, p->name() + ": rolling restart of " + std::to_string(n) + " worker(s)");
       break;
     }
@@ -546,246 +690,6 @@ void Policy::check_operations(Ctx& c) {
       keep.push_back(op);
   }
   pending_ = std::move(keep);
-}
-
-// ---- reload ----
-
-void Policy::request_reload(std::optional<ClientId> client, TimePoint now, Actions& out) {
-  Ctx c = ctx(now, out);
-  if (shutting_down_) {
-    if (client) out.push_back(reply_action(*client, false, "preforkd is shutting down"));
-    return;
-  }
-  if (reload_phase_ != ReloadPhase::Idle || busy_with_rollouts()) {
-    // Never interleaved: one more reload runs after this one, reading the
-    // file as it is then; every request until then is folded into it.
-    if (!reload_queued_) c.log(LogLevel::Info, "preforkd: reload queued until the one in progress has finished");
-    reload_queued_ = true;
-    if (client) reload_queue_.push_back(*client);
-    return;
-  }
-  std::vector<ClientId> clients;
-  if (client) clients.push_back(*client);
-  begin_reload(std::move(clients), c);
-}
-
-void Policy::begin_reload(std::vector<ClientId> clients, Ctx& c) {
-  reload_phase_ = ReloadPhase::Reading;
-  c.out.push_back(systemd_action("RELOADING=1"));
-  Action a;
-  a.kind = Action::Kind::BeginReload;
-  a.clients = std::move(clients);
-  c.out.push_back(std::move(a));
-}
-
-void Policy::reload_failed(std::vector<ClientId> clients, const std::vector<std::string>& errors, Actions& out) {
-  ++reloads_failed_;
-  for (const auto& e : errors) out.push_back(log_action(LogLevel::Error, "preforkd: reload: " + e));
-  out.push_back(log_action(LogLevel::Error, "preforkd: reload failed; the running configuration is unchanged"));
-  std::string msg = "reload failed, the running configuration is unchanged:\n" + join(errors, "\n");
-  for (auto client : clients) out.push_back(reply_action(client, false, msg));
-  out.push_back(systemd_action("READY=1"));
-  reload_phase_ = ReloadPhase::Idle;  // a queued reload starts at the next tick
-}
-
-void Policy::commit_reload(ReloadPlan plan, std::vector<ClientId> clients, TimePoint now, Actions& out) {
-  Ctx c = ctx(now, out);
-  generation_ = plan.generation;
-  shutdown_timeout_ = plan.shutdown_timeout;
-  ReloadRun run;
-  run.generation = generation_;
-  run.clients = std::move(clients);
-  run.started = now;
-  std::vector<std::string> summary;
-  if (!plan.diff.supervisor_in_place.empty())
-    summary.push_back("supervisor: " + join(plan.diff.supervisor_in_place, ", "));
-  auto next_config = [&](const std::string& name) -> const config::Program* {
-    for (const auto& p : plan.next)
-      if (p.name == name) return &p;
-    return nullptr;
-  };
-  for (const auto& pd : plan.diff.programs) {
-    const config::Program* cfg = next_config(pd.name);
-    if (pd.kind == ProgramDiff::Kind::Added) {
-      if (cfg == nullptr) continue;
-      add_program(*cfg, generation_);
-      ProgramState& p = programs_.back();
-      for (size_t i = 0; i < p.slots.size(); ++i) p.request_spawn(static_cast<int>(i), c);
-      run.touched.push_back(pd.name);
-      summary.push_back(pd.name + ": added");
-      continue;
-    }
-    ProgramState* found = find_mut(pd.name);
-    if (found == nullptr) continue;  // cannot happen: the diff was made from the running programs
-    ProgramState& p = *found;
-    if (pd.kind == ProgramDiff::Kind::Removed) {
-      if (p.rollout) p.rollout.reset();
-      program_event(p, ProgramEvent::Remove, c);
-      p.stop_all(StopReason::Operator, Want::Remove, c);
-      summary.push_back(pd.name + ": removed");
-      continue;
-    }
-    if (cfg == nullptr) continue;
-    if (pd.replaces_workers()) {
-      // Replace every worker: new ones start with the new shape; the old ones
-      // keep theirs (and their sockets) until each is replaced.
-      const size_t target = count_for(p, *cfg);
-      p.previous = std::move(p.shape);
-      p.shape = make_shape(*cfg, generation_);
-      while (p.wanted() > target) p.remove_worker(c);  // fewer now; more once replaced
-      Rollout ro = plan_rollout(p, Rollout::Kind::Reload, batch_size(cfg->reload, static_cast<uint32_t>(target)));
-      ro.scale_to = target;
-      size_t n = ro.todo.size();
-      program_event(p, ProgramEvent::StartRollout, c);
-      p.rollout = std::move(ro);
-      run.touched.push_back(pd.name);
-      summary.push_back(pd.name + ": replacing " + std::to_string(n) + " worker(s) (" + join(pd.replace, ", ") + ")" +
-                        (pd.in_place.empty() ? "" : "; in place: " + join(pd.in_place, ", ")));
-      continue;
-    }
-    // In place: the running workers keep running.
-    p.shape = make_shape(*cfg, generation_);
-    if (pd.kind == ProgramDiff::Kind::Unchanged) continue;
-    if (const size_t target = count_for(p, *cfg); p.wanted() != target) {
-      c.log(LogLevel::Info, pd.name + ": scaling to " + std::to_string(target) + " worker(s) (reload)");
-      p.scale_to(target, c);
-      run.touched.push_back(pd.name);
-    }
-    summary.push_back(pd.name + ": " + join(pd.in_place, ", "));
-  }
-  run.summary = summary.empty() ? "nothing changed" : join(summary, "; ");
-  c.log(LogLevel::Info, "preforkd: reload, generation " + std::to_string(generation_) + ": " + run.summary);
-  reload_ = std::move(run);
-  reload_phase_ = ReloadPhase::Running;
-  collect(c);
-}
-
-void Policy::check_reload(Ctx& c) {
-  if (reload_phase_ == ReloadPhase::Running && reload_) {
-    ReloadRun& run = *reload_;
-    std::optional<std::vector<std::string>> failures;
-    if (shutting_down_) {
-      run.failures.push_back("preforkd is shutting down");
-      failures = run.failures;
-    } else {
-      failures = core::check_reload(run, programs_);
-    }
-    if (!failures) return;
-    bool ok = failures->empty();
-    ++(ok ? reloads_ok_ : reloads_failed_);
-    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(c.now - run.started).count();
-    std::string gen = std::to_string(run.generation);
-    if (ok)
-      c.log(LogLevel::Info, "preforkd: reload to generation " + gen + " done in " + std::to_string(ms) + "ms");
-    else
-      c.log(LogLevel::Error, "preforkd: reload to generation " + gen + " failed after " + std::to_string(ms) + "ms: " +
-                                 join(*failures, "; "));
-    for (auto client : run.clients) {
-      if (ok)
-        c.out.push_back(reply_action(client, true, "reloaded, generation " + gen + ": " + run.summary));
-      else
-        c.out.push_back(reply_action(client, false, "reload to generation " + gen + " failed: " + join(*failures, "; ")));
-    }
-    c.out.push_back(systemd_action("READY=1"));
-    reload_.reset();
-    reload_phase_ = ReloadPhase::Idle;
-  }
-  if (reload_phase_ == ReloadPhase::Idle && reload_queued_ && !shutting_down_ && !busy_with_rollouts()) {
-    reload_queued_ = false;
-    begin_reload(std::exchange(reload_queue_, {}), c);
-  } else if (shutting_down_ && reload_queued_) {
-    reload_queued_ = false;
-    for (auto client : std::exchange(reload_queue_, {}))
-      c.out.push_back(reply_action(client, false, "preforkd is shutting down"));
-  }
-}
-
-// ---- what the outside sees ----
-
-Snapshot Policy::snapshot(TimePoint now) const {
-  Snapshot s;
-  s.generation = generation_;
-  s.reloads_ok = reloads_ok_;
-  s.reloads_failed = reloads_failed_;
-  for (const auto& p : programs_) {
-    ProgramSnapshot ps;
-    ps.name = p.name();
-    ps.workers_wanted = static_cast<uint32_t>(std::count_if(p.slots.begin(), p.slots.end(), [](const Slot& sl) {
-      return sl.phase != SlotPhase::Removing && sl.m.worker.want == Want::Up;
-    }));
-    std::vector<const WorkerReport*> live;
-    bool any_process = false;
-    auto add = [&](const Member& m, bool retiring) {
-      const Worker& w = m.worker;
-      WorkerSnapshot ws;
-      ws.slot = w.slot;
-      ws.pid = w.pid;
-      ws.state = to_string(w.state);
-      ws.generation = w.generation;
-      ws.uptime_s = has_process(w) ? std::chrono::duration<double>(now - w.started_at).count() : 0.0;
-      ws.restarts = w.restarts;
-      ws.status = w.status_text;
-      ws.retiring = retiring;
-      if (has_process(w) && m.busy != Busy::Unknown) {
-        ws.busy = m.busy == Busy::Busy ? "busy" : "idle";
-        ++ps.workers_reporting;
-        if (m.busy == Busy::Busy) ++ps.workers_busy;
-      }
-      ws.counters.insert(m.report.counters().begin(), m.report.counters().end());
-      ws.gauges.insert(m.report.gauges().begin(), m.report.gauges().end());
-      ps.workers.push_back(std::move(ws));
-      live.push_back(&m.report);
-      any_process |= has_process(w);
-    };
-    for (const auto& sl : p.slots) add(sl.m, false);
-    for (const auto& r : p.retirees) add(r, true);
-    ps.state = p.crash_looping() ? "crash-looping" : (ps.workers_wanted == 0 && !any_process) ? "stopped" : "running";
-    ps.counters = p.totals.counters(live);
-    ps.gauges = ProgramTotals::gauges(live);
-    ps.notify_errors = p.notify_errors;
-    ps.busy_seconds = p.busy_seconds(now);
-    ps.autoscale_up = p.autoscale_total[0];
-    ps.autoscale_down = p.autoscale_total[1];
-    if (const auto& as = p.config().autoscale) {
-      ps.workers_min = as->min;
-      ps.workers_max = as->max;
-    }
-    ps.starts = p.starts;
-    for (size_t i = 0; i < ps.exits.size(); ++i) ps.exits[i] = p.exits[i];
-    if (auto it = orphans_.totals().find(p.name()); it != orphans_.totals().end()) ps.orphans_total = it->second;
-    for (const auto& a : p.config().listen) ps.listeners.push_back({a.name, a.text, false, 0, 0});
-    s.programs.push_back(std::move(ps));
-  }
-  for (const auto& o : orphans_.list()) {
-    OrphanSnapshot os;
-    os.pid = o.pid;
-    os.command = o.comm;
-    os.program = o.origin.program;
-    os.left_by = o.origin.left_by;
-    os.state = to_string(o.state);
-    os.age_s = std::chrono::duration<double>(now - o.since).count();
-    auto p = std::find_if(s.programs.begin(), s.programs.end(),
-                          [&](const ProgramSnapshot& ps) { return !os.program.empty() && ps.name == os.program; });
-    (p == s.programs.end() ? s.orphans : p->orphans).push_back(std::move(os));
-  }
-  return s;
-}
-
-std::string Policy::systemd_status() const {
-  size_t ready = 0, up = 0, alive = 0;
-  std::string looping;
-  for (const auto& p : programs_) {
-    for (const auto& s : p.slots) {
-      const Worker& w = s.m.worker;
-      if (w.state == WorkerState::Ready) ++ready;
-      if (w.want == Want::Up) ++up;
-      if (has_process(w)) ++alive;
-    }
-    alive += p.retirees.size();
-    if (p.crash_looping()) looping += "; " + p.name() + " crash-looping";
-  }
-  if (shutting_down_) return "shutting down, " + std::to_string(alive) + " worker(s) left";
-  return std::to_string(ready) + "/" + std::to_string(up) + " workers ready" + looping;
 }
 
 }  // namespace preforkd::core

@@ -38,7 +38,7 @@ namespace preforkd::core {
 inline constexpr Duration kMemoryCheckInterval{1000};
 
 struct ControlCommand {
-  enum class Kind { Stop, Start, Scale, Restart, Signal };
+  enum class Kind { Stop, Start, Scale, Restart, Signal, Rollback };
   Kind kind = Kind::Stop;
   std::string program;
   size_t workers = 0;  // Scale
@@ -79,6 +79,10 @@ class Policy {
   void worker_descendants(pid_t worker, const std::vector<ProcessSeen>& below);                      // WalkWorker
   void notify_line(ProcId proc, std::string_view line, TimePoint now, Actions& out);
   void notify_too_long(ProcId proc, size_t lines, TimePoint now, Actions& out);
+  // A NOTIFY_SOCKET datagram from `pid`, which is no worker and in no
+  // worker's process group (or cannot be told: pid 0): dropped, counted
+  // preforkd-wide (no program to count it for), the first one logged.
+  void notify_unattributed(pid_t pid, Actions& out);
   void memory_measured(ProcId proc, uint64_t rss, TimePoint now, Actions& out);
   // MeasureLoad's answer: the program's accept queues, summed (autoscaling).
   void load_measured(ProgramId program, uint64_t queue, TimePoint now, Actions& out);
@@ -99,6 +103,9 @@ class Policy {
   std::optional<ProcId> proc_of_pid(pid_t pid) const;
   // Is this Spawn action still wanted? (A later event may have stopped the slot.)
   bool spawn_pending(const Action& spawn) const;
+  // A Spawn the daemon did not carry out (stale, or it could not even try):
+  // the slot no longer waits for it, so a later start can ask again.
+  void spawn_dropped(const Action& spawn);
   // Workers whose start_timeout or watchdog deadline has passed: the daemon
   // reads their notify pipes before tick() judges them (a stalled loop may
   // have left READY=1 or WATCHDOG=1 unread).
@@ -128,6 +135,11 @@ class Policy {
   ProgramState* find_mut(const std::string& name);
   bool program_event(ProgramState& p, ProgramEvent e, Ctx& c);
   void finish_rollout(ProgramState& p, const RolloutStep& step, Ctx& c);
+  // The guard (core/guard.hpp): failures noted since the last tick, and guards that ran out.
+  void check_guards(Ctx& c);
+  // GenerationFailed or RollbackRequested: `what` says why, `client` waits for the end (0: nobody).
+  void roll_back(ProgramState& p, ProgramEvent why, const std::string& what, ClientId client, Ctx& c);
+  void rollback_failed(ProgramState& p, const GuardFailure& f, Ctx& c);
   void begin_reload(std::vector<ClientId> clients, Ctx& c);
   void check_reload(Ctx& c);
   void check_operations(Ctx& c);
@@ -160,6 +172,7 @@ class Policy {
   uint64_t reloads_ok_ = 0;
   uint64_t reloads_failed_ = 0;
   Orphans orphans_;
+  uint64_t notify_unattributed_ = 0;
 };
 
 }  // namespace preforkd::core

@@ -12,12 +12,13 @@ const char* to_string(Recycle r) {
     case Recycle::MaxMemory: return "max_memory";
     case Recycle::Restart: return "restart";
     case Recycle::Reload: return "reload";
+    case Recycle::Rollback: return "rollback";
   }
   return "?";
 }
 
 std::optional<Recycle> recycle_from(std::string_view name) {
-  for (auto r : {Recycle::MaxRequests, Recycle::MaxMemory, Recycle::Restart, Recycle::Reload})
+  for (auto r : {Recycle::MaxRequests, Recycle::MaxMemory, Recycle::Restart, Recycle::Reload, Recycle::Rollback})
     if (name == to_string(r)) return r;
   return std::nullopt;
 }
@@ -32,6 +33,11 @@ bool serving(const Worker& w) { return w.state == WorkerState::Ready || w.state 
 }  // namespace
 
 std::string ProgramState::tag(int slot) const { return name() + "[" + std::to_string(slot) + "]"; }
+
+size_t ProgramState::count_for(const config::Program& cfg) const {
+  if (!cfg.autoscale) return cfg.workers;
+  return std::clamp<size_t>(wanted(), cfg.autoscale->min, cfg.autoscale->max);
+}
 
 size_t ProgramState::wanted() const {
   return static_cast<size_t>(
@@ -76,7 +82,7 @@ TimePoint ProgramState::next_deadline() const {
   TimePoint t = kNever;
   for (const auto& s : slots) t = std::min(t, s.m.worker.deadline);
   for (const auto& r : retirees) t = std::min({t, r.worker.deadline, retire_at(r)});
-  return t;
+  return std::min(t, guard_deadline(*this));
 }
 
 Member* ProgramState::find_proc(ProcId proc, int* slot) {
@@ -168,10 +174,12 @@ void ProgramState::spawned(int slot, ProcId proc, pid_t pid, Ctx& c) {
     c.log(LogLevel::Debug, tag(slot) + " pid " + std::to_string(pid) + ": started");
 }
 
-void ProgramState::spawn_failed(int slot, ProcId, const std::string& what, Ctx& c) {
+void ProgramState::spawn_failed(int slot, ProcId proc, const std::string& what, Ctx& c) {
   Member& m = slots[static_cast<size_t>(slot)].m;
   m.pending_proc = 0;
   Effects e = on_spawn_failed(m.worker, shape.policy, c.now, c.jitter());
+  // Retried through the timer either way: a rollback (Policy::tick) comes first.
+  if (e.failure) note_failure(*this, proc, slot, shape.generation, "could not be started", c.now);
   if (m.worker.streak <= 1)
     c.log(LogLevel::Error, tag(slot) + ": " + what);
   else
@@ -193,6 +201,14 @@ void ProgramState::exited(ProcId proc, Termination t, const std::string& how, Ct
   m->proc = 0;
   Effects e = on_exited(m->worker, shape.policy, t, c.now, c.jitter());
   if (e.exited) ++exits[static_cast<size_t>(e.exit_kind)];
+  // The guard (core/guard): a failure of a process the rollout started.
+  bool rolls_back = false;
+  if (e.failure)
+    rolls_back = note_failure(*this, proc, slot, m->worker.generation,
+                              reason == StopReason::StartTimeout ? "missed start_timeout"
+                              : reason == StopReason::Watchdog   ? "watchdog timeout"
+                                                                 : describe(t),
+                              c.now);
   bool ours = before == WorkerState::Stopping || before == WorkerState::Killing;
   if (ours)
     c.log(LogLevel::Info, who + ": " + how + " (" + to_string(reason) + ")");
@@ -213,13 +229,15 @@ void ProgramState::exited(ProcId proc, Termination t, const std::string& how, Ct
         serving_retiree(n) == nullptr)
       slot_event(n, SlotEvent::RetireeGone, c);
   }
-  if (slot >= 0 && e.spawn && e.failure && slots[static_cast<size_t>(slot)].phase == SlotPhase::Replacing &&
-      serving_retiree(slot) != nullptr) {
-    // A successor failed before it was proven, its old worker still serving:
-    // no respawn within this event. Due now instead, as after a failed spawn,
-    // so that a rollout sees the slot without a process at the next tick and
-    // gives it back (preforkd(8): a canary that exits stops the rollout); a
-    // plain recycle respawns at that tick.
+  if (slot >= 0 && e.spawn && e.failure &&
+      (rolls_back ||
+       (slots[static_cast<size_t>(slot)].phase == SlotPhase::Replacing && serving_retiree(slot) != nullptr))) {
+    // A successor failed before it was proven, its old worker still serving,
+    // or a guarded process failed: no respawn within this event. Due now
+    // instead, as after a failed spawn, so that a rollout sees the slot
+    // without a process at the next tick and gives it back (preforkd(8): a
+    // canary that exits stops the rollout), a rollback respawns it with the
+    // previous configuration first, and a plain recycle respawns at that tick.
     e.spawn = false;
     m->worker.deadline = c.now;
   }
@@ -238,6 +256,12 @@ void ProgramState::notify(ProcId proc, const NotifyMessage& msg, Ctx& c) {
       break;
     case NotifyMessage::Kind::Stopping: m->draining = true; break;
     case NotifyMessage::Kind::Watchdog: break;
+    case NotifyMessage::Kind::Accepted: break;  // MAINPID=, ERRNO=, RELOADING=1...: nothing to do
+    case NotifyMessage::Kind::ExtendTimeout:
+      if (extend_start_timeout(m->worker, c.now, msg.counter))
+        c.log(LogLevel::Debug, tag(m->worker.slot) + " pid " + std::to_string(m->worker.pid) +
+                                   ": start_timeout extended by " + std::to_string(msg.counter / 1000) + "ms");
+      break;
     case NotifyMessage::Kind::Status: m->worker.status_text.assign(msg.text); break;
     case NotifyMessage::Kind::Busy: set_busy(*m, msg.busy ? Busy::Busy : Busy::Idle, c.now); break;
     case NotifyMessage::Kind::Counter:
@@ -309,17 +333,34 @@ void ProgramState::expire(Ctx& c) {
     WorkerState before = m.worker.state;
     Effects e = on_due(m.worker, shape.policy, c.now);
     std::string who = tag(static_cast<int>(i)) + " pid " + std::to_string(m.worker.pid);
-    if (before == WorkerState::Starting)
+    if (before == WorkerState::Starting) {
       c.log(LogLevel::Warn, who + ": no READY=1 within start_timeout, stopping it");
-    else if (before == WorkerState::Ready && e.signal != 0)
+      note_failure(*this, m.proc, static_cast<int>(i), m.worker.generation, "missed start_timeout", c.now);
+    } else if (before == WorkerState::Ready && e.signal != 0) {
       c.log(LogLevel::Warn, who + ": watchdog: nothing heard for " +
                                 std::to_string(shape.policy.watchdog_timeout.count()) + "ms, sending SIGABRT");
+      note_failure(*this, m.proc, static_cast<int>(i), m.worker.generation, "watchdog timeout", c.now);
+    }
     else if (before == WorkerState::Stopping)
       c.log(LogLevel::Warn, who + ": still running after stop_timeout, sending SIGKILL");
     else if (before == WorkerState::Killing)
       c.log(LogLevel::Warn, who + ": still not gone after SIGKILL");
     apply(m, static_cast<int>(i), e, c);
   }
+}
+
+// The slot's process leaves it as a retiree record (with what it reported);
+// the slot is left without a process, its own history kept.
+Member ProgramState::vacate(Slot& s) {
+  Member out;
+  out.worker = hand_over(s.m.worker);
+  out.proc = std::exchange(s.m.proc, 0);
+  out.report = std::exchange(s.m.report, WorkerReport{});
+  out.notify_errors = std::exchange(s.m.notify_errors, 0);
+  out.draining = std::exchange(s.m.draining, false);
+  out.busy = std::exchange(s.m.busy, Busy::Unknown);
+  out.busy_since = s.m.busy_since;
+  return out;
 }
 
 void ProgramState::recycle(int slot, Recycle why, Ctx& c) {
@@ -330,17 +371,7 @@ void ProgramState::recycle(int slot, Recycle why, Ctx& c) {
   }
   if (!slot_event(slot, SlotEvent::Replace, c)) return;
   s.replacing_for = why;
-  Member old;
-  old.worker = hand_over(s.m.worker);
-  old.proc = std::exchange(s.m.proc, 0);
-  old.report = std::move(s.m.report);
-  old.notify_errors = s.m.notify_errors;
-  old.draining = s.m.draining;
-  old.busy = std::exchange(s.m.busy, Busy::Unknown);
-  old.busy_since = s.m.busy_since;
-  s.m.report = WorkerReport{};
-  s.m.notify_errors = 0;
-  s.m.draining = false;
+  Member old = vacate(s);
   c.log(LogLevel::Info, tag(slot) + " pid " + std::to_string(old.worker.pid) + ": recycling (" + to_string(why) +
                             "): starting its replacement first");
   retirees.push_back(std::move(old));
@@ -367,6 +398,20 @@ void ProgramState::take_back(int slot, Ctx& c) {
   r->worker.want = Want::Remove;
   r->worker.deadline = kNever;
   c.log(LogLevel::Warn, tag(slot) + " pid " + std::to_string(s.m.worker.pid) + ": keeps serving, its replacement failed");
+}
+
+void ProgramState::give_back(int slot, Ctx& c) {
+  Slot& s = slots[static_cast<size_t>(slot)];
+  if (serving_retiree(slot) == nullptr) return;
+  if (has_process(s.m.worker)) {
+    // The successor leaves the slot as a retiree record that is stopped at once.
+    Member successor = vacate(s);
+    c.log(LogLevel::Info, tag(slot) + " pid " + std::to_string(successor.worker.pid) +
+                              ": stopping it, its slot goes back to the worker it was replacing");
+    apply(successor, -1, on_stop(successor.worker, shape.policy, StopReason::Recycle, Want::Remove, c.now), c);
+    retirees.push_back(std::move(successor));
+  }
+  take_back(slot, c);
 }
 
 void ProgramState::stop_retirees(int slot, StopReason reason, Ctx& c) {

@@ -22,6 +22,7 @@
 #include "config/config.hpp"
 #include "core/action.hpp"
 #include "core/autoscale.hpp"
+#include "core/guard.hpp"
 #include "core/lifecycle.hpp"
 #include "core/notify.hpp"
 #include "core/rollout.hpp"
@@ -30,8 +31,8 @@
 namespace preforkd::core {
 
 // Why a ready worker is replaced by a new one (new before old).
-enum class Recycle { MaxRequests, MaxMemory, Restart, Reload };
-const char* to_string(Recycle r);  // "max_requests", "max_memory", "restart", "reload"
+enum class Recycle { MaxRequests, MaxMemory, Restart, Reload, Rollback };
+const char* to_string(Recycle r);  // "max_requests", "max_memory", "restart", "reload", "rollback"
 std::optional<Recycle> recycle_from(std::string_view name);
 
 // What a program's workers are started with; one per configuration
@@ -82,10 +83,15 @@ struct ProgramState {
   ProgramId id = 0;
   ProgramPhase phase = ProgramPhase::Running;
   Shape shape;                    // in force: what new workers start with
-  std::optional<Shape> previous;  // during a reload's rollout: what is being replaced
+  // The other configuration: during a reload's rollout and its guard, the
+  // one before it (what a rollback goes back to); during a rollback, the
+  // failed one being replaced. The daemon keeps its sockets meanwhile.
+  std::optional<Shape> previous;
   std::vector<Slot> slots;        // index == slot number
   std::vector<Member> retirees;
-  std::optional<Rollout> rollout;  // while phase is RollingOut
+  std::optional<Rollout> rollout;  // while phase is RollingOut or RollingBack
+  std::optional<Guard> guard;      // a guarded rollout, its guard, or a rollback (core/guard)
+  uint64_t rollbacks = 0;          // rollbacks started, automatic or asked for (preforkd_rollbacks_total)
   uint64_t starts = 0;
   std::array<uint64_t, 5> exits{};  // by ExitKind
   ProgramTotals totals;             // counters of processes that are gone
@@ -103,6 +109,9 @@ struct ProgramState {
   // Seconds the workers have been busy, ever: ended periods + the ones running now.
   double busy_seconds(TimePoint now) const;
   size_t wanted() const;          // slots not being removed
+  // The count to have under `cfg` after a reload or a rollback: its
+  // `workers`, or with autoscaling the current count within min and max.
+  size_t count_for(const config::Program& cfg) const;
   size_t ready() const;           // slots whose worker is ready
   bool any_process() const;       // some slot or retiree has a process
   bool crash_looping() const;     // a slot in backoff after two or more failures
@@ -135,6 +144,9 @@ struct ProgramState {
   void recycle(int slot, Recycle why, Ctx& c);
   // The slot's successor failed before it was proven: the retiree takes the slot back.
   void take_back(int slot, Ctx& c);
+  // The same for a successor that is still there (a rollback): it is
+  // stopped and the retiree takes the slot back.
+  void give_back(int slot, Ctx& c);
   void stop_retirees(int slot, StopReason reason, Ctx& c);  // slot -1: all
   void add_worker(Ctx& c);
   void remove_worker(Ctx& c);
@@ -146,6 +158,7 @@ struct ProgramState {
   void collect(Ctx& c);
 
  private:
+  Member vacate(Slot& s);
   bool slot_event(int slot, SlotEvent e, Ctx& c);  // applies the lifecycle table; true if acted on
 };
 

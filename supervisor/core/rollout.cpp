@@ -61,7 +61,11 @@ RolloutStep advance(ProgramState& p, Rollout& ro, Ctx& c) {
       continue;
     item.streak_before = p.slots[n].m.worker.streak;
     ro.in_flight.push_back(item);
-    p.recycle(item.slot, ro.kind == Rollout::Kind::Restart ? Recycle::Restart : Recycle::Reload, c);
+    p.recycle(item.slot,
+              ro.kind == Rollout::Kind::Restart  ? Recycle::Restart
+              : ro.kind == Rollout::Kind::Reload ? Recycle::Reload
+                                                 : Recycle::Rollback,
+              c);
   }
   if (ro.in_flight.empty() && ro.todo.empty() && p.retirees.empty()) return {RolloutStep::Result::Done, {}};
   return {};

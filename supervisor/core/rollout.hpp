@@ -1,7 +1,7 @@
 // rollout.hpp — replacing a program's running workers, new before old.
 //
-// Owns: the order of a rolling replacement (`preforkctl restart` or a
-// reload): one canary alone, then batches of reload.batch; each slot's
+// Owns: the order of a rolling replacement (`preforkctl restart`, a reload,
+// or a rollback to the previous configuration, core/guard): one canary alone, then batches of reload.batch; each slot's
 // successor must be ready for reload.settle (proven) before its old worker
 // is stopped and the next batch starts; a successor that fails aborts the
 // rollout and gives its slot back to the old worker, which never stopped
@@ -20,7 +20,7 @@ struct ProgramState;
 struct Ctx;
 
 struct Rollout {
-  enum class Kind { Restart, Reload };
+  enum class Kind { Restart, Reload, Rollback };
   Kind kind = Kind::Restart;
   struct Item {
     int slot = 0;
@@ -32,7 +32,7 @@ struct Rollout {
   size_t batch = 1;              // after the canary
   unsigned replaced = 0;
   uint32_t scale_to = 0;         // reload: the count to reach once every old worker is replaced
-  ClientId client = 0;           // restart: who waits for the answer (0: nobody)
+  ClientId client = 0;           // restart, rollback: who waits for the answer (0: nobody)
 
   bool canary() const { return replaced == 0; }
 };

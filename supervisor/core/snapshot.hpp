@@ -61,6 +61,14 @@ struct ListenerSnapshot {
 struct ProgramSnapshot {
   std::string name;
   std::string state;          // "running", "crash-looping" or "stopped"
+  // The configuration generation the program runs: what its new workers
+  // start with (after an aborted or rolled-back reload, the older one).
+  uint64_t generation = 0;
+  std::string phase;          // core::ProgramPhase: running rolling-out guarding rolling-back removing
+  std::string rollout;        // while rolling: "reload", "restart" or "rollback"; else empty
+  uint64_t previous_generation = 0;  // the other configuration held (guard, rollout, rollback); 0: none
+  double guard_left_s = -1;   // guarding: seconds until the previous configuration is dropped; else -1
+  uint64_t rollbacks = 0;     // rollbacks started (preforkd_rollbacks_total)
   uint32_t workers_wanted = 0;
   std::vector<WorkerSnapshot> workers;  // slots in order, then retiring processes
   std::map<std::string, uint64_t> counters;  // live + retired: never goes back
@@ -91,6 +99,7 @@ struct Snapshot {
   // full, for the whole host (network namespace), not per socket. nullopt:
   // not read or not available.
   std::optional<uint64_t> host_listen_overflows;
+  uint64_t notify_unattributed = 0;  // NOTIFY_SOCKET datagrams from no worker, dropped
 };
 
 }  // namespace preforkd::core

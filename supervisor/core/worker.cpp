@@ -497,6 +497,16 @@ void on_notify_seen(Worker& w, TimePoint now) {
   if (has_process(w)) w.last_seen = now;
 }
 
+bool extend_start_timeout(Worker& w, TimePoint now, uint64_t usec) {
+  if (w.state != WorkerState::Starting) return false;
+  Duration d = usec / 1000 >= static_cast<uint64_t>(kMaxTimeoutExtension.count())
+                   ? kMaxTimeoutExtension
+                   : Duration(static_cast<Duration::rep>(usec / 1000));
+  if (now + d <= w.deadline) return false;
+  w.deadline = now + d;
+  return true;
+}
+
 Effects on_exited(Worker& w, const SlotPolicy& p, Termination t, TimePoint now, double jitter) {
   WorkerInput in = input(WorkerEvent::Exited, now);
   in.termination = t;

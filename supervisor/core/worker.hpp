@@ -217,6 +217,12 @@ bool on_ready(Worker& w, const SlotPolicy& p, TimePoint now);
 // moves; the deadline is re-checked when it expires, so a busy notify stream
 // costs no timer re-arming.
 void on_notify_seen(Worker& w, TimePoint now);
+// EXTEND_TIMEOUT_USEC=usec (sd_notify(3)): a worker still starting gets at
+// least `usec` more from now before start_timeout (never less than it had;
+// at most kMaxTimeoutExtension at a time). No effect in any other state.
+// Returns true if the deadline moved.
+inline constexpr Duration kMaxTimeoutExtension{24 * 3600 * 1000};
+bool extend_start_timeout(Worker& w, TimePoint now, uint64_t usec);
 Effects on_exited(Worker& w, const SlotPolicy& p, Termination t, TimePoint now, double jitter);
 // Operator/scale/shutdown stop: `want` says what the slot becomes afterwards.
 Effects on_stop(Worker& w, const SlotPolicy& p, StopReason reason, Want want, TimePoint now);

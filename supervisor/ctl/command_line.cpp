@@ -38,7 +38,7 @@ constexpr CommandSpec kCommands[] = {
     {"shutdown", 0, "shutdown"},      {"version", 0, "version"},
     {"scale", 2, "scale PROGRAM N"},  {"restart", 1, "restart PROGRAM"},
     {"stop", 1, "stop PROGRAM"},      {"start", 1, "start PROGRAM"},
-    {"signal", 2, "signal PROGRAM SIG"},
+    {"signal", 2, "signal PROGRAM SIG"}, {"rollback", 1, "rollback PROGRAM"},
 };
 
 const CommandSpec* find_command(const std::string& name) {
@@ -107,7 +107,9 @@ std::string preforkctl_usage() {
          "  restart PROGRAM     rolling restart of PROGRAM's workers (waits until done)\n"
          "  stop PROGRAM        stop PROGRAM's workers (waits until done)\n"
          "  start PROGRAM       start a stopped PROGRAM again\n"
-         "  signal PROGRAM SIG  send SIG (HUP, SIGUSR1, 10...) to PROGRAM's workers\n\n"
+         "  signal PROGRAM SIG  send SIG (HUP, SIGUSR1, 10...) to PROGRAM's workers\n"
+         "  rollback PROGRAM    back to PROGRAM's previous configuration while its\n"
+         "                      reload.guard holds it (waits until done)\n\n"
       << visible_options()
       << "\nExit status: 0 ok, 1 the command failed (also: permission denied),\n"
          "2 bad command line, 3 preforkd cannot be reached.\n"
@@ -163,7 +165,7 @@ nlohmann::json to_json(const Request& request) {
 
 bool waits_for_completion(const Request& request) {
   const std::string& c = request.command;
-  return c == "restart" || c == "scale" || c == "reload" || c == "stop" || c == "start";
+  return c == "restart" || c == "scale" || c == "reload" || c == "stop" || c == "start" || c == "rollback";
 }
 
 }  // namespace preforkd::ctl

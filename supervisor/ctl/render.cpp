@@ -150,6 +150,40 @@ std::string worker_state(const json& worker) {
   return state;
 }
 
+// What a program is in the middle of: a rollout, a rollback, or the guard
+// that keeps its previous configuration (reload.guard); "-" otherwise.
+std::string rollout_text(const json& program) {
+  const std::string phase = text(program, "phase");
+  const std::string generation = text(program, "generation");
+  const std::string previous = text(program, "previous_generation");
+  if (phase == "guarding") {
+    const json& left = field(program, "guard_left_s");
+    std::string more = left.is_number() ? std::to_string(static_cast<long long>(std::ceil(std::max(
+                                              0.0, std::min(left.get<double>(), 1e12))))) + "s more"
+                                        : "a while";
+    return "guarding generation " + generation + " for " + more;
+  }
+  const std::string kind = text(program, "rollout");
+  if (kind == "rollback") return "rolling back to generation " + generation + " from " + previous;
+  if (kind == "restart") return "restarting generation " + generation;
+  if (kind == "reload" || phase == "rolling-out")
+    return "rolling out generation " + generation + (previous != "-" ? " (replacing " + previous + ")" : "");
+  return "-";
+}
+
+// "configuration generation 3", and which programs run another one
+// (an aborted or rolled-back reload leaves a program on the older one).
+std::string generation_text(const json& status) {
+  std::string out = "configuration generation " + text(status, "generation");
+  std::string others;
+  for (const auto& p : array_field(status, "programs")) {
+    const json& g = field(p, "generation");
+    if (!g.is_number() || g == field(status, "generation")) continue;
+    others += (others.empty() ? "" : ", ") + text(p, "name") + " runs generation " + text(g);
+  }
+  return others.empty() ? out : out + "; " + others;
+}
+
 std::string ready_text(const json& program) {
   unsigned ready = 0;
   for (const auto& w : array_field(program, "workers"))
@@ -310,8 +344,7 @@ std::string render_status(const nlohmann::json& status, const nlohmann::json& st
   std::string out = "preforkd";
   if (field(status, "version").is_string()) out += " " + text(status, "version");
   if (field(status, "pid").is_number()) out += " (pid " + text(status, "pid") + ")";
-  if (field(status, "generation").is_number())
-    out += ", configuration generation " + text(status, "generation");
+  if (field(status, "generation").is_number()) out += ", " + generation_text(status);
   out += "\n";
 
   const json& programs = array_field(status, "programs");
@@ -325,7 +358,9 @@ std::string render_status(const nlohmann::json& status, const nlohmann::json& st
   const bool show_busy = std::any_of(programs.begin(), programs.end(),
                                      [](const json& p) { return field(p, "workers_busy").is_number(); });
   if (show_busy) summary[0].push_back({"BUSY"});
-  std::vector<Row> workers = {{{"PROGRAM"}, {"SLOT"}, {"PID"}, {"STATE"}, {"UPTIME"},
+  summary[0].push_back({"GENERATION"});
+  summary[0].push_back({"ROLLOUT"});
+  std::vector<Row> workers = {{{"PROGRAM"}, {"SLOT"}, {"PID"}, {"STATE"}, {"GEN"}, {"UPTIME"},
                                {"RESTARTS"}, {"REQUESTS"}, {"STATUS"}}};
   for (const auto& p : programs) {
     const std::string name = text(p, "name");
@@ -333,6 +368,8 @@ std::string render_status(const nlohmann::json& status, const nlohmann::json& st
     summary.push_back({{name}, {state, state_colour(state)}, {ready_text(p)}});
     if (show_queue) summary.back().push_back({queue_text(p)});
     if (show_busy) summary.back().push_back({busy_text(p)});
+    summary.back().push_back({text(p, "generation")});
+    summary.back().push_back({rollout_text(p)});
 
     // Slot order, keeping a retiring process next to its slot's new one
     // (preforkd lists slots first, then the retiring processes).
@@ -352,6 +389,7 @@ std::string render_status(const nlohmann::json& status, const nlohmann::json& st
                          {text(*w, "slot")},
                          {pid != 0 ? std::to_string(pid) : "-"},
                          {wstate, state_colour(wstate)},
+                         {text(*w, "generation")},
                          {pid != 0 && uptime.is_number() ? format_uptime(uptime.get<double>())
                                                          : "-"},
                          {text(*w, "restarts")},

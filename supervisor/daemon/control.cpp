@@ -56,6 +56,8 @@ void Daemon::on_control_request(ControlServer::ClientId client, const std::strin
     c.workers = static_cast<size_t>(r.workers);
   } else if (cmd == "restart") {
     c.kind = core::ControlCommand::Kind::Restart;
+  } else if (cmd == "rollback") {
+    c.kind = core::ControlCommand::Kind::Rollback;
   } else {
     return control_->reply(client, reply_error("unknown command `" + cmd + "`"));
   }

@@ -11,12 +11,12 @@ using json = nlohmann::json;
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
 bool needs_program(const std::string& cmd) {
-  return cmd == "scale" || cmd == "restart" || cmd == "stop" || cmd == "start" || cmd == "signal";
+  return cmd == "scale" || cmd == "restart" || cmd == "stop" || cmd == "start" || cmd == "signal" || cmd == "rollback";
 }
 
 bool known(const std::string& cmd) {
   for (const char* c : {"status", "stats", "metrics", "reload", "scale", "restart", "stop", "start", "signal",
-                        "shutdown", "version"})
+                        "rollback", "shutdown", "version"})
     if (cmd == c) return true;
   return false;
 }
@@ -113,15 +113,22 @@ std::string reply_status(const core::Snapshot& s) {
     json autoscale = nullptr;
     if (p.workers_min && p.workers_max)
       autoscale = {{"min", *p.workers_min}, {"max", *p.workers_max}, {"up", p.autoscale_up}, {"down", p.autoscale_down}};
-    programs.push_back({{"name", p.name},
-                        {"state", p.state},
-                        {"autoscale", std::move(autoscale)},
-                        {"workers_busy", p.workers_busy},
-                        {"workers_reporting_busy", p.workers_reporting},
-                        {"workers_wanted", p.workers_wanted},
-                        {"workers", std::move(workers)},
-                        {"listeners", listeners_json(p.listeners)},
-                        {"orphans", orphans_json(p.orphans)}});
+    json o = {{"name", p.name},
+              {"state", p.state},
+              {"generation", p.generation},
+              {"phase", p.phase},
+              {"rollbacks", p.rollbacks},
+              {"autoscale", std::move(autoscale)},
+              {"workers_busy", p.workers_busy},
+              {"workers_reporting_busy", p.workers_reporting},
+              {"workers_wanted", p.workers_wanted},
+              {"workers", std::move(workers)},
+              {"listeners", listeners_json(p.listeners)},
+              {"orphans", orphans_json(p.orphans)}};
+    if (!p.rollout.empty()) o["rollout"] = p.rollout;
+    if (p.previous_generation != 0) o["previous_generation"] = p.previous_generation;
+    if (p.guard_left_s >= 0) o["guard_left_s"] = p.guard_left_s;
+    programs.push_back(std::move(o));
   }
   return dump({{"ok", true},
                {"version", s.version},
@@ -152,7 +159,7 @@ std::string reply_stats(const core::Snapshot& s) {
                         {"listeners", listeners_json(p.listeners)},
                         {"workers", std::move(workers)}});
   }
-  json r = {{"ok", true}, {"programs", std::move(programs)}};
+  json r = {{"ok", true}, {"notify_unattributed", s.notify_unattributed}, {"programs", std::move(programs)}};
   if (s.host_listen_overflows) r["host_listen_overflows"] = *s.host_listen_overflows;
   return dump(r);
 }

@@ -17,8 +17,8 @@
 namespace preforkd::daemon {
 
 struct ControlRequest {
-  std::string cmd;      // status stats metrics reload scale restart stop start signal shutdown version
-  std::string program;  // scale restart stop start signal
+  std::string cmd;      // status stats metrics reload scale restart stop start signal rollback shutdown version
+  std::string program;  // scale restart stop start signal rollback
   int64_t workers = -1; // scale: 0..10000
   std::string signal;   // signal: a name ("HUP", "SIGHUP") or a number, as text
 };

@@ -77,6 +77,8 @@ Daemon::Daemon(config::Config config, DaemonOptions options)
   pidfile_ = options_.pidfile ? options_.pidfile : config_.supervisor.pidfile;
   load_options_ = options_.load_options;
   self_path_ = options_.self_path.empty() ? sys::self_executable() : options_.self_path;
+  // Before any program's environment is made: it names the socket.
+  open_notify_socket(options_.upgrade_state ? options_.upgrade_state->value("notify_fd", -1) : -1);
   if (options_.upgrade_state) {
     adopt_state(*options_.upgrade_state, options_.upgrade_configs);
     adopted_ = true;
@@ -262,6 +264,7 @@ void Daemon::dispatch(uint64_t token, uint32_t events) {
       break;
     case Handler::Kind::Timer: timer_.acknowledge(); break;
     case Handler::Kind::Pipe: on_pipe_readable(token, kReadBudget); break;
+    case Handler::Kind::NotifySocket: on_notify_socket_readable(); break;
   }
 }
 

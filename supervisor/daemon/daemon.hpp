@@ -117,7 +117,7 @@ class Daemon {
   // finds nothing. Control and metrics clients use their fd as token (below
   // kHandlerBit) and are routed to their servers.
   struct Handler {
-    enum class Kind { Signal, Timer, Pipe };
+    enum class Kind { Signal, Timer, Pipe, NotifySocket };
     Kind kind = Kind::Pipe;
     std::unique_ptr<Pipe> pipe;  // Kind::Pipe
   };
@@ -141,10 +141,15 @@ class Daemon {
   void close_pipe(uint64_t token);
   void drain_proc(core::ProcId proc, size_t budget);  // reads what a process's notify/output pipes hold
   void close_proc_pipes(core::ProcId proc);
+  // ---- NOTIFY_SOCKET (notify_socket.cpp) ----
+  void open_notify_socket(int adopted_fd);  // the upgrade's socket if >= 0, else a new one
+  void on_notify_socket_readable();
+  std::optional<core::ProcId> notify_sender(pid_t pid) const;
   void reap();
   void settle();  // applies pending actions and ticks the policy until nothing is left to do
   void apply(const core::Action& a);
   void spawn(const core::Action& a);
+  void spawn_now(const core::Action& a);
   void on_control_request(ControlServer::ClientId client, const std::string& line);
   void report_systemd_status();
   void reopen_log();
@@ -212,6 +217,9 @@ class Daemon {
   // Sockets systemd passed (socket activation), read before the programs are set up.
   sys::ActivatedSockets activated_ = sys::ActivatedSockets::from_environment();
   std::string systemd_status_;  // the last STATUS= sent
+  // NOTIFY_SOCKET: one datagram socket for every worker (empty name: none).
+  sys::UniqueFd notify_socket_;
+  std::string notify_socket_name_;  // "@preforkd-<pid>-notify", as workers get it
 };
 
 }  // namespace preforkd::daemon

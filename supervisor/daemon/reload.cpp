@@ -55,9 +55,16 @@ void Daemon::begin_reload(std::vector<core::ClientId> clients) {
   // 2. Prepare what can fail. A socket in both files is the very same one.
   uint64_t g = policy_.generation() + 1;
   std::map<std::string, ListenerRef> sockets;
-  for (const auto& p : policy_.programs())
+  for (const auto& p : policy_.programs()) {
     if (auto it = resources_.find({p.name(), p.shape.generation}); it != resources_.end())
       for (const auto& l : it->second.listeners) sockets.emplace(l->address.key(), l);
+    // A reload.guard keeps the previous configuration's sockets open: a file
+    // that goes back to one of them gets that very socket (binding it anew
+    // would fail, the address is in use).
+    if (p.previous)
+      if (auto it = resources_.find({p.name(), p.previous->generation}); it != resources_.end())
+        for (const auto& l : it->second.listeners) sockets.emplace(l->address.key(), l);
+  }
   std::map<ShapeKey, Resources> prepared;
   // reuseport sockets of added programs, under a provisional id until the policy assigns theirs.
   std::map<std::string, core::ProgramId> provisional;

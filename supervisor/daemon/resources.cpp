@@ -80,6 +80,8 @@ Daemon::Resources Daemon::make_resources(const config::Program& cfg, std::vector
   env.push_back(std::string(PREFORKD_ENV_PROGRAM) + "=" + cfg.name);
   if (cfg.watchdog_timeout.count() > 0)
     env.push_back(std::string(PREFORKD_ENV_WATCHDOG_USEC) + "=" + std::to_string(cfg.watchdog_timeout.count() * 1000));
+  if (cfg.notify_socket && !notify_socket_name_.empty())
+    env.push_back(std::string(PREFORKD_ENV_NOTIFY_SOCKET) + "=" + notify_socket_name_);
   // `environment` wins over the defaults above (PATH, HOME, LANG...): replace,
   // never append a second entry (C's getenv reads the first one).
   for (const auto& [k, v] : cfg.environment) {

@@ -14,7 +14,18 @@
 namespace preforkd::daemon {
 
 void Daemon::spawn(const core::Action& a) {
-  if (!policy_.spawn_pending(a)) return;  // stopped or replaced since it was decided
+  if (!policy_.spawn_pending(a)) return policy_.spawn_dropped(a);  // stopped or replaced since it was decided
+  try {
+    spawn_now(a);
+  } catch (const std::exception& e) {
+    // Whatever went wrong, the slot must not wait for this spawn forever:
+    // it is a failed start, and the worker's backoff retries it.
+    if (policy_.spawn_pending(a))
+      policy_.spawn_failed(a.program, a.slot, a.proc, std::string("cannot start a worker: ") + e.what(), now(), actions_);
+  }
+}
+
+void Daemon::spawn_now(const core::Action& a) {
   const core::ProgramState& p = *policy_.program(a.program);
   auto fail = [&](const std::string& what) { policy_.spawn_failed(a.program, a.slot, a.proc, what, now(), actions_); };
   auto res = resources_.find({p.name(), a.generation});

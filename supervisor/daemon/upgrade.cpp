@@ -1,8 +1,9 @@
 // upgrade.cpp — USR2: upgrade preforkd itself without touching a worker.
 //
-//   1. USR2 waits until the policy is quiescent: no reload, rollout or
-//      control operation in progress (each has a client or a plan that an
-//      exec would lose).
+//   1. USR2 waits until the policy is quiescent: no reload, rollout,
+//      rollback or control operation in progress (each has a client or a
+//      plan that an exec would lose). A reload.guard is handed over: the
+//      previous configuration, its sockets and the watched process ids.
 //   2. The state is written to a memfd and the binary at the path preforkd
 //      was started from (a package upgrade's new file) is run in check mode on
 //      it and on the configuration file, as a child of the loop (reaped like
@@ -87,6 +88,7 @@ json Daemon::serialize_state() const {
                 {"report", {{"counters", m.report.counters()}, {"gauges", m.report.gauges()}}},
                 {"notify_errors", m.notify_errors},
                 {"draining", m.draining},
+                {"proc", m.proc},  // kept: the guard tells its processes by id
                 {"pipes", pipes}};
   };
   json programs = json::array();
@@ -106,7 +108,21 @@ json Daemon::serialize_state() const {
       retirees.push_back(std::move(jr));
     }
     auto res = resources_.find({p.name(), p.shape.generation});
+    json guard = nullptr;
+    if (p.phase == core::ProgramPhase::Guarding && p.previous && p.guard) {
+      // The way back survives the upgrade: the previous configuration (its
+      // text is among "texts"), its sockets, and which processes are watched.
+      auto prev = resources_.find({p.name(), p.previous->generation});
+      guard = {{"previous_generation", p.previous->generation},
+               {"previous_listeners",
+                listeners(prev == resources_.end() ? std::vector<ListenerRef>{} : prev->second.listeners)},
+               {"first_proc", p.guard->first_proc},
+               {"started", to_ns(p.guard->started)},
+               {"ended", to_ns(p.guard->ended)}};
+    }
     programs.push_back({{"name", p.name()},
+                        {"rollbacks", p.rollbacks},
+                        {"guard", guard},
                         {"config_generation", p.shape.generation},
                         {"listeners", listeners(res == resources_.end() ? std::vector<ListenerRef>{} : res->second.listeners)},
                         {"starts", p.starts},
@@ -150,6 +166,7 @@ json Daemon::serialize_state() const {
               {"control_socket", config_.supervisor.control_socket},
               {"metrics", config_.supervisor.metrics ? *config_.supervisor.metrics : ""},
               {"metrics_fd", metrics_ ? metrics_->listen_fd() : -1},
+              {"notify_fd", notify_socket_ ? notify_socket_.get() : -1},
               {"programs", programs},
               {"orphans", orphans},
               {"orphans_total", policy_.orphans().totals()}};
@@ -218,6 +235,24 @@ void Daemon::adopt_state(const json& st, const std::map<uint64_t, config::Config
     if (auto a = jp.find("autoscale_total"); a != jp.end() && a->is_array() && a->size() == 2 &&
                                              (*a)[0].is_number_unsigned() && (*a)[1].is_number_unsigned())
       p.autoscale_total = {(*a)[0].get<uint64_t>(), (*a)[1].get<uint64_t>()};
+    p.rollbacks = jp.value("rollbacks", uint64_t{0});
+    if (const json& jg = jp.value("guard", json()); jg.is_object()) {
+      uint64_t pg = jg.at("previous_generation").get<uint64_t>();
+      const auto& plist = configs.at(pg).programs;
+      const config::Program& pcfg =
+          *std::find_if(plist.begin(), plist.end(), [&](const config::Program& c) { return c.name == name; });
+      p.previous = core::Shape{pcfg, core::SlotPolicy::from(pcfg), pg};
+      resources_.emplace(ShapeKey{name, pg},
+                         make_resources(pcfg, adopt_listeners(jg.at("previous_listeners"),
+                                                              pcfg.reuseport ? std::vector<config::ListenAddress>{}
+                                                                             : pcfg.listen)));
+      core::Guard guard;
+      guard.first_proc = jg.at("first_proc").get<uint64_t>();
+      guard.started = from_ns(jg.at("started").get<int64_t>());
+      guard.ended = from_ns(jg.at("ended").get<int64_t>());
+      p.guard = guard;
+      p.phase = core::ProgramPhase::Guarding;
+    }
     p.totals.restore(jp.at("retired_counters").get<std::map<std::string, uint64_t>>(),
                      jp.at("dropped_names").get<uint64_t>());
     std::map<int, std::vector<ListenerRef>> own;
@@ -244,7 +279,10 @@ void Daemon::adopt_state(const json& st, const std::map<uint64_t, config::Config
         if (sys::parent_of(k.pid) != self)
           throw std::runtime_error(p.tag(k.slot) + ": pid " + std::to_string(k.pid) + " is not a child of " +
                                    std::to_string(self));
-        m.proc = ++next_proc;
+        // The id the previous binary gave it (the guard compares them);
+        // a state from before ids were kept gets new ones.
+        uint64_t kept = js.value("proc", uint64_t{0});
+        m.proc = kept > 0 ? kept : ++next_proc;
       }
       m.report.restore(js.at("report").at("counters").get<std::map<std::string, uint64_t, std::less<>>>(),
                        js.at("report").at("gauges").get<std::map<std::string, int64_t, std::less<>>>());
@@ -338,6 +376,8 @@ void Daemon::on_usr2() {
   }
   upgrade_requested_ = true;
   log_->info("preforkd: SIGUSR2: upgrading preforkd in place from {}", self_path_);
+  if (!policy_.quiescent())
+    log_->info("preforkd: the upgrade waits until the reloads, rollouts and operations in progress are over");
 }
 
 // Runs the new binary's check once nothing that a client waits for is in progress.
@@ -415,6 +455,7 @@ void Daemon::exec_upgrade() {
     if (h.pipe && h.pipe->fd) handed.push_back(h.pipe->fd.get());
   if (control_) handed.push_back(control_->listen_fd());
   if (metrics_) handed.push_back(metrics_->listen_fd());
+  if (notify_socket_) handed.push_back(notify_socket_.get());
   for (int fd : handed) sys::set_inheritable(fd, true);
   int err = sys::exec_replace(self_path_, argv, sys::environment_strings());
   sys::mark_all_cloexec();  // back as they were

@@ -1,6 +1,7 @@
 #include "daemon/upgrade_state.hpp"
 
 #include <cstring>
+#include <set>
 
 #include "core/lifecycle.hpp"
 #include "core/orphans.hpp"
@@ -106,6 +107,7 @@ std::optional<std::map<uint64_t, config::Config>> validate_state(const json& sta
     }
     uint64_t generation = state.at("generation").get<uint64_t>();
     require(configs.count(generation) == 1, "no configuration text for the current generation");
+    std::set<uint64_t> procs;  // process ids kept by the previous binary: unique over all programs
     for (const auto& p : state.at("programs")) {
       std::string name = p.at("name").get<std::string>();
       uint64_t g = p.at("config_generation").get<uint64_t>();
@@ -117,6 +119,24 @@ std::optional<std::map<uint64_t, config::Config>> validate_state(const json& sta
       for (const auto& l : p.at("listeners")) require(l.at("fd").is_number_integer(), "program " + name + ": listeners");
       for (const auto& s : p.at("slots")) check_slot(s, "program " + name + " slot", true);
       for (const auto& s : p.at("retirees")) check_slot(s, "program " + name + " retiree", false);
+      if (const json& jg = p.value("guard", json()); !jg.is_null()) {
+        std::string where = "program " + name + " guard";
+        require(jg.is_object(), where + ": not an object");
+        for (const char* k : {"previous_generation", "first_proc", "started", "ended"})
+          require(jg.contains(k) && jg[k].is_number_integer(), where + "." + k + ": missing or not an integer");
+        uint64_t pg = jg["previous_generation"].get<uint64_t>();
+        require(configs.count(pg) == 1, where + ": no configuration text for generation " + std::to_string(pg));
+        const auto& previous = configs[pg].programs;
+        require(std::any_of(previous.begin(), previous.end(), [&](const config::Program& c) { return c.name == name; }),
+                where + ": not in the configuration of generation " + std::to_string(pg));
+        for (const auto& l : jg.at("previous_listeners")) require(l.at("fd").is_number_integer(), where + ": listeners");
+      }
+      for (const char* list : {"slots", "retirees"})
+        for (const auto& s : p.at(list)) {
+          uint64_t proc = s.value("proc", uint64_t{0});
+          require(proc == 0 || procs.insert(proc).second, "program " + name + ": process id " +
+                                                              std::to_string(proc) + " twice");
+        }
     }
     // Orphans being stopped: optional (a state from before the process tree has none).
     for (const auto& o : state.value("orphans", json::array())) {

@@ -13,7 +13,7 @@ namespace preforkd::sys::fault {
 
 namespace {
 
-constexpr const char* kPoints[] = {"fork", "pipe2", "accept4", "epoll_ctl", "socket", "write", "open"};
+constexpr const char* kPoints[] = {"fork", "pipe2", "accept4", "epoll_ctl", "socket", "write", "open", "recvmsg"};
 constexpr size_t kPointCount = sizeof kPoints / sizeof kPoints[0];
 
 struct ErrnoName {

@@ -15,7 +15,8 @@
 //   pipe2      sys::make_pipe, sys::spawn's error pipe
 //   accept4    sys::accept_client
 //   epoll_ctl  Epoll::add/modify/try_add/try_modify (not remove)
-//   socket     sys::bind_listener
+//   socket     sys::bind_listener, sys::open_notify_socket
+//   recvmsg    sys::receive_datagram (the NOTIFY_SOCKET datagrams)
 //   write      sys::write_some, sys::send_some (and what loops on them)
 //   open       sys::open_file
 // An injected failure is announced on stderr ("preforkd: PREFORKD_FAULTS:

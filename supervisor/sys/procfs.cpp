@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -165,6 +166,18 @@ bool write_small_file(const std::string& path, const std::string& text) {
   ::close(fd);
   errno = err;
   return n == static_cast<ssize_t>(text.size());
+}
+
+pid_t process_group_of(pid_t pid) {
+  if (pid <= 0) return 0;
+  std::string stat = read_small_file(proc_dir(pid) + "/stat");
+  // "pid (comm) state ppid pgrp ...": comm may hold spaces and ')', so the last ')' ends it.
+  size_t end = stat.rfind(')');
+  if (end == std::string::npos) return 0;
+  char state = 0;
+  int ppid = 0, pgrp = 0;
+  if (std::sscanf(stat.c_str() + end + 1, " %c %d %d", &state, &ppid, &pgrp) != 3 || pgrp <= 0) return 0;
+  return static_cast<pid_t>(pgrp);
 }
 
 }  // namespace preforkd::sys

@@ -33,5 +33,8 @@ bool write_small_file(const std::string& path, const std::string& text);
 // was reused by someone else since the caller learnt it).
 std::optional<std::vector<gid_t>> process_groups(pid_t pid);
 std::optional<std::vector<gid_t>> process_groups_of_uid(pid_t pid, uid_t uid);
+// The process group of `pid` (field 5 of /proc/<pid>/stat), or 0 if it
+// cannot be read (gone, or no /proc). pid 0 is not "self" here either.
+pid_t process_group_of(pid_t pid);
 
 }  // namespace preforkd::sys

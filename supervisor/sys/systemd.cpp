@@ -2,9 +2,12 @@
 
 #include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 #include <systemd/sd-daemon.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 
@@ -32,9 +35,27 @@ std::string expected_address(const config::ListenAddress& a) {
 }  // namespace
 
 void notify_systemd(const std::string& state) noexcept {
-  // unset_environment = 0: every later notification needs NOTIFY_SOCKET too.
-  // Workers never see it: they get a clean environment (preforkd-worker(7)).
-  (void)sd_notify(0, state.c_str());
+  // Not sd_notify(3): it sends on a blocking socket, so a service manager
+  // that stops reading (its queue holds 10 datagrams by default) would stall
+  // the whole loop. Here a full queue drops the message (EAGAIN) instead.
+  // NOTIFY_SOCKET stays set: every later notification needs it too. Workers
+  // never see it: theirs names preforkd's own socket (preforkd-worker(7)).
+  const char* path = std::getenv("NOTIFY_SOCKET");
+  if (path == nullptr || (path[0] != '/' && path[0] != '@')) return;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  size_t len = std::strlen(path);
+  if (len < 2 || len >= sizeof addr.sun_path) return;
+  std::memcpy(addr.sun_path, path, len);
+  if (path[0] == '@') addr.sun_path[0] = '\0';  // abstract namespace
+  auto addr_len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + len + (path[0] == '/' ? 1 : 0));
+  int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) return;
+  (void)retry_on_eintr([&] {
+    return ::sendto(fd, state.data(), state.size(), MSG_NOSIGNAL | MSG_DONTWAIT,
+                    reinterpret_cast<const sockaddr*>(&addr), addr_len);
+  });
+  ::close(fd);
 }
 
 bool systemd_notify_enabled() noexcept {

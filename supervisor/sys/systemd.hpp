@@ -7,10 +7,13 @@
 // preforkd works the same without it), or let a worker inherit systemd's
 // variables or fds (T5: the LISTEN_* variables are unset, the fds CLOEXEC).
 //
-// sd_notify(3) sends one datagram per call on a socket it opens and closes.
-// It blocks only if the receiver's queue (net.unix.max_dgram_qlen) is full,
-// which systemd's event loop never lets happen; preforkd sends a handful per
-// state change, never one per worker notify line.
+// One datagram per notification, on a socket opened and closed for it, as
+// sd_notify(3) does, but non-blocking: sd_notify blocks when the receiver's
+// queue (net.unix.max_dgram_qlen, 10 by default) is full, which systemd's
+// event loop never lets happen but a receiver that stops reading does (the
+// tests' stand-in for systemd did, and the loop stalled in a shutdown).
+// preforkd sends a handful per state change, never one per worker notify
+// line; what a full queue drops is only ever superseded by a later STATUS=.
 #pragma once
 
 #include <optional>
@@ -22,8 +25,9 @@
 
 namespace preforkd::sys {
 
-// Sends `state` ("READY=1\nSTATUS=...") to the service manager with
-// sd_notify(3). A no-op when NOTIFY_SOCKET is unset; never throws.
+// Sends `state` ("READY=1\nSTATUS=...") to the service manager, as
+// sd_notify(3) does, but never blocks: if the manager's queue is full the
+// message is dropped. A no-op when NOTIFY_SOCKET is unset; never throws.
 void notify_systemd(const std::string& state) noexcept;
 
 // True when NOTIFY_SOCKET is set, i.e. notify_systemd() goes somewhere (so

@@ -29,6 +29,7 @@ int main() {
   s.reloads_ok = 5;
   s.reloads_failed = 1;
   s.host_listen_overflows = 17;
+  s.notify_unattributed = 2;
 
   ProgramSnapshot echo;
   echo.name = "echo";
@@ -40,6 +41,7 @@ int main() {
   echo.notify_errors = 2;
   echo.orphans_total = 5;
   echo.listeners = {{"echo", "127.0.0.1:7000", true, 37, 1024}, {"echo-1", "unix:/run/echo.sock", false, 0, 0}};
+  echo.generation = 3;
   echo.counters = {{"requests", 1234}, {"bytes_in", std::numeric_limits<uint64_t>::max()}, {"x", 1}};
   echo.gauges = {{"active_connections", 12}, {"x_total", 99}, {"x", 98}};  // both collide with counter x
 
@@ -51,6 +53,8 @@ int main() {
   odd.starts = 40;
   odd.exits = {0, 38, 1, 1, 0};
   odd.counters = {{"requests", 9}, {"x_total", 4}};
+  odd.generation = 2;  // a reload to 3 was rolled back
+  odd.rollbacks = 1;
   odd.gauges = {{"active_connections", -3}, {"queue_depth", 0}};
 
   ProgramSnapshot weird;

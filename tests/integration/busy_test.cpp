@@ -77,8 +77,8 @@ TEST_CASE("busy: a worker that says BUSY=1 is busy - one that never says is unkn
   CHECK(program_of(status, "silent")["workers"][0]["busy"].is_null());
   auto [code, out] = run({bin("preforkctl"), "-s", d.control_socket(), "status"});
   CHECK(code == 0);
-  CHECK_MESSAGE(out.find("says     running  2/2    -      2/2\n") != std::string::npos, out);
-  CHECK_MESSAGE(out.find("silent   running  2/2    -      -\n") != std::string::npos, out);
+  CHECK_MESSAGE(out.find("says     running  2/2    -      2/2   1           -\n") != std::string::npos, out);
+  CHECK_MESSAGE(out.find("silent   running  2/2    -      -     1           -\n") != std::string::npos, out);
   // Busy seconds grow while they stay busy.
   double before = sample(scrape(mport), "preforkd_worker_busy_seconds_total{program=\"says\"}");
   std::this_thread::sleep_for(std::chrono::milliseconds(500));

@@ -74,6 +74,8 @@ TEST_CASE("T5 T11 T12 contract: workers see exactly fds 0-2, their sockets and t
     CHECK(env["PREFORKD_NOTIFY_FD"] == "5");
     CHECK(env["PREFORKD_PROGRAM"] == "w");
     CHECK(env["PREFORKD_GENERATION"] == "1");
+    // sd_notify(3)'s socket, preforkd's own (abstract: no file); not an fd of the worker's.
+    CHECK(env["NOTIFY_SOCKET"] == "@preforkd-" + std::to_string(d.pid()) + "-notify");
     CHECK(env.contains("PATH"));
     slots.insert(env["PREFORKD_SLOT"].get<std::string>());
     // T17: each worker leads its own process group; its parent is preforkd.

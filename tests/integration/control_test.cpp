@@ -47,6 +47,11 @@ TEST_CASE("control: status, stats and version have SPEC's shapes") {
   auto w = program_of(st, "w");
   CHECK(w["state"] == "running");
   CHECK(w["workers_wanted"] == 2);
+  CHECK(w["generation"] == 1);  // the configuration the program runs
+  CHECK(w["phase"] == "running");
+  CHECK(w["rollbacks"] == 0);
+  CHECK_FALSE(w.contains("guard_left_s"));
+  CHECK_FALSE(w.contains("previous_generation"));
   for (const auto& wk : w["workers"]) {
     CHECK(wk["state"] == "ready");
     CHECK(wk["generation"] == 1);

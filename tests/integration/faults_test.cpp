@@ -99,13 +99,13 @@ TEST_CASE("faults: fork fails with EAGAIN for a respawn: preforkd logs it, backs
 
 TEST_CASE("faults: epoll_ctl fails with ENOMEM on a respawn's pipe: preforkd keeps running and its other workers") {
   TempDir dir;
-  // epoll_ctl calls at start-up: the signalfd, the timerfd, the control
-  // socket, then one notify pipe per worker (stdout/stderr are not captured)
-  // = 6. Call 7 is the first registration of the respawn after the kill.
-  Preforkd d(dir, echo_program(), {}, true, {}, "", {{"PREFORKD_FAULTS", "epoll_ctl:ENOMEM:7:1"}});
+  // epoll_ctl calls at start-up: the signalfd, the timerfd, NOTIFY_SOCKET,
+  // the control socket, then one notify pipe per worker (stdout/stderr are
+  // not captured) = 7. Call 8 is the first registration of the respawn after the kill.
+  Preforkd d(dir, echo_program(), {}, true, {}, "", {{"PREFORKD_FAULTS", "epoll_ctl:ENOMEM:8:1"}});
   REQUIRE(d.wait_workers(3));
   REQUIRE_MESSAGE(d.log().find("injected") == npos,
-                  "the fault fired during start-up: preforkd now makes more than 6 epoll_ctl calls there; "
+                  "the fault fired during start-up: preforkd now makes more than 7 epoll_ctl calls there; "
                   "this test's N must be that count + 1\n", d.log());
   uint16_t port = d.port();
   auto before = live_workers(d);
@@ -114,7 +114,7 @@ TEST_CASE("faults: epoll_ctl fails with ENOMEM on a respawn's pipe: preforkd kee
 
   pid_t victim = before[0];
   REQUIRE(kill(victim, SIGKILL) == 0);
-  REQUIRE_MESSAGE(d.wait_for_log("epoll_ctl call 7: injected ENOMEM", 10s, mark) != npos, d.log());
+  REQUIRE_MESSAGE(d.wait_for_log("epoll_ctl call 8: injected ENOMEM", 10s, mark) != npos, d.log());
   bool back = wait_until([&] { return d.process().running() && recovered(d, victim); }, 20s);
   CHECK_MESSAGE(d.process().running(), "preforkd died of one failed epoll_ctl:\n", d.log());
   REQUIRE_MESSAGE(back, d.log());

@@ -208,7 +208,22 @@ TEST_CASE("reload: a burst of 100 HUPs ends in the final configuration, leaking 
   CHECK(wait_until([&] { return settled(d, "w", 1) && d.wait_workers(1, 100ms); }));
   auto status = d.control({{"cmd", "status"}});
   json program = program_of(status, "w");  // kept: the loop below iterates into it
-  for (const auto& w : program["workers"]) CHECK(w["generation"] == status["generation"]);
+  // The workers run the final file: they were started by the reload that
+  // first read it (the last one that replaced workers). A coalesced reload
+  // may still have read the same file again afterwards: it changed nothing
+  // for them, only the generation number.
+  std::string log = d.log();
+  const std::string replacing = "preforkd: reload, generation ";
+  size_t last = std::string::npos;
+  for (size_t at = log.find(replacing); at != std::string::npos; at = log.find(replacing, at + 1))
+    if (log.compare(log.find(':', at + replacing.size()), 14, ": w: replacing") == 0) last = at;
+  REQUIRE(last != std::string::npos);
+  int final_generation = std::stoi(log.substr(last + replacing.size()));
+  for (const auto& w : program["workers"]) {
+    CHECK(w["generation"].get<int>() >= final_generation);
+    CHECK(w["generation"].get<int>() <= status["generation"].get<int>());
+  }
+  CHECK(program["generation"] == status["generation"]);
   CHECK(status["generation"].get<int>() < 100);  // coalesced, not one reload per signal
   CHECK(wait_until([&] { return count_fds(d.pid()) <= fds_before; }));
   CHECK(d.stop() == 0);

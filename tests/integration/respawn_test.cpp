@@ -127,10 +127,12 @@ TEST_CASE("T5 T14 200 crash/respawn cycles leave no zombie and the supervisor's 
     pid_t victim = now[static_cast<size_t>(cycle) % 4];
     // Deaths by a signal and clean exits (the test worker exits 0 on TERM).
     ::kill(victim, cycle % 2 ? SIGKILL : SIGTERM);
-    REQUIRE(wait_until([&] {
-      auto after = live_workers(d);
-      return after.size() == 4 && std::find(after.begin(), after.end(), victim) == after.end();
-    }));
+    REQUIRE_MESSAGE(wait_until([&] {
+                      auto after = live_workers(d);
+                      return after.size() == 4 && std::find(after.begin(), after.end(), victim) == after.end();
+                    }),
+                    "cycle ", cycle, ": pid ", victim, " not replaced\n", d.control({{"cmd", "status"}}).dump(), "\n",
+                    d.log());
   }
   CHECK(wait_until([&] { return zombie_children(d.pid()) == 0; }));
   CHECK(wait_until([&] { return count_fds(d.pid()) == fds_before; }, 2s));

@@ -116,3 +116,73 @@ TEST_CASE("upgrade: a new binary that fails its check is refused with the reason
   CHECK(pids_of(d.control({{"cmd", "status"}})) == before);
   CHECK(d.stop() == 0);
 }
+
+TEST_CASE("upgrade: USR2 during a reload.guard hands the guard over: a failure after the upgrade still rolls back, "
+          "and the rollback count goes on") {
+  TempDir dir;
+  std::string exe = copy_binary(dir, "preforkd");
+  std::string addr = "127.0.0.1:" + std::to_string(free_port());
+  auto yaml = [&](const std::string& args) {
+    return "programs:\n  web:\n    command: [" + bin("preforkd-echo") + ", --http" + args + "]\n    workers: 2\n" +
+           "    listen: [\"" + addr + "\"]\n    reload: { settle: 100ms }\n    backoff: { reset_after: 1h }\n";
+  };
+  Preforkd d(dir, yaml(""), {}, true, {}, exe);
+  auto status = [&] { return program_of(d.control({{"cmd", "status"}}), "web"); };
+  auto all_ready = [&](uint64_t generation) {
+    auto p = status();
+    if (p["workers"].size() != 2 || p["generation"] != generation) return false;
+    for (const auto& w : p["workers"])
+      if (w["state"] != "ready" || w.value("retiring", false)) return false;
+    return true;
+  };
+  REQUIRE(wait_until([&] { return all_ready(1); }));
+  // One rollback before the upgrade, so that its count has to survive it.
+  d.rewrite(yaml(", --io-threads, 2"));
+  REQUIRE(d.control({{"cmd", "reload"}}, 60s)["ok"] == true);
+  REQUIRE(d.control({{"cmd", "rollback"}, {"program", "web"}}, 60s)["ok"] == true);
+  d.rewrite(yaml(", --io-threads, 3"));
+  REQUIRE(d.control({{"cmd", "reload"}}, 60s)["ok"] == true);
+  REQUIRE(wait_until([&] { return all_ready(3); }));
+  REQUIRE(status()["phase"] == "guarding");
+  auto guarded = pids_of(d.control({{"cmd", "status"}}), "web");
+
+  size_t mark = d.log().size();
+  ::kill(d.pid(), SIGUSR2);
+  REQUIRE_MESSAGE(d.wait_for_log("took over 2 worker(s)", 20s, mark) != std::string::npos, d.log());
+  auto p = status();
+  CHECK(p["phase"] == "guarding");
+  CHECK(p["previous_generation"] == 1);
+  CHECK(p["guard_left_s"].get<double>() > 0);
+  CHECK(p["rollbacks"] == 1);
+  CHECK(pids_of(d.control({{"cmd", "status"}}), "web") == guarded);
+
+  // A generation 3 worker killed by someone else: rolled back, as before the upgrade.
+  ::kill(*guarded.begin(), SIGKILL);
+  INFO(d.log());
+  CHECK(d.wait_for_log("rolling back to generation 1", 20s, mark) != std::string::npos);
+  CHECK(wait_until([&] { return all_ready(1) && status()["phase"] == "running"; }, 20s));
+  CHECK(status()["rollbacks"] == 2);
+  CHECK(d.control({{"cmd", "metrics"}})["text"].get<std::string>().find(
+            "preforkd_rollbacks_total{program=\"web\"} 2\n") != std::string::npos);
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("upgrade: USR2 hands NOTIFY_SOCKET over: workers started after it still become ready through sd_notify") {
+  TempDir dir;
+  std::string exe = copy_binary(dir, "preforkd");
+  Preforkd d(dir, "programs:\n  lib:\n    command: " + bin("preforkd-sd-notify-worker") + "\n    ready: notify\n", {},
+             true, {}, exe);
+  auto ready = [&] {
+    auto w = program_of(d.control({{"cmd", "status"}}), "lib")["workers"];
+    return w.size() == 1 && w[0]["state"] == "ready" && w[0]["status"] == "serving";
+  };
+  REQUIRE(wait_until(ready));
+  size_t mark = d.log().size();
+  ::kill(d.pid(), SIGUSR2);
+  REQUIRE_MESSAGE(d.wait_for_log("took over 1 worker(s)", 20s, mark) != std::string::npos, d.log());
+  auto before = pids_of(d.control({{"cmd", "status"}}), "lib");
+  ::kill(*before.begin(), SIGKILL);
+  CHECK(wait_until([&] { return ready() && pids_of(d.control({{"cmd", "status"}}), "lib") != before; }));
+  CHECK(d.log().find("NOTIFY_SOCKET", mark) == std::string::npos);  // neither "taken" nor "cannot"
+  CHECK(d.stop() == 0);
+}

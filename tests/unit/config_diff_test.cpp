@@ -85,6 +85,9 @@ TEST_CASE("config diff: what a worker is started with replaces workers") {
   b = a;
   b.stdout_target.kind = config::Output::Kind::Null;
   check(b, "stdout");
+  b = a;
+  b.notify_socket = false;  // NOTIFY_SOCKET is in the environment or not
+  check(b, "notify_socket");
 }
 
 TEST_CASE("config diff: supervision keys and the worker count apply in place") {
@@ -96,11 +99,12 @@ TEST_CASE("config diff: supervision keys and the worker count apply in place") {
   b.max_requests = 100;
   b.backlog = 10;
   b.orphans = config::OrphanMode::Keep;
+  b.reload.guard = config::Duration{0};
   auto d = core::diff(with({a}), with({b}));
   const auto& pd = of(d, "a");
   CHECK_FALSE(pd.replaces_workers());
   CHECK(pd.in_place ==
-        std::vector<std::string>{"workers", "backlog", "backoff", "stop_timeout", "orphans", "max_requests"});
+        std::vector<std::string>{"workers", "backlog", "backoff", "reload", "stop_timeout", "orphans", "max_requests"});
   CHECK(pd.workers_before == 4);
   CHECK(pd.workers_after == 8);
 }

@@ -256,6 +256,7 @@ TEST_CASE("a minimal program gets every SPEC default") {
   CHECK(p.reload.batch == 1);
   CHECK(p.reload.batch_percent == false);
   CHECK(p.reload.settle == 1s);
+  CHECK(p.reload.guard == 30s);
   CHECK(p.ready == ReadyMode::Exec);
   CHECK(p.start_timeout == 30s);
   CHECK(p.watchdog_timeout == 0s);
@@ -263,6 +264,7 @@ TEST_CASE("a minimal program gets every SPEC default") {
   CHECK(p.stop_timeout == 10s);
   CHECK(p.kill_group == true);
   CHECK(p.orphans == OrphanMode::Stop);
+  CHECK(p.notify_socket == true);
   CHECK(p.max_requests == 0);
   CHECK(p.max_memory == 0);
   CHECK(p.stdout_target.kind == Output::Kind::Log);
@@ -812,6 +814,7 @@ TEST_CASE("Program::operator== notices a change in any single field") {
       {"reload.batch", [](Program& p) { p.reload.batch = 2; }},
       {"reload.batch_percent", [](Program& p) { p.reload.batch_percent = true; }},
       {"reload.settle", [](Program& p) { p.reload.settle = 1ms; }},
+      {"reload.guard", [](Program& p) { p.reload.guard = 0ms; }},
       {"ready", [](Program& p) { p.ready = ReadyMode::Notify; }},
       {"start_timeout", [](Program& p) { p.start_timeout = 1ms; }},
       {"watchdog_timeout", [](Program& p) { p.watchdog_timeout = 1ms; }},
@@ -819,6 +822,7 @@ TEST_CASE("Program::operator== notices a change in any single field") {
       {"stop_timeout", [](Program& p) { p.stop_timeout = 1ms; }},
       {"kill_group", [](Program& p) { p.kill_group = false; }},
       {"orphans", [](Program& p) { p.orphans = OrphanMode::Keep; }},
+      {"notify_socket", [](Program& p) { p.notify_socket = false; }},
       {"max_requests", [](Program& p) { p.max_requests = 1; }},
       {"max_memory", [](Program& p) { p.max_memory = 1; }},
       {"stdout", [](Program& p) { p.stdout_target.kind = Output::Kind::Null; }},

@@ -48,8 +48,12 @@ TEST_CASE("metrics text: exact output for a small snapshot") {
   s.version = "1.2.3";
   s.reloads_ok = 2;
   s.reloads_failed = 1;
+  s.generation = 4;
+  s.notify_unattributed = 5;
   ProgramSnapshot p;
   p.name = "echo";
+  p.generation = 3;  // a reload to 4 was rolled back
+  p.rollbacks = 1;
   p.workers = {worker(0, "ready"), worker(1, "starting"), worker(0, "ready", true)};
   p.starts = 3;
   p.exits = {1, 0, 0, 0, 2};
@@ -75,16 +79,28 @@ TEST_CASE("metrics text: exact output for a small snapshot") {
       "preforkd_worker_exits_total{program=\"echo\",reason=\"watchdog\"} 0\n"
       "preforkd_worker_exits_total{program=\"echo\",reason=\"start_timeout\"} 0\n"
       "preforkd_worker_exits_total{program=\"echo\",reason=\"recycled\"} 2\n"
+      "# HELP preforkd_config_generation The configuration generation preforkd last loaded (1 at start, +1 per reload that read a valid file).\n"
+      "# TYPE preforkd_config_generation gauge\n"
+      "preforkd_config_generation 4\n"
+      "# HELP preforkd_generation The configuration generation each program runs (older than preforkd_config_generation after an aborted or rolled-back reload).\n"
+      "# TYPE preforkd_generation gauge\n"
+      "preforkd_generation{program=\"echo\"} 3\n"
+      "# HELP preforkd_rollbacks_total Rollbacks to the previous configuration, automatic (reload.guard) or by preforkctl rollback.\n"
+      "# TYPE preforkd_rollbacks_total counter\n"
+      "preforkd_rollbacks_total{program=\"echo\"} 1\n"
       "# HELP preforkd_reloads_total Configuration reloads, by result.\n"
       "# TYPE preforkd_reloads_total counter\n"
       "preforkd_reloads_total{result=\"ok\"} 2\n"
       "preforkd_reloads_total{result=\"failed\"} 1\n"
-      "# HELP preforkd_notify_errors_total Malformed or rejected lines on the workers' notify pipes.\n"
+      "# HELP preforkd_notify_errors_total Malformed or rejected lines from the workers (notify pipe or NOTIFY_SOCKET).\n"
       "# TYPE preforkd_notify_errors_total counter\n"
       "preforkd_notify_errors_total{program=\"echo\"} 4\n"
       "# HELP preforkd_orphans_total Processes the workers left behind (orphans) that preforkd found, by the program they came from.\n"
       "# TYPE preforkd_orphans_total counter\n"
       "preforkd_orphans_total{program=\"echo\"} 3\n"
+      "# HELP preforkd_notify_unattributed_total NOTIFY_SOCKET datagrams from a process that is no worker and in no worker's process group, dropped.\n"
+      "# TYPE preforkd_notify_unattributed_total counter\n"
+      "preforkd_notify_unattributed_total 5\n"
       "# HELP preforkd_listen_queue Connections waiting in a listener's accept queue (from the kernel, when scraped).\n"
       "# TYPE preforkd_listen_queue gauge\n"
       "# HELP preforkd_listen_queue_max The limit of a listener's accept queue: its effective backlog.\n"
@@ -123,6 +139,7 @@ TEST_CASE("metrics text: every fixed label set of a program is present with 0 fr
   CHECK(contains(out, "preforkd_worker_starts_total{program=\"idle\"} 0\n"));
   CHECK(contains(out, "preforkd_notify_errors_total{program=\"idle\"} 0\n"));
   CHECK(contains(out, "preforkd_orphans_total{program=\"idle\"} 0\n"));
+  CHECK(contains(out, "preforkd_rollbacks_total{program=\"idle\"} 0\n"));
   CHECK(contains(out, "preforkd_reloads_total{result=\"ok\"} 0\n"));
   CHECK(contains(out, "preforkd_reloads_total{result=\"failed\"} 0\n"));
   CHECK_FALSE(contains(out, "preforkd_program_"));
@@ -236,14 +253,24 @@ TEST_CASE("metrics text: an empty snapshot still has every fixed family") {
       "# TYPE preforkd_worker_starts_total counter\n"
       "# HELP preforkd_worker_exits_total Worker processes that ended, by reason.\n"
       "# TYPE preforkd_worker_exits_total counter\n"
+      "# HELP preforkd_config_generation The configuration generation preforkd last loaded (1 at start, +1 per reload that read a valid file).\n"
+      "# TYPE preforkd_config_generation gauge\n"
+      "preforkd_config_generation 0\n"
+      "# HELP preforkd_generation The configuration generation each program runs (older than preforkd_config_generation after an aborted or rolled-back reload).\n"
+      "# TYPE preforkd_generation gauge\n"
+      "# HELP preforkd_rollbacks_total Rollbacks to the previous configuration, automatic (reload.guard) or by preforkctl rollback.\n"
+      "# TYPE preforkd_rollbacks_total counter\n"
       "# HELP preforkd_reloads_total Configuration reloads, by result.\n"
       "# TYPE preforkd_reloads_total counter\n"
       "preforkd_reloads_total{result=\"ok\"} 0\n"
       "preforkd_reloads_total{result=\"failed\"} 0\n"
-      "# HELP preforkd_notify_errors_total Malformed or rejected lines on the workers' notify pipes.\n"
+      "# HELP preforkd_notify_errors_total Malformed or rejected lines from the workers (notify pipe or NOTIFY_SOCKET).\n"
       "# TYPE preforkd_notify_errors_total counter\n"
       "# HELP preforkd_orphans_total Processes the workers left behind (orphans) that preforkd found, by the program they came from.\n"
       "# TYPE preforkd_orphans_total counter\n"
+      "# HELP preforkd_notify_unattributed_total NOTIFY_SOCKET datagrams from a process that is no worker and in no worker's process group, dropped.\n"
+      "# TYPE preforkd_notify_unattributed_total counter\n"
+      "preforkd_notify_unattributed_total 0\n"
       "# HELP preforkd_listen_queue Connections waiting in a listener's accept queue (from the kernel, when scraped).\n"
       "# TYPE preforkd_listen_queue gauge\n"
       "# HELP preforkd_listen_queue_max The limit of a listener's accept queue: its effective backlog.\n"

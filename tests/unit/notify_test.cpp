@@ -50,12 +50,30 @@ TEST_CASE("notify: the valid lines of the protocol") {
   CHECK(ok("STATUS=" + std::string(2000, 'x')).text.size() == kStatusTextMax);
 }
 
+TEST_CASE("notify: the sd_notify keys an unmodified server sends are honoured or accepted, never errors") {
+  auto extend = ok("EXTEND_TIMEOUT_USEC=5000000");
+  CHECK(extend.kind == NotifyMessage::Kind::ExtendTimeout);
+  CHECK(extend.counter == 5000000);
+  for (const char* line : {"MAINPID=4242", "ERRNO=2", "RELOADING=1", "MONOTONIC_USEC=123456789", "BARRIER=1"}) {
+    CAPTURE(line);
+    auto m = ok(line);
+    CHECK(m.kind == NotifyMessage::Kind::Accepted);
+    CHECK(std::string(line).rfind(std::string(m.name) + "=", 0) == 0);
+  }
+  // Still checked: a value they cannot have is an error.
+  CHECK(bad("EXTEND_TIMEOUT_USEC=soon") == NotifyError::BadValue);
+  CHECK(bad("MAINPID=") == NotifyError::BadValue);
+  CHECK(bad("ERRNO=-1") == NotifyError::BadValue);
+  CHECK(bad("RELOADING=0") == NotifyError::BadValue);
+  CHECK(bad("FDSTORE=1") == NotifyError::UnknownKey);
+}
+
 TEST_CASE("T24 notify: every malformed kind is an error, never a crash") {
   CHECK(bad("READY") == NotifyError::NoEquals);
   CHECK(bad("") == NotifyError::NoEquals);
   CHECK(bad("READY=2") == NotifyError::BadValue);
   CHECK(bad("WATCHDOG=trigger") == NotifyError::BadValue);
-  CHECK(bad("MAINPID=12") == NotifyError::UnknownKey);
+  CHECK(bad("MAINPIDX=12") == NotifyError::UnknownKey);
   CHECK(bad("ready=1") == NotifyError::UnknownKey);
   CHECK(bad("COUNTER_=1") == NotifyError::BadName);
   CHECK(bad("COUNTER_Bad=1") == NotifyError::BadName);

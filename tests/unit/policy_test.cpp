@@ -39,7 +39,7 @@ config::Program program(const std::string& name, uint32_t workers, const std::st
   p.executable = "/srv/" + name;
   p.workers = workers;
   p.ready = config::ReadyMode::Notify;
-  p.reload = config::ReloadPolicy{2, false, 1000ms};
+  p.reload = config::ReloadPolicy{2, false, 1000ms, 0ms};  // no guard: section 12 has the guard
   p.backoff = config::Backoff{100ms, 1000ms, 10000ms};
   p.start_timeout = 30000ms;
   p.stop_timeout = 10000ms;
@@ -308,6 +308,7 @@ class World {
         SpawnRecord r{a.program, a.slot, a.proc, a.generation, 0, false, false};
         if (!policy.spawn_pending(a)) {
           r.skipped = true;
+          policy.spawn_dropped(a);
         } else {
           const core::ProgramState* p = policy.program(a.program);
           REQUIRE(p != nullptr);
@@ -823,6 +824,27 @@ TEST_CASE("policy: a reload requested while the file is being read waits for it,
 }
 
 // ---- 8. control operations answer when finished ----
+
+TEST_CASE("policy: a stop that overtakes a pending spawn leaves the slot free to start again") {
+  World w = running(program("web", 1));
+  auto old = w.pids("web");
+  size_t mark = w.spawns.size();
+  // The worker dies and its respawn is decided, but before the daemon
+  // carries the Spawn out, an operator stop arrives in the same batch.
+  Actions out;
+  w.alive.erase(old[0]);
+  CHECK(w.policy.exited(old[0], core::Termination{true, SIGKILL}, "killed by signal 9", w.now, out));
+  REQUIRE(std::count_if(out.begin(), out.end(), [](const Action& a) { return a.kind == Action::Kind::Spawn; }) == 1);
+  w.policy.control({core::ControlCommand::Kind::Stop, "web", 0, 0}, 5, w.now, out);
+  w.apply(std::move(out));
+  REQUIRE(w.spawns.size() == mark + 1);
+  CHECK(w.spawns.back().skipped);  // stale: the slot is stopped
+  CHECK(w.policy.find("web")->slots[0].m.worker.state == core::WorkerState::Stopped);
+  // Start must spawn again: the dropped Spawn does not hold the slot.
+  w.control({core::ControlCommand::Kind::Start, "web", 0, 0}, 6);
+  CHECK(w.started_since(mark).size() == 1);
+  CHECK(w.pids("web").size() == 1);
+}
 
 TEST_CASE("policy: control stop replies only once every process has exited") {
   World w = running(program("web", 3));
@@ -1374,4 +1396,422 @@ TEST_CASE("policy: autoscaling - a sampling deadline only with workers: {min, ma
     REQUIRE(!w.replies.empty());
     CHECK_FALSE(w.replies.back().ok);
   }
+}
+
+// ---- 11. sd_notify keys through the same lines ----
+
+TEST_CASE("policy: EXTEND_TIMEOUT_USEC gives a starting worker more time, MAINPID= and RELOADING=1 are no errors") {
+  auto cfg = program("web", 1);
+  cfg.start_timeout = 2000ms;
+  World w({cfg});
+  w.start();
+  pid_t pid = w.pids("web")[0];
+  w.advance(1s);
+  w.line(pid, "MAINPID=" + std::to_string(pid));
+  w.line(pid, "RELOADING=1");
+  w.line(pid, "EXTEND_TIMEOUT_USEC=5000000");  // until 6 s after the start
+  w.advance(4900ms);
+  CHECK(w.signals_to(pid) == 0);
+  // A shorter extension never shortens what was given.
+  w.line(pid, "EXTEND_TIMEOUT_USEC=1");
+  w.advance(50ms);
+  CHECK(w.signals_to(pid) == 0);
+  w.advance(50ms);
+  CHECK(w.signals_to(pid, SIGTERM) == 1);
+  CHECK(w.prog("web").notify_errors == 0);
+  // Once ready it changes nothing (the watchdog is not start_timeout).
+  auto started = w.pids("web");
+  REQUIRE(started[0] != 0);
+  w.ready(started[0]);
+  w.line(started[0], "EXTEND_TIMEOUT_USEC=1000000000");
+  CHECK(w.slot("web", 0).m.worker.deadline == core::kNever);
+}
+
+// ---- 12. the guard: the way back after a rollout, and the rollback ----
+
+namespace {
+
+// reload.guard on; reset_after longer than these tests' waits, so that a
+// worker failing in them has not been ready for reset_after (a failure).
+config::Program guarded(config::Program p, Duration guard = 30000ms) {
+  p.reload.guard = guard;
+  p.backoff.reset_after = 60000ms;
+  return p;
+}
+
+// Every slot of `name` has a ready worker of `generation`, none retiring.
+void check_all_on(const World& w, const std::string& name, uint64_t generation) {
+  const auto& p = w.prog(name);
+  CHECK(p.retirees.empty());
+  for (const auto& s : p.slots) {
+    CAPTURE(s.m.worker.slot);
+    CHECK(s.phase == SlotPhase::Active);
+    CHECK(s.m.worker.state == WorkerState::Ready);
+    CHECK(s.m.worker.generation == generation);
+  }
+}
+
+// How many spawns since `mark` started `generation`.
+size_t started_with(const World& w, size_t mark, uint64_t generation) {
+  auto started = w.started_since(mark);
+  return static_cast<size_t>(std::count_if(started.begin(), started.end(),
+                                            [&](const SpawnRecord& r) { return r.generation == generation; }));
+}
+
+// A reload of `name` to v2 carried out to its end: now Guarding.
+void reload_and_finish(World& w, const config::Program& next, ClientId client) {
+  w.reload({next}, client);
+  w.finish_rollout(next.name);
+  REQUIRE(w.replies_to(client).size() == 1);
+  REQUIRE_MESSAGE(w.replies_to(client)[0].ok, w.replies_to(client)[0].text);
+}
+
+}  // namespace
+
+TEST_CASE("guard: a generation that fails after its canary was proven is rolled back during the rollout, new before "
+          "old, and the waiting reload is answered with the reason") {
+  auto cfg = guarded(program("web", 4));
+  World w = running(cfg);
+  auto old = w.pids("web");
+  size_t mark = w.spawns.size();
+  w.reload({changed(cfg)}, ClientId{7});
+  pid_t canary = w.started_since(mark)[0].pid;
+  w.ready(canary);
+  w.advance(1s);  // the canary is proven, its old worker stops; slots 1 and 2 are replaced next
+  CHECK(w.signals_to(old[0], SIGTERM) == 1);
+  auto started = w.started_since(mark);
+  REQUIRE(started.size() == 3);
+  pid_t next1 = started[1].pid, next2 = started[2].pid;
+  w.ready(next1);
+  w.advance(500ms);
+  size_t before = w.spawns.size();
+  w.exit(canary, 4);  // 1.5 s after it was started, not yet ready for reset_after
+  INFO(w.log_text());
+  CHECK(w.logs_with("web: generation 2 failed 1s into its rollout (exit status 4): rolling back to generation 1") == 1);
+  const auto& p = w.prog("web");
+  CHECK(p.phase == core::ProgramPhase::RollingBack);
+  CHECK(p.shape.generation == 1);
+  CHECK(p.rollbacks == 1);
+  // The batch in flight goes back to the old workers, still serving; its new ones stop.
+  CHECK(w.signals_to(next1, SIGTERM) == 1);
+  CHECK(w.signals_to(next2, SIGTERM) == 1);
+  CHECK(w.slot("web", 1).m.worker.pid == old[1]);
+  CHECK(w.slot("web", 2).m.worker.pid == old[2]);
+  for (int n : {1, 2, 3}) CHECK(w.signals_to(old[static_cast<size_t>(n)]) == 0);
+  // The failed slot respawns with the previous configuration, never the failed one.
+  CHECK(started_with(w, before, 2) == 0);
+  REQUIRE(started_with(w, before, 1) == 1);
+  CHECK(w.replies_to(7).empty());  // answered once the rollback is over
+  w.finish_rollout("web");
+  check_all_on(w, "web", 1);
+  CHECK(w.prog("web").phase == core::ProgramPhase::Running);
+  CHECK_FALSE(w.prog("web").previous.has_value());
+  CHECK(started_with(w, before, 2) == 0);
+  auto replies = w.replies_to(7);
+  REQUIRE(replies.size() == 1);
+  CHECK_FALSE(replies[0].ok);
+  CHECK_MESSAGE(replies[0].text.find("web: generation 2 failed 1s into its rollout (exit status 4): rolled back to "
+                                     "generation 1") != std::string::npos,
+                replies[0].text);
+  CHECK(w.policy.reloads_failed() == 1);
+  CHECK(w.policy.quiescent());
+  // The snapshot says generation 1 and one rollback.
+  auto s = w.policy.snapshot(w.now);
+  REQUIRE(s.programs.size() == 1);
+  CHECK(s.programs[0].generation == 1);
+  CHECK(s.programs[0].rollbacks == 1);
+  CHECK(s.programs[0].phase == "running");
+  CHECK(s.programs[0].previous_generation == 0);
+}
+
+TEST_CASE("guard: after its rollout a program keeps the previous configuration for reload.guard, and a failure then "
+          "rolls it back canary first, new before old") {
+  auto cfg = guarded(program("web", 3));
+  World w = running(cfg);
+  size_t mark = w.spawns.size();
+  reload_and_finish(w, changed(cfg), 7);
+  check_all_on(w, "web", 2);
+  CHECK(w.logs_with("generation 1 is kept for 30000ms (reload.guard)") == 1);
+  {
+    const auto& p = w.prog("web");
+    CHECK(p.phase == core::ProgramPhase::Guarding);
+    REQUIRE(p.previous.has_value());
+    CHECK(p.previous->generation == 1);
+    CHECK(w.policy.next_deadline() == w.now + 30s);
+    CHECK(w.policy.quiescent());  // USR2 hands the guard over, it does not wait
+    auto s = w.policy.snapshot(w.now + 12s);
+    CHECK(s.programs[0].phase == "guarding");
+    CHECK(s.programs[0].generation == 2);
+    CHECK(s.programs[0].previous_generation == 1);
+    CHECK(s.programs[0].guard_left_s == doctest::Approx(18.0));
+  }
+  w.advance(12s);
+  auto gen2 = w.pids("web");
+  mark = w.spawns.size();
+  w.exit(gen2[1], 4);
+  INFO(w.log_text());
+  CHECK(w.logs_with("web: generation 2 failed 12s after its rollout (exit status 4): rolling back to generation 1") == 1);
+  CHECK(w.prog("web").phase == core::ProgramPhase::RollingBack);
+  // Slot 1 respawns with generation 1 at once; slot 0 is the rollback's canary, alone.
+  auto started = w.started_since(mark);
+  REQUIRE(started.size() == 2);
+  CHECK(started_with(w, mark, 2) == 0);
+  std::set<int> slots{started[0].slot, started[1].slot};
+  CHECK(slots == std::set<int>{0, 1});
+  // New before old: generation 2's slot 0 serves until its successor is proven.
+  w.advance(5s);
+  CHECK(w.signals_to(gen2[0]) == 0);
+  w.ready_all("web");
+  w.advance(1s);
+  CHECK(w.signals_to(gen2[0], SIGTERM) == 1);
+  CHECK(w.signals_to(gen2[2]) == 0);  // the next batch only now
+  w.finish_rollout("web");
+  check_all_on(w, "web", 1);
+  CHECK(w.signals_to(gen2[2], SIGTERM) == 1);
+  CHECK(started_with(w, mark, 2) == 0);
+  CHECK(w.prog("web").phase == core::ProgramPhase::Running);
+  CHECK_FALSE(w.prog("web").previous.has_value());
+  CHECK(w.prog("web").rollbacks == 1);
+  CHECK(w.logs_with("web: rolled back to generation 1") == 1);
+  CHECK(w.policy.next_deadline() == core::kNever);  // no guard after a rollback
+  // The reload had answered already; nobody else is told.
+  CHECK(w.replies_to(7).size() == 1);
+  // Never loops: a generation 1 worker failing now is a respawn, nothing more.
+  mark = w.spawns.size();
+  w.exit(w.pids("web")[2], 4);
+  w.advance(1s);
+  CHECK(started_with(w, mark, 1) == 1);
+  CHECK(started_with(w, mark, 2) == 0);
+  CHECK(w.prog("web").rollbacks == 1);
+}
+
+TEST_CASE("guard: a healthy generation survives its guard, and a death after reset_after within it is no failure") {
+  auto cfg = guarded(program("web", 2));
+  cfg.backoff.reset_after = 10000ms;
+  World w = running(cfg);
+  reload_and_finish(w, changed(cfg), 7);
+  // Ready for more than reset_after (10 s), then killed: a respawn of generation 2, no rollback.
+  w.advance(15s);
+  size_t mark = w.spawns.size();
+  w.kill(w.pids("web")[0], SIGKILL);
+  w.ready_all("web");
+  CHECK(started_with(w, mark, 2) == 1);
+  CHECK(w.prog("web").phase == core::ProgramPhase::Guarding);
+  CHECK(w.prog("web").rollbacks == 0);
+  w.advance(14900ms);
+  CHECK(w.prog("web").phase == core::ProgramPhase::Guarding);
+  w.advance(100ms);
+  INFO(w.log_text());
+  CHECK(w.prog("web").phase == core::ProgramPhase::Running);
+  CHECK_FALSE(w.prog("web").previous.has_value());
+  CHECK(w.logs_with("web: generation 2 held for 30000ms after its rollout; generation 1 is no longer kept") == 1);
+  CHECK(w.policy.quiescent());
+  CHECK(w.policy.next_deadline() == core::kNever);
+  // A failure now is a crash loop of generation 2, never a rollback.
+  mark = w.spawns.size();
+  w.exit(w.pids("web")[1], 4);
+  w.advance(1s);
+  w.ready_all("web");
+  CHECK(started_with(w, mark, 2) == 1);
+  CHECK(w.prog("web").rollbacks == 0);
+  check_all_on(w, "web", 2);
+}
+
+TEST_CASE("guard: reload.guard: 0 keeps nothing after the rollout, and a failure is only a respawn") {
+  auto cfg = guarded(program("web", 2), 0ms);
+  World w = running(cfg);
+  reload_and_finish(w, changed(cfg), 7);
+  CHECK(w.prog("web").phase == core::ProgramPhase::Running);
+  CHECK_FALSE(w.prog("web").previous.has_value());
+  size_t mark = w.spawns.size();
+  w.exit(w.pids("web")[0], 4);
+  w.ready_all("web");
+  CHECK(started_with(w, mark, 2) == 1);
+  CHECK(w.prog("web").rollbacks == 0);
+}
+
+TEST_CASE("guard: a rollback that fails leaves the program on the previous configuration, crash-looping, and never "
+          "goes forward again") {
+  auto cfg = guarded(program("web", 2));
+  World w = running(cfg);
+  reload_and_finish(w, changed(cfg), 7);
+  w.advance(3s);
+  size_t mark = w.spawns.size();
+  w.exit(w.pids("web")[0], 4);
+  INFO(w.log_text());
+  REQUIRE(w.prog("web").phase == core::ProgramPhase::RollingBack);
+  auto started = w.started_since(mark);
+  REQUIRE_FALSE(started.empty());
+  CHECK(started[0].generation == 1);
+  // Generation 1 fails too (its database is gone, say).
+  w.exit(started[0].pid, 1);
+  CHECK(w.logs_with("the rollback to generation 1 failed too (web[0]: exit status 1)") == 1);
+  CHECK(w.logs_with("stays on generation 1 and its failing workers back off (crash-looping); preforkd does not go "
+                    "back to generation 2") == 1);
+  CHECK(w.prog("web").phase == core::ProgramPhase::Running);
+  CHECK(w.prog("web").shape.generation == 1);
+  CHECK_FALSE(w.prog("web").previous.has_value());
+  CHECK_FALSE(w.prog("web").guard.has_value());
+  // It keeps failing: backoff, crash-looping, always generation 1.
+  for (int i = 0; i < 4; ++i) {
+    w.advance(2s);
+    w.ready_all("web");
+    pid_t pid = w.slot("web", 0).m.worker.pid;
+    if (pid != 0) w.exit(pid, 1);
+  }
+  CHECK(w.prog("web").crash_looping());
+  CHECK(started_with(w, mark, 2) == 0);
+  CHECK(w.prog("web").rollbacks == 1);
+  CHECK(w.prog("web").phase == core::ProgramPhase::Running);
+}
+
+TEST_CASE("guard: preforkctl rollback inside the guard rolls back and answers when done, outside it has nothing to "
+          "roll back to") {
+  auto cfg = guarded(program("web", 2));
+  World w = running(cfg);
+  core::ControlCommand rollback{core::ControlCommand::Kind::Rollback, "web", 0, 0};
+  w.control(rollback, 1);
+  REQUIRE(w.replies_to(1).size() == 1);
+  CHECK_FALSE(w.replies_to(1)[0].ok);
+  CHECK(w.replies_to(1)[0].text.find("web: nothing to roll back to") == 0);
+
+  reload_and_finish(w, changed(cfg), 7);
+  w.advance(5s);
+  size_t mark = w.spawns.size();
+  w.control(rollback, 2);
+  INFO(w.log_text());
+  CHECK(w.prog("web").phase == core::ProgramPhase::RollingBack);
+  CHECK(w.logs_with("web: rolling back from generation 2 to generation 1 (preforkctl rollback)") == 1);
+  w.control(rollback, 3);  // meanwhile
+  REQUIRE(w.replies_to(3).size() == 1);
+  CHECK(w.replies_to(3)[0].text == "web: a rollback is in progress already");
+  CHECK(w.replies_to(2).empty());
+  w.finish_rollout("web");
+  check_all_on(w, "web", 1);
+  CHECK(started_with(w, mark, 1) == 2);
+  REQUIRE(w.replies_to(2).size() == 1);
+  CHECK(w.replies_to(2)[0].ok);
+  CHECK(w.replies_to(2)[0].text == "rolled back web to generation 1");
+  CHECK(w.prog("web").rollbacks == 1);
+  // Once back, there is nothing to roll back to.
+  w.control(rollback, 4);
+  REQUIRE(w.replies_to(4).size() == 1);
+  CHECK_FALSE(w.replies_to(4)[0].ok);
+}
+
+TEST_CASE("guard: a restart within the guard keeps it, a restart outside one that fails stops with nothing to roll "
+          "back to") {
+  SUBCASE("outside a guard") {
+    auto cfg = guarded(program("web", 4));
+    World w = running(cfg);
+    auto old = w.pids("web");
+    size_t mark = w.spawns.size();
+    w.control({core::ControlCommand::Kind::Restart, "web", 0, 0}, 5);
+    pid_t canary = w.started_since(mark)[0].pid;
+    w.ready(canary);
+    w.advance(1s);
+    w.ready_all("web");
+    w.advance(500ms);
+    w.exit(canary, 4);
+    INFO(w.log_text());
+    REQUIRE(w.replies_to(5).size() == 1);
+    CHECK_FALSE(w.replies_to(5)[0].ok);
+    CHECK_MESSAGE(w.replies_to(5)[0].text.find("generation 1 failed 1s into its restart (exit status 4); the workers "
+                                               "not restarted yet keep running") != std::string::npos,
+                  w.replies_to(5)[0].text);
+    CHECK(w.prog("web").phase == core::ProgramPhase::Running);
+    CHECK(w.prog("web").rollbacks == 0);
+    CHECK(w.signals_to(old[3]) == 0);  // not restarted, still running
+    w.advance(5s);
+    w.ready_all("web");
+    CHECK(w.signals_to(old[3]) == 0);
+  }
+  SUBCASE("within a guard") {
+    auto cfg = guarded(program("web", 2));
+    World w = running(cfg);
+    reload_and_finish(w, changed(cfg), 7);
+    w.advance(20s);
+    w.control({core::ControlCommand::Kind::Restart, "web", 0, 0}, 5);
+    w.finish_rollout("web");
+    REQUIRE(w.replies_to(5).size() == 1);
+    CHECK(w.replies_to(5)[0].ok);
+    INFO(w.log_text());
+    CHECK(w.prog("web").phase == core::ProgramPhase::Guarding);  // re-armed from the restart's end
+    CHECK(w.policy.next_deadline() == w.now + 30s);
+    w.advance(20s);
+    w.exit(w.pids("web")[0], 4);
+    CHECK(w.logs_with("web: generation 2 failed 20s after its rollout (exit status 4): rolling back to generation 1") ==
+          1);
+    w.finish_rollout("web");
+    check_all_on(w, "web", 1);
+  }
+}
+
+TEST_CASE("guard: a worker started during the guard is watched too: a scale-up that misses start_timeout rolls back") {
+  auto cfg = guarded(program("web", 2));
+  cfg.start_timeout = 2000ms;
+  World w = running(cfg);
+  auto next = changed(cfg);
+  reload_and_finish(w, next, 7);
+  w.scale_all(+1);  // slot 2, generation 2, never says READY=1
+  REQUIRE(w.prog("web").slots.size() == 3);
+  w.advance(2s);
+  INFO(w.log_text());
+  CHECK(w.logs_with("web: generation 2 failed 2s after its rollout (missed start_timeout): rolling back to "
+                    "generation 1") == 1);
+  w.finish_rollout("web");
+  check_all_on(w, "web", 1);
+  CHECK(w.prog("web").slots.size() == 3);
+}
+
+TEST_CASE("guard: a reload storm during a rollout coalesces into one more, which leaves the guard alone when nothing "
+          "changed") {
+  auto cfg = guarded(program("web", 2));
+  World w = running(cfg);
+  w.reload({changed(cfg)}, ClientId{1});
+  for (ClientId c : {2, 3, 4}) w.request_reload(c);
+  w.request_reload(std::nullopt);
+  CHECK(w.begin_reloads.size() == 1);
+  w.finish_rollout("web");
+  REQUIRE(w.replies_to(1).size() == 1);
+  CHECK(w.replies_to(1)[0].ok);
+  CHECK(w.prog("web").phase == core::ProgramPhase::Guarding);
+  REQUIRE(w.begin_reloads.size() == 2);  // the storm, coalesced
+  CHECK(w.begin_reloads[1].clients == std::vector<ClientId>{2, 3, 4});
+  TimePoint guard_end = w.policy.next_deadline();
+  w.commit({changed(cfg)});  // the same file again
+  for (ClientId c : {2, 3, 4}) {
+    REQUIRE(w.replies_to(c).size() == 1);
+    CHECK(w.replies_to(c)[0].ok);
+  }
+  CHECK(w.prog("web").phase == core::ProgramPhase::Guarding);
+  REQUIRE(w.prog("web").previous.has_value());
+  CHECK(w.prog("web").previous->generation == 1);
+  CHECK(w.policy.next_deadline() == guard_end);
+  CHECK(w.begin_reloads.size() == 2);
+  // And a failure still rolls back to generation 1.
+  w.exit(w.pids("web")[0], 4);
+  w.finish_rollout("web");
+  check_all_on(w, "web", 1);
+}
+
+TEST_CASE("guard: reload.guard changed in place applies to the guard in progress") {
+  auto cfg = guarded(program("web", 2));
+  World w = running(cfg);
+  auto next = changed(cfg);
+  reload_and_finish(w, next, 7);
+  w.advance(5s);
+  auto longer = next;
+  longer.reload.guard = 60000ms;
+  w.reload({longer}, ClientId{8});  // in place: the workers stay
+  CHECK(w.prog("web").phase == core::ProgramPhase::Guarding);
+  CHECK(w.policy.next_deadline() == w.now + 55s);  // counted from the rollout's end
+  auto off = next;
+  off.reload.guard = 0ms;
+  w.reload({off}, ClientId{9});
+  INFO(w.log_text());
+  CHECK(w.prog("web").phase == core::ProgramPhase::Running);
+  CHECK_FALSE(w.prog("web").previous.has_value());
+  CHECK(w.policy.next_deadline() == core::kNever);
+  check_all_on(w, "web", 2);
 }

@@ -31,14 +31,15 @@ const json kSpecStats = json::parse(R"({"ok":true,"programs":[{"name":"echo",
 // successor is proven; slot 2 waits to respawn; fields left out here and there.
 const json kRolloutStatus = json::parse(R"({"ok":true,"version":"1.2.3","pid":100,"generation":4,
   "programs":[
-    {"name":"echo","state":"running","workers_wanted":3,"workers":[
+    {"name":"echo","state":"running","generation":4,"phase":"rolling-out","rollout":"reload",
+     "previous_generation":3,"workers_wanted":3,"workers":[
       {"slot":0,"pid":201,"state":"ready","generation":4,"uptime_s":3725,"restarts":0,"status":"serving"},
       {"slot":1,"pid":202,"state":"starting","generation":4,"uptime_s":0.4,"restarts":0,"status":""},
       {"slot":2,"pid":0,"state":"backoff","generation":4,"uptime_s":0,"restarts":7},
       {"slot":1,"pid":150,"state":"ready","generation":3,"uptime_s":97200,"restarts":2,
        "status":"serving","retiring":true}]},
     {"name":"cron-like","state":"crash-looping","workers":[{"slot":0,"state":"stopping"}]},
-    {"name":"spare","state":"stopped","workers_wanted":0,"workers":[]}]})");
+    {"name":"spare","state":"stopped","generation":4,"phase":"running","workers_wanted":0,"workers":[]}]})");
 
 const json kRolloutStats = json::parse(R"({"ok":true,"programs":[{"name":"echo",
   "counters":{"requests":1500,"bytes_in":90000},"gauges":{"active_connections":5},
@@ -100,39 +101,39 @@ TEST_CASE("status: SPEC's example, REQUESTS from the stats reply") {
   CHECK(render_status(kSpecStatus, kSpecStats) ==
         "preforkd 1.2.3 (pid 100), configuration generation 3\n"
         "\n"
-        "PROGRAM  STATE    READY\n"
-        "echo     running  1/4\n"
+        "PROGRAM  STATE    READY  GENERATION  ROLLOUT\n"
+        "echo     running  1/4    -           -\n"
         "\n"
-        "PROGRAM  SLOT  PID  STATE  UPTIME  RESTARTS  REQUESTS  STATUS\n"
-        "echo     0     123  ready  12s     0         42        serving\n");
+        "PROGRAM  SLOT  PID  STATE  GEN  UPTIME  RESTARTS  REQUESTS  STATUS\n"
+        "echo     0     123  ready  3    12s     0         42        serving\n");
 }
 
 TEST_CASE("status: QUEUE sums the listeners' accept queues - ? when one is unknown") {
   json status = kSpecStatus;
   status["programs"][0]["listeners"] = {{{"listen", "echo"}, {"queue", 30}, {"queue_max", 1024}},
                                         {{"listen", "echo-1"}, {"queue", 7}, {"queue_max", 128}}};
-  CHECK(render_status(status, kSpecStats).find("PROGRAM  STATE    READY  QUEUE\n"
-                                               "echo     running  1/4    37/1152\n") != std::string::npos);
+  CHECK(render_status(status, kSpecStats).find("PROGRAM  STATE    READY  QUEUE    GENERATION  ROLLOUT\n"
+                                               "echo     running  1/4    37/1152  -           -\n") != std::string::npos);
   status["programs"][0]["listeners"][1]["queue"] = nullptr;
-  CHECK(render_status(status, kSpecStats).find("echo     running  1/4    ?\n") != std::string::npos);
+  CHECK(render_status(status, kSpecStats).find("echo     running  1/4    ?      -           -\n") != std::string::npos);
   status["programs"][0]["listeners"] = json::array();
-  CHECK(render_status(status, kSpecStats).find("echo     running  1/4    -\n") != std::string::npos);
+  CHECK(render_status(status, kSpecStats).find("echo     running  1/4    -      -           -\n") != std::string::npos);
 }
 
 TEST_CASE("status: BUSY is busy over reporting workers - - when none reports") {
   json status = kSpecStatus;
   status["programs"][0]["workers_busy"] = 3;
   status["programs"][0]["workers_reporting_busy"] = 8;
-  CHECK(render_status(status, kSpecStats).find("PROGRAM  STATE    READY  BUSY\n"
-                                               "echo     running  1/4    3/8\n") != std::string::npos);
+  CHECK(render_status(status, kSpecStats).find("PROGRAM  STATE    READY  BUSY  GENERATION  ROLLOUT\n"
+                                               "echo     running  1/4    3/8   -           -\n") != std::string::npos);
   status["programs"][0]["workers_busy"] = 0;
   status["programs"][0]["workers_reporting_busy"] = 0;
-  CHECK(render_status(status, kSpecStats).find("echo     running  1/4    -\n") != std::string::npos);
+  CHECK(render_status(status, kSpecStats).find("echo     running  1/4    -     -           -\n") != std::string::npos);
 }
 
 TEST_CASE("status: without a stats reply REQUESTS is -") {
   const std::string out = render_status(kSpecStatus, nullptr);
-  CHECK(out.find("echo     0     123  ready  12s     0         -         serving\n") !=
+  CHECK(out.find("echo     0     123  ready  3    12s     0         -         serving\n") !=
         std::string::npos);
 }
 
@@ -141,7 +142,7 @@ TEST_CASE("status: a worker's own counters win over the stats reply") {
   status["programs"][0]["workers"][0]["counters"] = {{"requests", 7}};
   CHECK_FALSE(status_lacks_counters(status));
   const std::string out = render_status(status, kSpecStats);
-  CHECK(out.find("echo     0     123  ready  12s     0         7         serving\n") !=
+  CHECK(out.find("echo     0     123  ready  3    12s     0         7         serving\n") !=
         std::string::npos);
 }
 
@@ -149,17 +150,41 @@ TEST_CASE("status: rollout with a retiring worker, a slot in backoff and missing
   CHECK(render_status(kRolloutStatus, kRolloutStats) ==
         "preforkd 1.2.3 (pid 100), configuration generation 4\n"
         "\n"
-        "PROGRAM    STATE          READY\n"
-        "echo       running        1/3\n"
-        "cron-like  crash-looping  0/-\n"
-        "spare      stopped        0/0\n"
+        "PROGRAM    STATE          READY  GENERATION  ROLLOUT\n"
+        "echo       running        1/3    4           rolling out generation 4 (replacing 3)\n"
+        "cron-like  crash-looping  0/-    -           -\n"
+        "spare      stopped        0/0    4           -\n"
         "\n"
-        "PROGRAM    SLOT  PID  STATE     UPTIME  RESTARTS  REQUESTS  STATUS\n"
-        "echo       0     201  ready     1h02m   0         1000      serving\n"
-        "echo       1     202  starting  0s      0         -         -\n"
-        "echo       1     150  retiring  1d03h   2         480       serving\n"
-        "echo       2     -    backoff   -       7         -         -\n"
-        "cron-like  0     -    stopping  -       -         -         -\n");
+        "PROGRAM    SLOT  PID  STATE     GEN  UPTIME  RESTARTS  REQUESTS  STATUS\n"
+        "echo       0     201  ready     4    1h02m   0         1000      serving\n"
+        "echo       1     202  starting  4    0s      0         -         -\n"
+        "echo       1     150  retiring  3    1d03h   2         480       serving\n"
+        "echo       2     -    backoff   4    -       7         -         -\n"
+        "cron-like  0     -    stopping  -    -       -         -         -\n");
+}
+
+TEST_CASE("status: the guard, a rollback, and programs that run another generation than the file's") {
+  const json status = json::parse(R"({"ok":true,"version":"1.2.3","pid":100,"generation":3,
+    "programs":[
+      {"name":"web","state":"running","generation":2,"phase":"guarding","previous_generation":1,
+       "guard_left_s":17.2,"rollbacks":0,"workers_wanted":1,"workers":[
+        {"slot":0,"pid":300,"state":"ready","generation":2,"uptime_s":12,"restarts":1,"status":"ok"}]},
+      {"name":"api","state":"running","generation":1,"phase":"rolling-back","rollout":"rollback",
+       "previous_generation":3,"rollbacks":1,"workers_wanted":1,"workers":[
+        {"slot":0,"pid":301,"state":"ready","generation":3,"uptime_s":5,"restarts":1,"status":""}]},
+      {"name":"cron","state":"running","generation":3,"phase":"rolling-out","rollout":"restart",
+       "workers_wanted":0,"workers":[]}]})");
+  CHECK(render_status(status, nullptr) ==
+        "preforkd 1.2.3 (pid 100), configuration generation 3; web runs generation 2, api runs generation 1\n"
+        "\n"
+        "PROGRAM  STATE    READY  GENERATION  ROLLOUT\n"
+        "web      running  1/1    2           guarding generation 2 for 18s more\n"
+        "api      running  1/1    1           rolling back to generation 1 from 3\n"
+        "cron     running  0/0    3           restarting generation 3\n"
+        "\n"
+        "PROGRAM  SLOT  PID  STATE  GEN  UPTIME  RESTARTS  REQUESTS  STATUS\n"
+        "web      0     300  ready  2    12s     1         -         ok\n"
+        "api      0     301  ready  3    5s      1         -         -\n");
 }
 
 TEST_CASE("status: orphans being stopped or kept, with their program, command, worker and age") {
@@ -171,11 +196,11 @@ TEST_CASE("status: orphans being stopped or kept, with their program, command, w
   CHECK(render_status(status, kSpecStats) ==
         "preforkd 1.2.3 (pid 100), configuration generation 3\n"
         "\n"
-        "PROGRAM  STATE    READY\n"
-        "echo     running  1/4\n"
+        "PROGRAM  STATE    READY  GENERATION  ROLLOUT\n"
+        "echo     running  1/4    -           -\n"
         "\n"
-        "PROGRAM  SLOT  PID  STATE  UPTIME  RESTARTS  REQUESTS  STATUS\n"
-        "echo     0     123  ready  12s     0         42        serving\n"
+        "PROGRAM  SLOT  PID  STATE  GEN  UPTIME  RESTARTS  REQUESTS  STATUS\n"
+        "echo     0     123  ready  3    12s     0         42        serving\n"
         "\n"
         "PROGRAM  ORPHAN  COMMAND  LEFT BY  STATE     SINCE\n"
         "echo     4711    sleep    4700     stopping  3s\n"
@@ -205,7 +230,8 @@ TEST_CASE("status: columns align on code points and hostile status text is neutr
   status["programs"][0]["name"] = "\xc3\xa9" "cho";
   const std::string out = render_status(status, nullptr);
   CHECK(out.find('\033') == std::string::npos);
-  CHECK(out.find("PROGRAM  STATE    READY\n\xc3\xa9" "cho     running  1/4\n") != std::string::npos);
+  CHECK(out.find("PROGRAM  STATE    READY  GENERATION  ROLLOUT\n\xc3\xa9" "cho     running  1/4    -           -\n") !=
+        std::string::npos);
   CHECK(out.find("?]0;pwned? h\xc3\xa9llo\n") != std::string::npos);
 }
 
@@ -330,6 +356,8 @@ TEST_CASE("command line: requests as sent to preforkd") {
         json::parse(R"({"cmd":"signal","program":"echo","signal":"USR1"})"));
   CHECK(to_json(parse({"restart", "echo"}).request) ==
         json::parse(R"({"cmd":"restart","program":"echo"})"));
+  CHECK(to_json(parse({"rollback", "echo"}).request) ==
+        json::parse(R"({"cmd":"rollback","program":"echo"})"));
 
   Options o = parse({"--json", "stop", "web", "-s", "/tmp/x.sock"});
   CHECK(o.json);
@@ -342,7 +370,7 @@ TEST_CASE("command line: requests as sent to preforkd") {
   CHECK(parse({"--version"}).version);
   CHECK(parse({"-c", "/etc/x.yaml", "status"}).config == std::optional<std::string>("/etc/x.yaml"));
 
-  for (const char* c : {"restart", "scale", "reload", "stop", "start"}) {
+  for (const char* c : {"restart", "scale", "reload", "stop", "start", "rollback"}) {
     Request r;
     r.command = c;
     CHECK(waits_for_completion(r));
@@ -369,6 +397,8 @@ TEST_CASE("command line: usage errors") {
       {"scale", "echo", "99999999999"},
       {"scale", "", "3"},
       {"restart"},
+      {"rollback"},
+      {"rollback", "echo", "2"},
       {"signal", "echo"},
       {"signal", "echo", "FOO"},
       {"signal", "echo", "-9"},

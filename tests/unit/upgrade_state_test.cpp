@@ -102,3 +102,30 @@ TEST_CASE("T21 upgrade state: orphans being stopped are optional, and their stat
   st["orphans"][0].erase("start_time");
   CHECK(refusal(st).find("orphans.start_time: missing or not an integer") != std::string::npos);
 }
+
+TEST_CASE("T21 upgrade state: a reload.guard is handed over with its previous configuration, checked like the rest") {
+  json st = state_with(slot(worker("ready", "up", "none")));
+  st["texts"]["2"] = std::string(kConfig) + "    workers: 2\n";
+  st["generation"] = 2;
+  st["programs"][0]["config_generation"] = 2;
+  st["programs"][0]["rollbacks"] = 1;
+  st["programs"][0]["slots"][0]["proc"] = 12;
+  st["programs"][0]["guard"] = {{"previous_generation", 1},
+                                {"previous_listeners", json::array()},
+                                {"first_proc", 12},
+                                {"started", 100},
+                                {"ended", 200}};
+  CHECK(refusal(st) == "");
+  json no_text = st;
+  no_text["programs"][0]["guard"]["previous_generation"] = 7;
+  CHECK(refusal(no_text).find("guard: no configuration text for generation 7") != std::string::npos);
+  json bad = st;
+  bad["programs"][0]["guard"].erase("first_proc");
+  CHECK(refusal(bad).find("guard.first_proc: missing or not an integer") != std::string::npos);
+  json twice = st;
+  twice["programs"][0]["slots"].push_back(twice["programs"][0]["slots"][0]);
+  CHECK(refusal(twice).find("process id 12 twice") != std::string::npos);
+  // A state from before guards were handed over: no guard, no process ids.
+  json older = state_with(slot(worker("ready", "up", "none")));
+  CHECK(refusal(older) == "");
+}

@@ -7,7 +7,7 @@
 // `--listen ADDR` to compare against the supervised setup.
 //
 // main() is the table of contents: parse, open sockets, serve, map errors to exit
-// codes (0 drained, 1 runtime failure, 2 usage).
+// codes (0 drained, 1 runtime failure, 2 usage, 4 drained by --fail-after).
 #include <getopt.h>
 #include <preforkd/worker.h>
 
@@ -29,7 +29,7 @@ using preforkd::echo::UsageError;
 constexpr int kBacklog = 1024;
 
 constexpr char kUsage[] =
-    "usage: preforkd-echo [--http] [--delay-ms N] [--io-threads N] [--no-stats] [--listen ADDR]...\n"
+    "usage: preforkd-echo [--http] [--delay-ms N] [--io-threads N] [--no-stats] [--fail-after MS] [--listen ADDR]...\n"
     "\n"
     "Echoes every byte back to each client (or, with --http, answers every HTTP/1.x\n"
     "request with a fixed 200), on the listening sockets inherited from preforkd or\n"
@@ -43,6 +43,8 @@ constexpr char kUsage[] =
     "  -t, --io-threads N   epoll I/O threads (default 1; preforkd scales by workers)\n"
     "      --no-stats       neither count nor send the requests, connections, bytes_in,\n"
     "                       bytes_out counters, the active_connections gauge and BUSY=\n"
+    "      --fail-after MS  after serving MS milliseconds, drain as on SIGTERM and exit 4:\n"
+    "                       a build that breaks after it started (to try reload.guard)\n"
     "  -h, --help           this text\n"
     "\n"
     "SIGTERM or SIGINT drains: stop accepting, finish in-flight work, exit 0 (within 5 s).\n";
@@ -53,13 +55,14 @@ struct Options {
 };
 
 Options parse_options(int argc, char** argv) {
-  enum { kHttp = 256, kNoStats, kDelay };
+  enum { kHttp = 256, kNoStats, kDelay, kFailAfter };
   static const option long_options[] = {
       {"listen", required_argument, nullptr, 'l'},
       {"http", no_argument, nullptr, kHttp},
       {"io-threads", required_argument, nullptr, 't'},
       {"no-stats", no_argument, nullptr, kNoStats},
       {"delay-ms", required_argument, nullptr, kDelay},
+      {"fail-after", required_argument, nullptr, kFailAfter},
       {"help", no_argument, nullptr, 'h'},
       {nullptr, 0, nullptr, 0},
   };
@@ -84,6 +87,14 @@ Options parse_options(int argc, char** argv) {
         if (end == optarg || *end != '\0' || n < 0 || n > 60000)
           throw UsageError(std::string("--delay-ms: expected 0..60000, got '") + optarg + "'");
         opt.server.delay = std::chrono::milliseconds(n);
+        break;
+      }
+      case kFailAfter: {
+        char* end = nullptr;
+        long long ms = std::strtoll(optarg, &end, 10);
+        if (end == optarg || *end != '\0' || ms < 0 || ms > 86400000LL)
+          throw UsageError(std::string("--fail-after: expected milliseconds 0..86400000, got '") + optarg + "'");
+        opt.server.fail_after = std::chrono::milliseconds(ms);
         break;
       }
       case 't': {

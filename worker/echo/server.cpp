@@ -742,16 +742,23 @@ timespec to_timespec(std::chrono::nanoseconds d) {
 // WATCHDOG=1 at a third of WATCHDOG_USEC, but only while every I/O loop answers
 // its pings (a stuck loop must let the supervisor's watchdog fire), and, with
 // `stats`, the counters that changed at most every kStatsIntervalNs.
-int wait_for_stop(const sigset_t& stop_signals, Threads& threads, StatsReporter* stats) {
+// Returns the signal, or -1 when `fail_at` came first (--fail-after).
+int wait_for_stop(const sigset_t& stop_signals, Threads& threads, StatsReporter* stats,
+                  std::optional<Clock::time_point> fail_at) {
   const std::uint64_t watchdog_usec = preforkd_watchdog_usec();
   const std::chrono::microseconds tick(std::max<std::uint64_t>(watchdog_usec / 3, 1000));
   Clock::time_point next_watchdog = Clock::now() + tick;
   preforkd_rate stats_rate = PREFORKD_RATE_INIT(kStatsIntervalNs);  // first report: at once
   std::uint64_t seq = 0;
   for (;;) {
+    if (fail_at && Clock::now() >= *fail_at) return -1;
     // Sleep until the next thing is due, or until a signal if nothing ever is.
     std::optional<std::chrono::nanoseconds> wait;
-    if (watchdog_usec > 0) wait = next_watchdog - Clock::now();
+    if (fail_at) wait = *fail_at - Clock::now();
+    if (watchdog_usec > 0) {
+      std::chrono::nanoseconds until_watchdog = next_watchdog - Clock::now();
+      wait = wait ? std::min(*wait, until_watchdog) : until_watchdog;
+    }
     if (stats != nullptr) {
       std::chrono::nanoseconds until_report(preforkd_rate_wait_ns(&stats_rate));
       wait = wait ? std::min(*wait, until_report) : until_report;
@@ -815,7 +822,10 @@ int serve(std::vector<Listener>& listeners, const ServerOptions& options) {
   preforkd_notify("STATUS=%s on %zu socket(s)", options.mode == Mode::Http ? "http" : "echo",
                   listeners.size());
 
-  wait_for_stop(stop_signals, threads, stats ? &*stats : nullptr);
+  std::optional<Clock::time_point> fail_at;
+  if (options.fail_after.count() >= 0) fail_at = Clock::now() + options.fail_after;
+  const bool failing = wait_for_stop(stop_signals, threads, stats ? &*stats : nullptr, fail_at) < 0;
+  if (failing) std::fprintf(stderr, "preforkd-echo: --fail-after: draining, then exiting with status 4\n");
   const Clock::time_point deadline = Clock::now() + options.grace;
   if (stats) stats->report();  // what the last interval counted
   preforkd_notify("STOPPING=1");
@@ -825,7 +835,8 @@ int serve(std::vector<Listener>& listeners, const ServerOptions& options) {
   close_listeners(listeners);
   threads.drain(deadline);
   if (stats) stats->report();  // the final values (active_connections back to 0)
-  return threads.failed.load() ? 1 : 0;
+  if (threads.failed.load()) return 1;
+  return failing ? 4 : 0;
 }
 
 }  // namespace preforkd::echo

@@ -53,10 +53,14 @@ struct ServerOptions {
   bool stats = true;  // count and send COUNTER_/GAUGE_ and BUSY= lines (--no-stats: none)
   std::chrono::milliseconds delay{0};  // http: time spent on each request (--delay-ms), blocking its thread
   std::chrono::milliseconds grace{5000};  // drain bound after TERM/INT
+  // --fail-after: after this long (from READY=1), drain as after TERM and
+  // exit 4 — a build that breaks some time after it started. < 0: never.
+  std::chrono::milliseconds fail_after{-1};
 };
 
 // Serves `listeners` until SIGTERM/SIGINT, closes them once accepting stopped,
-// drains, and returns the exit code: 0 after a drain, 1 if an acceptor hit an
+// drains, and returns the exit code: 0 after a drain, 4 after a drain that
+// --fail-after started, 1 if an acceptor hit an
 // unrecoverable error. Must be called from the main thread before any other thread
 // exists (it sets the signal mask that every thread inherits). Throws
 // std::runtime_error if the threads cannot start.

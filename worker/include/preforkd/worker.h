@@ -92,6 +92,10 @@ extern "C" {
 /** Longest COUNTER_/GAUGE_ name (the part after the prefix), in bytes. */
 #define PREFORKD_NOTIFY_NAME_MAX 48
 
+/** Longest datagram NOTIFY_SOCKET takes (several lines, each within
+ * PREFORKD_NOTIFY_LINE_MAX); a longer one is dropped whole. */
+#define PREFORKD_NOTIFY_DATAGRAM_MAX 8192
+
 #define PREFORKD_ENV_NOTIFY_FD "PREFORKD_NOTIFY_FD"
 #define PREFORKD_ENV_PROGRAM "PREFORKD_PROGRAM"
 #define PREFORKD_ENV_SLOT "PREFORKD_SLOT"
@@ -100,6 +104,8 @@ extern "C" {
 #define PREFORKD_ENV_LISTEN_PID "LISTEN_PID"
 #define PREFORKD_ENV_LISTEN_FDNAMES "LISTEN_FDNAMES"
 #define PREFORKD_ENV_WATCHDOG_USEC "WATCHDOG_USEC"
+/** sd_notify(3)'s socket ("@name": abstract), unless notify_socket: false. */
+#define PREFORKD_ENV_NOTIFY_SOCKET "NOTIFY_SOCKET"
 
 /* Keys of the notify protocol. */
 #define PREFORKD_KEY_READY "READY"
