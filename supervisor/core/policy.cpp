@@ -350,7 +350,7 @@ void Policy::load_measured(ProgramId program, uint64_t queue, TimePoint now, Act
   ++p->autoscale_total[up ? 0 : 1];
   c.log(LogLevel::Info, p->name() + ": " + d.reason + ", scaling " + (up ? "up" : "down") + " to " +
                             std::to_string(d.target));
-  p->scale_to(d.target, c);
+  p->scale_to(d.target, c, /*idle_first=*/true);  // a worker that said BUSY=0 goes first
 }
 
 void Policy::tick(TimePoint now, Actions& out) {

@@ -435,11 +435,20 @@ void ProgramState::add_worker(Ctx& c) {
   request_spawn(static_cast<int>(slots.size() - 1), c);
 }
 
-void ProgramState::remove_worker(Ctx& c) {
+void ProgramState::remove_worker(Ctx& c, bool idle_first) {
+  size_t pick = slots.size();
+  if (idle_first)
+    for (size_t i = slots.size(); i-- > 0;)
+      if (slots[i].phase == SlotPhase::Active && has_process(slots[i].m.worker) && slots[i].m.busy == Busy::Idle) {
+        pick = i;
+        break;
+      }
   for (size_t i = slots.size(); i-- > 0;) {
     if (slots[i].phase == SlotPhase::Removing) continue;
+    if (pick < slots.size() && i != pick) continue;
     int n = static_cast<int>(i);
-    c.log(LogLevel::Info, name() + ": scaling down, stopping " + tag(n));
+    c.log(LogLevel::Info, name() + ": scaling down, stopping " + tag(n) +
+                              (pick < slots.size() ? " (it said BUSY=0)" : ""));
     slot_event(n, SlotEvent::Remove, c);
     // reuseport: preforkd lets go of the slot's own sockets now; once the
     // worker closes its copy, the kernel moves what is still queued on them
@@ -455,9 +464,9 @@ void ProgramState::remove_worker(Ctx& c) {
   }
 }
 
-void ProgramState::scale_to(size_t target, Ctx& c) {
+void ProgramState::scale_to(size_t target, Ctx& c, bool idle_first) {
   while (wanted() < target) add_worker(c);
-  while (wanted() > target) remove_worker(c);
+  while (wanted() > target) remove_worker(c, idle_first);
 }
 
 void ProgramState::stop_all(StopReason reason, Want want, Ctx& c) {

@@ -149,8 +149,10 @@ struct ProgramState {
   void give_back(int slot, Ctx& c);
   void stop_retirees(int slot, StopReason reason, Ctx& c);  // slot -1: all
   void add_worker(Ctx& c);
-  void remove_worker(Ctx& c);
-  void scale_to(size_t target, Ctx& c);
+  // Stops one slot's worker for good: the highest slot, or with `idle_first`
+  // (autoscaling) the highest one whose worker last said BUSY=0, if any.
+  void remove_worker(Ctx& c, bool idle_first = false);
+  void scale_to(size_t target, Ctx& c, bool idle_first = false);
   void stop_all(StopReason reason, Want want, Ctx& c);  // operator stop, shutdown, removal
   void kill_all(Ctx& c);                                // fast shutdown, shutdown_timeout
   void start_all_slots(Ctx& c);                         // operator start

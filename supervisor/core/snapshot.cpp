@@ -52,7 +52,14 @@ Snapshot Policy::snapshot(TimePoint now) const {
       live.push_back(&m.report);
       any_process |= has_process(w);
     };
-    for (const auto& sl : p.slots) add(sl.m, false);
+    for (const auto& sl : p.slots) {
+      // A slot removed below the top (autoscaling stopped an idle worker)
+      // stays as a hole until the slots above it go: nothing to show.
+      if (sl.phase == SlotPhase::Removing && !has_process(sl.m.worker) && sl.m.pending_proc == 0 &&
+          p.serving_retiree(sl.m.worker.slot) == nullptr)
+        continue;
+      add(sl.m, false);
+    }
     for (const auto& r : p.retirees) add(r, true);
     ps.state = p.crash_looping() ? "crash-looping" : (ps.workers_wanted == 0 && !any_process) ? "stopped" : "running";
     ps.counters = p.totals.counters(live);

@@ -1398,6 +1398,48 @@ TEST_CASE("policy: autoscaling - a sampling deadline only with workers: {min, ma
   }
 }
 
+TEST_CASE("policy: autoscaling down stops a worker that said BUSY=0, not the highest slot, and hides the hole") {
+  auto p = program("web", 3);
+  p.autoscale = config::Autoscale{1, 3};
+  p.autoscale->down_after = 1000ms;
+  p.autoscale->cooldown = 0ms;
+  World w({p});
+  w.start();
+  w.ready_all("web");
+  auto pids = w.pids("web");
+  w.line(pids[0], "BUSY=1");
+  w.line(pids[1], "BUSY=0");  // the only idle one
+  w.line(pids[2], "BUSY=1");
+  core::ProgramId id = w.prog("web").id;
+  for (int i = 0; i <= 5 && w.prog("web").wanted() == 3; ++i) {  // an empty queue for 1 s
+    Actions out;
+    w.policy.load_measured(id, 0, w.now, out);
+    w.apply(std::move(out));
+    w.now += 250ms;
+  }
+  CHECK(w.prog("web").wanted() == 2);
+  CHECK(w.signals_to(pids[1], SIGTERM) == 1);
+  CHECK(w.signals_to(pids[0]) == 0);
+  CHECK(w.signals_to(pids[2]) == 0);
+  CHECK(w.prog("web").autoscale_total[1] == 1);
+  // It exited on SIGTERM (the harness's processes do): slot 1 is a hole below slot 2.
+  auto snap = w.policy.snapshot(w.now).programs.at(0);
+  CHECK(snap.workers_wanted == 2);
+  REQUIRE(snap.workers.size() == 2);
+  CHECK(snap.workers[0].slot == 0);
+  CHECK(snap.workers[1].slot == 2);
+  // Scaling up again takes the hole back first.
+  core::ControlCommand cmd;
+  cmd.kind = core::ControlCommand::Kind::Scale;
+  cmd.program = "web";
+  cmd.workers = 3;
+  w.control(cmd, 42);
+  CHECK(w.prog("web").slots.size() == 3);
+  CHECK(w.prog("web").wanted() == 3);
+  CHECK(w.pids("web")[1] != 0);
+  CHECK(w.pids("web")[1] != pids[1]);
+}
+
 // ---- 11. sd_notify keys through the same lines ----
 
 TEST_CASE("policy: EXTEND_TIMEOUT_USEC gives a starting worker more time, MAINPID= and RELOADING=1 are no errors") {
