@@ -31,6 +31,11 @@ REQUIRED = [
     "preforkd_reloads_total",
     "preforkd_notify_errors_total",
     "preforkd_orphans_total",
+    "preforkd_listen_queue",
+    "preforkd_listen_queue_max",
+    "preforkd_workers_busy",
+    "preforkd_worker_busy_seconds_total",
+    "preforkd_autoscale_total",
     "preforkd_rollbacks_total",
     "preforkd_generation",
 ]

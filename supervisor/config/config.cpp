@@ -11,7 +11,7 @@ namespace preforkd::config {
 
 bool Program::operator==(const Program& o) const {
   return name == o.name && command == o.command && executable == o.executable &&
-         workers == o.workers && listen == o.listen && backlog == o.backlog &&
+         workers == o.workers && autoscale == o.autoscale && listen == o.listen && backlog == o.backlog &&
          reuseport == o.reuseport && environment == o.environment && directory == o.directory &&
          user == o.user && group == o.group && umask == o.umask && rlimits == o.rlimits &&
          restart == o.restart && backoff == o.backoff && reload == o.reload && ready == o.ready &&
@@ -162,6 +162,12 @@ std::string dump(const Config& config) {
     line(2, "command: [" + argv + "]");
     line(2, "executable: " + quote(p.executable));
     line(2, fmt::format("workers: {}", p.workers));
+    if (p.autoscale) {
+      const Autoscale& a = *p.autoscale;
+      line(2, fmt::format("autoscale: {{min: {}, max: {}, up_after: {}, down_after: {}, cooldown: {}, step: {}}}", a.min,
+                          a.max, format_duration(a.up_after), format_duration(a.down_after),
+                          format_duration(a.cooldown), a.step));
+    }
     line(2, p.listen.empty() ? "listen: []" : "listen:");
     for (const auto& l : p.listen) {
       line(3, fmt::format("- {{key: {}, name: {}, text: {}}}", quote(l.key()), quote(l.name),

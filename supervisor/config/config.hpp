@@ -54,6 +54,21 @@ struct ListenAddress {
   }
 };
 
+// `workers: {min, max}` and its `autoscale:` tunables (preforkd.yaml(5)).
+struct Autoscale {
+  uint32_t min = 1;
+  uint32_t max = 1;
+  Duration up_after{1000};
+  Duration down_after{30000};
+  Duration cooldown{10000};
+  uint32_t step = 1;
+  bool operator==(const Autoscale& o) const {
+    return min == o.min && max == o.max && up_after == o.up_after && down_after == o.down_after &&
+           cooldown == o.cooldown && step == o.step;
+  }
+  bool operator!=(const Autoscale& o) const { return !(*this == o); }
+};
+
 struct Backoff {
   Duration min{100};
   Duration max{30000};
@@ -87,7 +102,8 @@ struct Program {
   std::string name;
   std::vector<std::string> command;  // argv as written (argv[0] unchanged)
   std::string executable;            // resolved absolute path of command[0]
-  uint32_t workers = 1;              // "auto" is resolved to the number of CPUs at load time
+  uint32_t workers = 1;              // "auto" is resolved to the number of CPUs at load time; {min, max}: min
+  std::optional<Autoscale> autoscale;  // with workers: {min, max}
   std::vector<ListenAddress> listen;
   int backlog = 1024;
   bool reuseport = false;

@@ -250,7 +250,9 @@ const Keys kProgramKeys{
     "rlimits",       "restart",          "backoff",     "reload",       "ready",
     "start_timeout", "watchdog_timeout", "stop_signal", "stop_timeout", "kill_group",
     "max_requests",  "max_memory",       "stdout",      "stderr",
-    "orphans",       "notify_socket"};
+    "orphans",       "notify_socket", "autoscale"};
+const Keys kWorkersKeys{"min", "max"};
+const Keys kAutoscaleKeys{"up_after", "down_after", "cooldown", "step"};
 const Keys kListenKeys{"address", "name"};
 const Keys kBackoffKeys{"min", "max", "reset_after"};
 const Keys kReloadKeys{"batch", "settle", "guard"};
@@ -624,6 +626,7 @@ class Loader {
     }
     const auto fields =
         prog.value.IsNull() ? std::vector<Entry>{} : entries(prog.value, &kProgramKeys);
+    std::optional<Entry> autoscale_entry;  // read after `workers`, wherever it is written
     for (const Entry& e : fields) {
       const std::string kp = base + "." + e.key;
       const std::string& k = e.key;
@@ -631,6 +634,8 @@ class Loader {
         load_command(e, kp, p);
       } else if (k == "workers") {
         load_workers(e, kp, p);
+      } else if (k == "autoscale") {
+        autoscale_entry.emplace(e);
       } else if (k == "listen") {
         load_listen(e, kp, p);
       } else if (k == "backlog") {
@@ -719,6 +724,7 @@ class Loader {
         load_output(e, kp, k == "stdout" ? p.stdout_target : p.stderr_target);
       }
     }
+    if (autoscale_entry) load_autoscale(*autoscale_entry, base + ".autoscale", p);
     if (!find(fields, "command"))
       error(prog.key_node.Mark(), base + ": missing required key `command`");
     // SO_REUSEPORT load-balances TCP only; the kernel refuses it on a unix socket.
@@ -783,8 +789,61 @@ class Loader {
     }
   }
 
+  void load_autoscale(const Entry& as, const std::string& kp, Program& p) {
+    if (!p.autoscale) {
+      error(as.key_node.Mark(), kp + ": only with `workers: {min, max}`");
+      return;
+    }
+    if (!is_map(as, kp)) return;
+    for (const Entry& e : entries(as.value, &kAutoscaleKeys)) {
+      const std::string key_path = kp + "." + e.key;
+      if (e.key == "step") {
+        if (auto n = whole(e, key_path, 1, 10000)) p.autoscale->step = static_cast<uint32_t>(*n);
+        continue;
+      }
+      auto d = duration(e, key_path);
+      if (!d) continue;
+      if (d->count() == 0 && e.key != "cooldown") {
+        error(value_mark(e), key_path + ": must be greater than 0");
+        continue;
+      }
+      (e.key == "up_after" ? p.autoscale->up_after : e.key == "down_after" ? p.autoscale->down_after
+                                                                            : p.autoscale->cooldown) = *d;
+    }
+  }
+
   void load_workers(const Entry& e, const std::string& kp, Program& p) {
     constexpr uint64_t kMaxWorkers = 10000;
+    if (e.value.IsMap()) {  // { min, max }: autoscaling
+      Autoscale a;
+      bool ok = true, have_min = false, have_max = false;
+      for (const Entry& m : entries(e.value, &kWorkersKeys)) {
+        auto n = whole(m, kp + "." + m.key, 0, kMaxWorkers);
+        if (!n) {
+          ok = false;
+          continue;
+        }
+        (m.key == "min" ? a.min : a.max) = static_cast<uint32_t>(*n);
+        (m.key == "min" ? have_min : have_max) = true;
+      }
+      if (ok && (!have_min || !have_max)) {
+        error(value_mark(e), kp + ": needs both `min` and `max`");
+        ok = false;
+      }
+      if (ok && a.min > a.max) {
+        error(value_mark(e), fmt::format("{}: min ({}) must not be greater than max ({})", kp, a.min, a.max));
+        ok = false;
+      }
+      if (ok && a.max == 0) {
+        error(value_mark(e), kp + ": max must be at least 1");
+        ok = false;
+      }
+      if (ok) {
+        p.autoscale = a;
+        p.workers = a.min;
+      }
+      return;
+    }
     auto s = scalar(e, kp);
     if (!s) return;
     if (*s == "auto") {

@@ -36,6 +36,7 @@ struct Action {
     Signal,         // pid, signal, group: kill(-pid) when group (T17), else kill(pid)
     ReleaseSlot,    // program, slot: the slot is gone; drop what preforkd holds for it (reuseport sockets)
     MeasureMemory,  // program, proc, pid: read the worker's RSS (answered by memory_measured)
+    MeasureLoad,    // program: read its listeners' accept queues (answered by load_measured); autoscaling only
     BeginReload,    // clients: read and prepare the file (answered by commit_reload/reload_failed)
     Reply,          // client, ok, text: the answer to a control request
     Log,            // level, text

@@ -34,7 +34,7 @@ ProgramDiff compare(const config::Program& a, const config::Program& b) {
   check(a.watchdog_timeout != b.watchdog_timeout, "watchdog_timeout", d.replace);  // WATCHDOG_USEC
   check(a.notify_socket != b.notify_socket, "notify_socket", d.replace);           // NOTIFY_SOCKET
   // What preforkd does around the workers: applied to the running ones.
-  check(a.workers != b.workers, "workers", d.in_place);
+  check(a.workers != b.workers || a.autoscale != b.autoscale, "workers", d.in_place);
   check(a.backlog != b.backlog, "backlog", d.in_place);
   check(a.restart != b.restart, "restart", d.in_place);
   check(!(a.backoff == b.backoff), "backoff", d.in_place);

@@ -1,6 +1,8 @@
 #include "core/metrics_text.hpp"
 
 #include <array>
+#include <cstdio>
+#include <type_traits>
 #include <initializer_list>
 #include <map>
 #include <set>
@@ -70,11 +72,22 @@ class Writer {
       out_ += '}';
     }
     out_ += ' ';
-    out_ += std::to_string(v);
+    out_ += value_text(v);
     out_ += '\n';
   }
 
   std::string take() { return std::move(out_); }
+
+  template <typename Value>
+  static std::string value_text(Value v) {
+    if constexpr (std::is_floating_point_v<Value>) {
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "%.3f", v);
+      return buf;
+    } else {
+      return std::to_string(v);
+    }
+  }
 
  private:
   std::string out_;
@@ -152,6 +165,34 @@ std::string render_prometheus(const Snapshot& s) {
   w.family("preforkd_notify_unattributed_total", "counter",
            "NOTIFY_SOCKET datagrams from a process that is no worker and in no worker's process group, dropped.");
   w.sample("preforkd_notify_unattributed_total", {}, s.notify_unattributed);
+
+  w.family("preforkd_listen_queue", "gauge",
+           "Connections waiting in a listener's accept queue (from the kernel, when scraped).");
+  for (const auto& p : s.programs)
+    for (const auto& l : p.listeners)
+      w.sample("preforkd_listen_queue", {{"program", p.name}, {"listen", l.listen}}, l.length);
+  w.family("preforkd_listen_queue_max", "gauge",
+           "The limit of a listener's accept queue: its effective backlog.");
+  for (const auto& p : s.programs)
+    for (const auto& l : p.listeners)
+      w.sample("preforkd_listen_queue_max", {{"program", p.name}, {"listen", l.listen}}, l.max);
+  w.family("preforkd_workers_busy", "gauge",
+           "Workers whose last word was BUSY=1 (workers that never say BUSY= are not counted).");
+  for (const auto& p : s.programs) w.sample("preforkd_workers_busy", {{"program", p.name}}, p.workers_busy);
+  w.family("preforkd_worker_busy_seconds_total", "counter", "Seconds workers spent between BUSY=1 and BUSY=0.");
+  for (const auto& p : s.programs)
+    w.sample("preforkd_worker_busy_seconds_total", {{"program", p.name}}, p.busy_seconds);
+  w.family("preforkd_autoscale_total", "counter", "Autoscaling decisions, by direction.");
+  for (const auto& p : s.programs) {
+    w.sample("preforkd_autoscale_total", {{"program", p.name}, {"direction", "up"}}, p.autoscale_up);
+    w.sample("preforkd_autoscale_total", {{"program", p.name}, {"direction", "down"}}, p.autoscale_down);
+  }
+  if (s.host_listen_overflows) {
+    w.family("preforkd_host_listen_overflows_total", "counter",
+             "HOST-WIDE, every TCP listener of the network namespace: connections dropped on a full accept "
+             "queue (TcpExt ListenOverflows).");
+    w.sample("preforkd_host_listen_overflows_total", {}, *s.host_listen_overflows);
+  }
 
   // Worker-reported names. A family appears once: each name is one family with
   // one sample per program that reports it, in snapshot order. All counter

@@ -76,6 +76,12 @@ std::variant<NotifyMessage, NotifyError> parse_notify_line(std::string_view line
   if (key == "READY") return flag(NotifyMessage::Kind::Ready);
   if (key == "STOPPING") return flag(NotifyMessage::Kind::Stopping);
   if (key == "WATCHDOG") return flag(NotifyMessage::Kind::Watchdog);
+  if (key == "BUSY") {
+    if (value != "1" && value != "0") return NotifyError::BadValue;
+    m.kind = NotifyMessage::Kind::Busy;
+    m.busy = value == "1";
+    return m;
+  }
   // sd_notify(3) keys an unmodified server may send through NOTIFY_SOCKET:
   // checked like ours, then honoured (EXTEND_TIMEOUT_USEC) or accepted.
   if (key == "EXTEND_TIMEOUT_USEC") {

@@ -29,12 +29,13 @@ struct NotifyMessage {
   // Accepted: a valid sd_notify key that preforkd has no use for (MAINPID=,
   // ERRNO=, RELOADING=1, MONOTONIC_USEC=, BARRIER=1): no effect, no error,
   // so that unmodified servers speaking sd_notify count no notify errors.
-  enum class Kind { Ready, Stopping, Watchdog, Status, Counter, Gauge, ExtendTimeout, Accepted };
+  enum class Kind { Ready, Stopping, Watchdog, Status, Counter, Gauge, ExtendTimeout, Accepted, Busy };
   Kind kind = Kind::Ready;
   std::string_view name;  // Counter/Gauge: the name after the prefix; Accepted: the key
   std::string_view text;  // Status
   uint64_t counter = 0;
   int64_t gauge = 0;
+  bool busy = false;      // Busy: BUSY=1 (serving a request) or BUSY=0 (idle again)
 };
 
 enum class NotifyError {

@@ -120,7 +120,7 @@ TimePoint Policy::next_deadline() const {
   TimePoint t = shutting_down_ ? kNever : memory_due_;
   if (shutting_down_ && !shutdown_forced_) t = std::min(t, shutdown_deadline_);
   t = std::min(t, orphans_.next_deadline());
-  for (const auto& p : programs_) t = std::min(t, p.next_deadline());
+  for (const auto& p : programs_) t = std::min({t, p.next_deadline(), shutting_down_ ? kNever : p.next_sample});
   return t;
 }
 
@@ -296,6 +296,63 @@ void Policy::check_memory(Ctx& c) {
   }
 }
 
+namespace {
+
+AutoscaleSettings settings_of(const config::Autoscale& a) {
+  return AutoscaleSettings{a.min, a.max, a.up_after, a.down_after, a.cooldown, a.step};
+}
+
+}  // namespace
+
+void Policy::sync_autoscale(Ctx& c) {
+  for (auto& p : programs_) {
+    const auto& as = p.config().autoscale;
+    if (!as || p.phase == ProgramPhase::Removing || shutting_down_) {
+      p.autoscaler.reset();
+      p.next_sample = kNever;
+      continue;
+    }
+    if (!p.autoscaler) {
+      p.autoscaler.emplace(settings_of(*as));
+      p.next_sample = c.now + p.autoscaler->period();
+      continue;
+    }
+    p.autoscaler->set_settings(settings_of(*as));  // a reload applies in place
+    if (c.now < p.next_sample) continue;
+    p.next_sample = c.now + p.autoscaler->period();
+    Action a;
+    a.kind = Action::Kind::MeasureLoad;
+    a.program = p.id;
+    c.out.push_back(std::move(a));
+  }
+}
+
+void Policy::load_measured(ProgramId program, uint64_t queue, TimePoint now, Actions& out) {
+  ProgramState* p = program_mut(program);
+  if (p == nullptr || !p->autoscaler || p->rollout || shutting_down_) return;
+  Ctx c = ctx(now, out);
+  LoadSample s;
+  s.queue = queue;
+  s.wanted = static_cast<uint32_t>(p->wanted());
+  auto count = [&](const Member& m) {
+    if (!has_process(m.worker) || m.busy == Busy::Unknown) return;
+    ++s.reporting;
+    if (m.busy == Busy::Busy) ++s.busy;
+  };
+  for (const auto& sl : p->slots) {
+    count(sl.m);
+    // Capacity: a wanted worker with a process; one in backoff is not.
+    if (sl.phase != SlotPhase::Removing && sl.m.worker.want == Want::Up && has_process(sl.m.worker)) ++s.live;
+  }
+  ScaleDecision d = p->autoscaler->sample(s, now);
+  if (d.direction == ScaleDecision::Direction::None) return;
+  const bool up = d.direction == ScaleDecision::Direction::Up;
+  ++p->autoscale_total[up ? 0 : 1];
+  c.log(LogLevel::Info, p->name() + ": " + d.reason + ", scaling " + (up ? "up" : "down") + " to " +
+                            std::to_string(d.target));
+  p->scale_to(d.target, c, /*idle_first=*/true);  // a worker that said BUSY=0 goes first
+}
+
 void Policy::tick(TimePoint now, Actions& out) {
   Ctx c = ctx(now, out);
   if (shutting_down_ && !shutdown_forced_ && now >= shutdown_deadline_) {
@@ -307,6 +364,7 @@ void Policy::tick(TimePoint now, Actions& out) {
   check_guards(c);  // before expire: a failed process respawns with the previous configuration
   for (auto& p : programs_) p.expire(c);
   check_memory(c);
+  sync_autoscale(c);
   for (auto& p : programs_) {
     if (!p.rollout) continue;
     RolloutStep step = advance(p, *p.rollout, c);
@@ -470,7 +528,7 @@ void Policy::finish_rollout(ProgramState& p, const RolloutStep& step, Ctx& c) {
     p.shape = std::move(*p.previous);
     p.previous.reset();
     c.log(LogLevel::Warn, p.name() + ": back to the configuration of generation " + std::to_string(p.shape.generation));
-    p.scale_to(p.config().workers, c);
+    p.scale_to(p.count_for(p.config()), c);
   }
 }
 
@@ -582,6 +640,12 @@ void Policy::control(const ControlCommand& cmd, ClientId client, TimePoint now, 
       pending_.push_back({PendingOp::Kind::Stop, p->id, 0, client});
       break;
     case ControlCommand::Kind::Scale:
+      if (const auto& as = p->config().autoscale) {
+        if (cmd.workers < as->min || cmd.workers > as->max)
+          return reply(false, p->name() + ": " + std::to_string(cmd.workers) + " is outside workers: {min: " +
+                                  std::to_string(as->min) + ", max: " + std::to_string(as->max) + "}");
+        if (p->autoscaler) p->autoscaler->manual(now);  // the cooldown restarts
+      }
       c.log(LogLevel::Info, p->name() + ": scaling to " + std::to_string(cmd.workers) + " worker(s) (control)");
       p->scale_to(cmd.workers, c);
       pending_.push_back({PendingOp::Kind::Scale, p->id, cmd.workers, client});

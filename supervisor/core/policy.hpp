@@ -84,6 +84,8 @@ class Policy {
   // preforkd-wide (no program to count it for), the first one logged.
   void notify_unattributed(pid_t pid, Actions& out);
   void memory_measured(ProcId proc, uint64_t rss, TimePoint now, Actions& out);
+  // MeasureLoad's answer: the program's accept queues, summed (autoscaling).
+  void load_measured(ProgramId program, uint64_t queue, TimePoint now, Actions& out);
   void tick(TimePoint now, Actions& out);
 
   // ---- operator ----
@@ -142,6 +144,9 @@ class Policy {
   void check_reload(Ctx& c);
   void check_operations(Ctx& c);
   void check_memory(Ctx& c);
+  // Autoscaling: an Autoscaler per program with workers: {min, max}, and its
+  // MeasureLoad every period (T26: no deadline for the other programs).
+  void sync_autoscale(Ctx& c);
   void collect(Ctx& c);
   bool busy_with_rollouts() const;
   void index(const ProgramState& p);

@@ -1,6 +1,7 @@
 #include "core/program.hpp"
 
 #include <algorithm>
+#include <utility>
 #include <csignal>
 
 namespace preforkd::core {
@@ -32,6 +33,11 @@ bool serving(const Worker& w) { return w.state == WorkerState::Ready || w.state 
 }  // namespace
 
 std::string ProgramState::tag(int slot) const { return name() + "[" + std::to_string(slot) + "]"; }
+
+size_t ProgramState::count_for(const config::Program& cfg) const {
+  if (!cfg.autoscale) return cfg.workers;
+  return std::clamp<size_t>(wanted(), cfg.autoscale->min, cfg.autoscale->max);
+}
 
 size_t ProgramState::wanted() const {
   return static_cast<size_t>(
@@ -159,6 +165,7 @@ void ProgramState::spawned(int slot, ProcId proc, pid_t pid, Ctx& c) {
   m.report = WorkerReport{};
   m.notify_errors = 0;
   m.draining = false;
+  set_busy(m, Busy::Unknown, c.now);
   on_spawned(m.worker, shape.policy, pid, shape.generation, c.now);
   if (m.worker.restarts > 0)
     c.log(LogLevel::Info, tag(slot) + " pid " + std::to_string(pid) + ": started (restart " +
@@ -190,6 +197,7 @@ void ProgramState::exited(ProcId proc, Termination t, const std::string& how, Ct
   std::string who = tag(m->worker.slot) + " pid " + std::to_string(m->worker.pid);
   totals.retire(m->report);  // its counters stay in the program's totals
   m->report = WorkerReport{};
+  set_busy(*m, Busy::Unknown, c.now);  // a busy period ends with its process
   m->proc = 0;
   Effects e = on_exited(m->worker, shape.policy, t, c.now, c.jitter());
   if (e.exited) ++exits[static_cast<size_t>(e.exit_kind)];
@@ -255,6 +263,7 @@ void ProgramState::notify(ProcId proc, const NotifyMessage& msg, Ctx& c) {
                                    ": start_timeout extended by " + std::to_string(msg.counter / 1000) + "ms");
       break;
     case NotifyMessage::Kind::Status: m->worker.status_text.assign(msg.text); break;
+    case NotifyMessage::Kind::Busy: set_busy(*m, msg.busy ? Busy::Busy : Busy::Idle, c.now); break;
     case NotifyMessage::Kind::Counter:
     case NotifyMessage::Kind::Gauge:
       if (auto r = m->report.apply(msg); std::holds_alternative<NotifyError>(r)) {
@@ -265,6 +274,23 @@ void ProgramState::notify(ProcId proc, const NotifyMessage& msg, Ctx& c) {
       }
       break;
   }
+}
+
+void ProgramState::set_busy(Member& m, Busy b, TimePoint now) {
+  if (m.busy == Busy::Busy && b != Busy::Busy && now > m.busy_since)
+    busy_seconds_done += std::chrono::duration<double>(now - m.busy_since).count();
+  if (b == Busy::Busy && m.busy != Busy::Busy) m.busy_since = now;  // BUSY=1 twice: the first counts
+  m.busy = b;
+}
+
+double ProgramState::busy_seconds(TimePoint now) const {
+  double s = busy_seconds_done;
+  auto add = [&](const Member& m) {
+    if (m.busy == Busy::Busy && now > m.busy_since) s += std::chrono::duration<double>(now - m.busy_since).count();
+  };
+  for (const auto& sl : slots) add(sl.m);
+  for (const auto& r : retirees) add(r);
+  return s;
 }
 
 // The first bad line of a process is logged; the rest are only counted, so a
@@ -332,6 +358,8 @@ Member ProgramState::vacate(Slot& s) {
   out.report = std::exchange(s.m.report, WorkerReport{});
   out.notify_errors = std::exchange(s.m.notify_errors, 0);
   out.draining = std::exchange(s.m.draining, false);
+  out.busy = std::exchange(s.m.busy, Busy::Unknown);
+  out.busy_since = s.m.busy_since;
   return out;
 }
 
@@ -361,6 +389,8 @@ void ProgramState::take_back(int slot, Ctx& c) {
   s.m.report = std::move(r->report);
   s.m.notify_errors = r->notify_errors;
   s.m.draining = r->draining;
+  s.m.busy = std::exchange(r->busy, Busy::Unknown);
+  s.m.busy_since = r->busy_since;
   // The retiree record is now empty: marked for collect().
   r->proc = 0;
   r->worker.pid = 0;
@@ -405,11 +435,20 @@ void ProgramState::add_worker(Ctx& c) {
   request_spawn(static_cast<int>(slots.size() - 1), c);
 }
 
-void ProgramState::remove_worker(Ctx& c) {
+void ProgramState::remove_worker(Ctx& c, bool idle_first) {
+  size_t pick = slots.size();
+  if (idle_first)
+    for (size_t i = slots.size(); i-- > 0;)
+      if (slots[i].phase == SlotPhase::Active && has_process(slots[i].m.worker) && slots[i].m.busy == Busy::Idle) {
+        pick = i;
+        break;
+      }
   for (size_t i = slots.size(); i-- > 0;) {
     if (slots[i].phase == SlotPhase::Removing) continue;
+    if (pick < slots.size() && i != pick) continue;
     int n = static_cast<int>(i);
-    c.log(LogLevel::Info, name() + ": scaling down, stopping " + tag(n));
+    c.log(LogLevel::Info, name() + ": scaling down, stopping " + tag(n) +
+                              (pick < slots.size() ? " (it said BUSY=0)" : ""));
     slot_event(n, SlotEvent::Remove, c);
     // reuseport: preforkd lets go of the slot's own sockets now; once the
     // worker closes its copy, the kernel moves what is still queued on them
@@ -425,9 +464,9 @@ void ProgramState::remove_worker(Ctx& c) {
   }
 }
 
-void ProgramState::scale_to(size_t target, Ctx& c) {
+void ProgramState::scale_to(size_t target, Ctx& c, bool idle_first) {
   while (wanted() < target) add_worker(c);
-  while (wanted() > target) remove_worker(c);
+  while (wanted() > target) remove_worker(c, idle_first);
 }
 
 void ProgramState::stop_all(StopReason reason, Want want, Ctx& c) {

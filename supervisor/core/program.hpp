@@ -21,6 +21,7 @@
 
 #include "config/config.hpp"
 #include "core/action.hpp"
+#include "core/autoscale.hpp"
 #include "core/guard.hpp"
 #include "core/lifecycle.hpp"
 #include "core/notify.hpp"
@@ -43,6 +44,10 @@ struct Shape {
   uint64_t generation = 0;
 };
 
+// What a process said about its load (BUSY=1 / BUSY=0). A process that
+// never said is Unknown: neither busy nor idle.
+enum class Busy { Unknown, Idle, Busy };
+
 // One process record: a slot's worker, or a retiree.
 struct Member {
   Worker worker;
@@ -51,6 +56,8 @@ struct Member {
   WorkerReport report;      // counters and gauges of the current process
   uint64_t notify_errors = 0;
   bool draining = false;    // said STOPPING=1 (shown, not acted on)
+  Busy busy = Busy::Unknown;
+  TimePoint busy_since{};   // while Busy: when it said BUSY=1
 };
 
 struct Slot {
@@ -89,13 +96,22 @@ struct ProgramState {
   std::array<uint64_t, 5> exits{};  // by ExitKind
   ProgramTotals totals;             // counters of processes that are gone
   uint64_t notify_errors = 0;       // all processes, ever
+  double busy_seconds_done = 0;     // busy periods that have ended (BUSY=0, exit), all processes, ever
+  std::optional<Autoscaler> autoscaler;  // with workers: {min, max} (Policy::sync_autoscale)
+  TimePoint next_sample = kNever;        // the autoscaler's next MeasureLoad
+  std::array<uint64_t, 2> autoscale_total{};  // decisions: up, down
 
   const std::string& name() const { return shape.config.name; }
   const config::Program& config() const { return shape.config; }
   std::string tag(int slot) const;  // "echo[2]"
 
   // ---- queries ----
+  // Seconds the workers have been busy, ever: ended periods + the ones running now.
+  double busy_seconds(TimePoint now) const;
   size_t wanted() const;          // slots not being removed
+  // The count to have under `cfg` after a reload or a rollback: its
+  // `workers`, or with autoscaling the current count within min and max.
+  size_t count_for(const config::Program& cfg) const;
   size_t ready() const;           // slots whose worker is ready
   bool any_process() const;       // some slot or retiree has a process
   bool crash_looping() const;     // a slot in backoff after two or more failures
@@ -119,6 +135,7 @@ struct ProgramState {
   void exited(ProcId proc, Termination t, const std::string& how, Ctx& c);
   void notify(ProcId proc, const NotifyMessage& m, Ctx& c);
   void notify_error(ProcId proc, NotifyError e, Ctx& c);
+  void set_busy(Member& m, Busy b, TimePoint now);  // ends a running busy period into busy_seconds_done
   void memory_measured(ProcId proc, uint64_t rss, Ctx& c);
   void expire(Ctx& c);  // deadlines of slots and retirees, retirees whose successor is proven
 
@@ -132,8 +149,10 @@ struct ProgramState {
   void give_back(int slot, Ctx& c);
   void stop_retirees(int slot, StopReason reason, Ctx& c);  // slot -1: all
   void add_worker(Ctx& c);
-  void remove_worker(Ctx& c);
-  void scale_to(size_t target, Ctx& c);
+  // Stops one slot's worker for good: the highest slot, or with `idle_first`
+  // (autoscaling) the highest one whose worker last said BUSY=0, if any.
+  void remove_worker(Ctx& c, bool idle_first = false);
+  void scale_to(size_t target, Ctx& c, bool idle_first = false);
   void stop_all(StopReason reason, Want want, Ctx& c);  // operator stop, shutdown, removal
   void kill_all(Ctx& c);                                // fast shutdown, shutdown_timeout
   void start_all_slots(Ctx& c);                         // operator start

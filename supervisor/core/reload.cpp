@@ -106,6 +106,7 @@ void Policy::commit_reload(ReloadPlan plan, std::vector<ClientId> clients, TimeP
         c.log(LogLevel::Info, pd.name + ": the guard of generation " + std::to_string(p.shape.generation) +
                                   " ends: generation " + std::to_string(p.previous->generation) +
                                   " is no longer kept, generation " + std::to_string(generation_) + " replaces it");
+      const size_t target = p.count_for(*cfg);
       p.previous = std::move(p.shape);
       p.shape = make_shape(*cfg, generation_);
       // The way back stays open from the canary on (core/guard.hpp).
@@ -113,9 +114,9 @@ void Policy::commit_reload(ReloadPlan plan, std::vector<ClientId> clients, TimeP
         p.guard = start_guard(c);
       else
         p.guard.reset();
-      while (p.wanted() > cfg->workers) p.remove_worker(c);  // fewer now; more once replaced
-      Rollout ro = plan_rollout(p, Rollout::Kind::Reload, batch_size(cfg->reload, cfg->workers));
-      ro.scale_to = cfg->workers;
+      while (p.wanted() > target) p.remove_worker(c);  // fewer now; more once replaced
+      Rollout ro = plan_rollout(p, Rollout::Kind::Reload, batch_size(cfg->reload, static_cast<uint32_t>(target)));
+      ro.scale_to = target;
       size_t n = ro.todo.size();
       program_event(p, ProgramEvent::StartRollout, c);
       p.rollout = std::move(ro);
@@ -127,9 +128,9 @@ void Policy::commit_reload(ReloadPlan plan, std::vector<ClientId> clients, TimeP
     // In place: the running workers keep running.
     p.shape = make_shape(*cfg, generation_);
     if (pd.kind == ProgramDiff::Kind::Unchanged) continue;
-    if (p.wanted() != cfg->workers) {
-      c.log(LogLevel::Info, pd.name + ": scaling to " + std::to_string(cfg->workers) + " worker(s) (reload)");
-      p.scale_to(cfg->workers, c);
+    if (const size_t target = p.count_for(*cfg); p.wanted() != target) {
+      c.log(LogLevel::Info, pd.name + ": scaling to " + std::to_string(target) + " worker(s) (reload)");
+      p.scale_to(target, c);
       run.touched.push_back(pd.name);
     }
     summary.push_back(pd.name + ": " + join(pd.in_place, ", "));

@@ -41,21 +41,41 @@ Snapshot Policy::snapshot(TimePoint now) const {
       ws.restarts = w.restarts;
       ws.status = w.status_text;
       ws.retiring = retiring;
+      if (has_process(w) && m.busy != Busy::Unknown) {
+        ws.busy = m.busy == Busy::Busy ? "busy" : "idle";
+        ++ps.workers_reporting;
+        if (m.busy == Busy::Busy) ++ps.workers_busy;
+      }
       ws.counters.insert(m.report.counters().begin(), m.report.counters().end());
       ws.gauges.insert(m.report.gauges().begin(), m.report.gauges().end());
       ps.workers.push_back(std::move(ws));
       live.push_back(&m.report);
       any_process |= has_process(w);
     };
-    for (const auto& sl : p.slots) add(sl.m, false);
+    for (const auto& sl : p.slots) {
+      // A slot removed below the top (autoscaling stopped an idle worker)
+      // stays as a hole until the slots above it go: nothing to show.
+      if (sl.phase == SlotPhase::Removing && !has_process(sl.m.worker) && sl.m.pending_proc == 0 &&
+          p.serving_retiree(sl.m.worker.slot) == nullptr)
+        continue;
+      add(sl.m, false);
+    }
     for (const auto& r : p.retirees) add(r, true);
     ps.state = p.crash_looping() ? "crash-looping" : (ps.workers_wanted == 0 && !any_process) ? "stopped" : "running";
     ps.counters = p.totals.counters(live);
     ps.gauges = ProgramTotals::gauges(live);
     ps.notify_errors = p.notify_errors;
+    ps.busy_seconds = p.busy_seconds(now);
+    ps.autoscale_up = p.autoscale_total[0];
+    ps.autoscale_down = p.autoscale_total[1];
+    if (const auto& as = p.config().autoscale) {
+      ps.workers_min = as->min;
+      ps.workers_max = as->max;
+    }
     ps.starts = p.starts;
     for (size_t i = 0; i < ps.exits.size(); ++i) ps.exits[i] = p.exits[i];
     if (auto it = orphans_.totals().find(p.name()); it != orphans_.totals().end()) ps.orphans_total = it->second;
+    for (const auto& a : p.config().listen) ps.listeners.push_back({a.name, a.text, false, 0, 0});
     s.programs.push_back(std::move(ps));
   }
   for (const auto& o : orphans_.list()) {

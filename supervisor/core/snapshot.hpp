@@ -10,6 +10,7 @@
 #include <array>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,7 @@ struct WorkerSnapshot {
   unsigned restarts = 0;
   std::string status;         // last STATUS= text
   bool retiring = false;      // an old process serving until its replacement is proven
+  std::string busy = "unknown";  // "busy", "idle" (BUSY=1 / BUSY=0), or "unknown": never said
   std::map<std::string, uint64_t> counters;
   std::map<std::string, int64_t> gauges;
 };
@@ -43,6 +45,17 @@ struct OrphanSnapshot {
   pid_t left_by = 0;     // the worker it descends from; 0 when not known
   std::string state;     // "stopping", "killing" or "kept"
   double age_s = 0;      // since preforkd found it
+};
+
+// One configured listen address of a program and its accept queue, as the
+// kernel reports it (daemon fills length/max on demand; core only names it).
+// With reuseport, the figures are summed over the slots' sockets.
+struct ListenerSnapshot {
+  std::string listen;    // the LISTEN_FDNAMES name: "echo", "echo-1" or explicit
+  std::string address;   // as written: "127.0.0.1:7000", "unix:/run/x.sock"
+  bool known = false;    // false: the kernel did not tell (length and max read 0)
+  uint64_t length = 0;   // connections waiting to be accepted
+  uint64_t max = 0;      // the queue's limit (effective backlog)
 };
 
 struct ProgramSnapshot {
@@ -65,6 +78,13 @@ struct ProgramSnapshot {
   std::array<uint64_t, 5> exits{};  // by kExitReasonNames
   std::vector<OrphanSnapshot> orphans;  // being stopped or kept now
   uint64_t orphans_total = 0;           // found, ever
+  std::vector<ListenerSnapshot> listeners;  // in `listen` order
+  uint32_t workers_busy = 0;       // processes whose last word was BUSY=1
+  uint32_t workers_reporting = 0;  // processes that said BUSY=1 or BUSY=0 (the others are unknown)
+  double busy_seconds = 0;         // all processes, ever: never goes back
+  uint64_t autoscale_up = 0;       // autoscaling decisions, ever
+  uint64_t autoscale_down = 0;
+  std::optional<uint32_t> workers_min, workers_max;  // with workers: {min, max}
 };
 
 struct Snapshot {
@@ -75,6 +95,10 @@ struct Snapshot {
   uint64_t reloads_ok = 0;
   uint64_t reloads_failed = 0;
   std::vector<OrphanSnapshot> orphans;  // of no program that runs: origin unknown, or removed by a reload
+  // TcpExt ListenOverflows: connections dropped because an accept queue was
+  // full, for the whole host (network namespace), not per socket. nullopt:
+  // not read or not available.
+  std::optional<uint64_t> host_listen_overflows;
   uint64_t notify_unattributed = 0;  // NOTIFY_SOCKET datagrams from no worker, dropped
 };
 

@@ -191,6 +191,33 @@ std::string ready_text(const json& program) {
   return std::to_string(ready) + "/" + text(program, "workers_wanted");
 }
 
+// "37/1024": the accept queues of a program's listeners, summed (the kernel's
+// figures, read when status asked); "?" when the kernel did not tell for
+// one of them, "-" without listeners.
+std::string queue_text(const json& program) {
+  const json& list = array_field(program, "listeners");
+  if (list.empty()) return "-";
+  uint64_t length = 0, max = 0;
+  for (const auto& l : list) {
+    const json& q = field(l, "queue");
+    const json& m = field(l, "queue_max");
+    if (!q.is_number_integer() || !m.is_number_integer() || q.get<int64_t>() < 0 || m.get<int64_t>() < 0)
+      return "?";
+    length += q.get<uint64_t>();
+    max += m.get<uint64_t>();
+  }
+  return std::to_string(length) + "/" + std::to_string(max);
+}
+
+// "3/8": workers whose last word was BUSY=1 over those that report BUSY=
+// at all; "-" when none does (a worker that never says is unknown, not idle).
+std::string busy_text(const json& program) {
+  const json& busy = field(program, "workers_busy");
+  const json& reporting = field(program, "workers_reporting_busy");
+  if (!busy.is_number_integer() || !reporting.is_number_integer() || reporting.get<int64_t>() <= 0) return "-";
+  return text(busy) + "/" + text(reporting);
+}
+
 // Name/value lines of one counters or gauges object, values right-aligned.
 void append_values(std::vector<std::pair<std::string, std::string>>& lines, const json& values) {
   if (!values.is_object()) return;
@@ -323,14 +350,26 @@ std::string render_status(const nlohmann::json& status, const nlohmann::json& st
   const json& programs = array_field(status, "programs");
   if (programs.empty()) return out + "no programs\n";
 
-  std::vector<Row> summary = {{{"PROGRAM"}, {"STATE"}, {"READY"}, {"GENERATION"}, {"ROLLOUT"}}};
+  // QUEUE only when preforkd reports listeners (an older one does not).
+  const bool show_queue = std::any_of(programs.begin(), programs.end(),
+                                      [](const json& p) { return field(p, "listeners").is_array(); });
+  std::vector<Row> summary = {{{"PROGRAM"}, {"STATE"}, {"READY"}}};
+  if (show_queue) summary[0].push_back({"QUEUE"});
+  const bool show_busy = std::any_of(programs.begin(), programs.end(),
+                                     [](const json& p) { return field(p, "workers_busy").is_number(); });
+  if (show_busy) summary[0].push_back({"BUSY"});
+  summary[0].push_back({"GENERATION"});
+  summary[0].push_back({"ROLLOUT"});
   std::vector<Row> workers = {{{"PROGRAM"}, {"SLOT"}, {"PID"}, {"STATE"}, {"GEN"}, {"UPTIME"},
                                {"RESTARTS"}, {"REQUESTS"}, {"STATUS"}}};
   for (const auto& p : programs) {
     const std::string name = text(p, "name");
     const std::string state = text(p, "state");
-    summary.push_back(
-        {{name}, {state, state_colour(state)}, {ready_text(p)}, {text(p, "generation")}, {rollout_text(p)}});
+    summary.push_back({{name}, {state, state_colour(state)}, {ready_text(p)}});
+    if (show_queue) summary.back().push_back({queue_text(p)});
+    if (show_busy) summary.back().push_back({busy_text(p)});
+    summary.back().push_back({text(p, "generation")});
+    summary.back().push_back({rollout_text(p)});
 
     // Slot order, keeping a retiring process next to its slot's new one
     // (preforkd lists slots first, then the retiring processes).

@@ -24,9 +24,7 @@ void Daemon::on_control_request(ControlServer::ClientId client, const std::strin
   auto t = now();
   if (cmd == "status" || cmd == "stats" || cmd == "version" || cmd == "metrics") {
     if (cmd == "status") scan_orphans();  // the orphans as they are now (its actions are applied in settle)
-    core::Snapshot s = policy_.snapshot(t);
-    s.version = kVersion;
-    s.pid = sys::self_pid();
+    core::Snapshot s = outside_view(t);
     if (cmd == "status") return control_->reply(client, reply_status(s));
     if (cmd == "stats") return control_->reply(client, reply_stats(s));
     if (cmd == "version") return control_->reply(client, reply_version(s));

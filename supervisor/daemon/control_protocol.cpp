@@ -21,6 +21,23 @@ bool known(const std::string& cmd) {
   return false;
 }
 
+// The listeners' accept queues, for `status` and `stats`.
+json listeners_json(const std::vector<core::ListenerSnapshot>& list) {
+  json a = json::array();
+  for (const auto& l : list) {
+    json o = {{"listen", l.listen}, {"address", l.address}};
+    if (l.known) {
+      o["queue"] = l.length;
+      o["queue_max"] = l.max;
+    } else {
+      o["queue"] = nullptr;
+      o["queue_max"] = nullptr;
+    }
+    a.push_back(std::move(o));
+  }
+  return a;
+}
+
 // The orphans being stopped (or kept), for `status`.
 json orphans_json(const std::vector<core::OrphanSnapshot>& list) {
   json out = json::array();
@@ -90,15 +107,23 @@ std::string reply_status(const core::Snapshot& s) {
                 {"generation", w.generation}, {"uptime_s", w.uptime_s}, {"restarts", w.restarts},
                 {"status", w.status}};
       if (w.retiring) o["retiring"] = true;
+      o["busy"] = w.busy == "unknown" ? json(nullptr) : json(w.busy == "busy");
       workers.push_back(std::move(o));
     }
+    json autoscale = nullptr;
+    if (p.workers_min && p.workers_max)
+      autoscale = {{"min", *p.workers_min}, {"max", *p.workers_max}, {"up", p.autoscale_up}, {"down", p.autoscale_down}};
     json o = {{"name", p.name},
               {"state", p.state},
               {"generation", p.generation},
               {"phase", p.phase},
               {"rollbacks", p.rollbacks},
+              {"autoscale", std::move(autoscale)},
+              {"workers_busy", p.workers_busy},
+              {"workers_reporting_busy", p.workers_reporting},
               {"workers_wanted", p.workers_wanted},
               {"workers", std::move(workers)},
+              {"listeners", listeners_json(p.listeners)},
               {"orphans", orphans_json(p.orphans)}};
     if (!p.rollout.empty()) o["rollout"] = p.rollout;
     if (p.previous_generation != 0) o["previous_generation"] = p.previous_generation;
@@ -128,11 +153,15 @@ std::string reply_stats(const core::Snapshot& s) {
                         {"counters", p.counters},
                         {"gauges", p.gauges},
                         {"notify_errors", p.notify_errors},
+                        {"busy_seconds", p.busy_seconds},
                         {"starts", p.starts},
                         {"exits", std::move(exits)},
+                        {"listeners", listeners_json(p.listeners)},
                         {"workers", std::move(workers)}});
   }
-  return dump({{"ok", true}, {"notify_unattributed", s.notify_unattributed}, {"programs", std::move(programs)}});
+  json r = {{"ok", true}, {"notify_unattributed", s.notify_unattributed}, {"programs", std::move(programs)}};
+  if (s.host_listen_overflows) r["host_listen_overflows"] = *s.host_listen_overflows;
+  return dump(r);
 }
 
 }  // namespace preforkd::daemon

@@ -114,12 +114,7 @@ Daemon::Daemon(config::Config config, DaemonOptions options)
     control_ = std::make_unique<ControlServer>(config_.supervisor.control_socket, control_gid, on_request, warn);
   control_->attach(epoll_);
   if (const auto& m = config_.supervisor.metrics_address) {
-    auto render = [this] {
-      core::Snapshot s = policy_.snapshot(now());
-      s.version = kVersion;
-      s.pid = sys::self_pid();
-      return core::render_prometheus(s);
-    };
+    auto render = [this] { return core::render_prometheus(outside_view(now())); };
     if (adopted_metrics_)
       metrics_ = std::make_unique<MetricsHttp>(std::move(adopted_metrics_), render, warn);
     else
@@ -440,6 +435,7 @@ void Daemon::apply(const core::Action& a) {
     case K::MeasureMemory:
       if (auto rss = sys::rss_bytes(a.pid)) policy_.memory_measured(a.proc, *rss, now(), actions_);
       break;
+    case K::MeasureLoad: measure_load(a.program); break;
     case K::BeginReload: begin_reload(a.clients); break;
     case K::Reply:
       if (control_) control_->reply(a.client, a.ok ? reply_ok(a.text) : reply_error(a.text));

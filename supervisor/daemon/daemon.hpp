@@ -38,6 +38,7 @@
 #include "sys/exit_status.hpp"
 #include "sys/identity.hpp"
 #include "sys/io.hpp"
+#include "sys/listen_queue.hpp"
 #include "sys/listen_socket.hpp"
 #include "sys/signal_fd.hpp"
 #include "sys/spawn.hpp"
@@ -153,6 +154,12 @@ class Daemon {
   void report_systemd_status();
   void reopen_log();
   void collect_resources();
+
+  // ---- load awareness (load.cpp) ----
+  void measure_queues(core::Snapshot& s) const;  // the kernel's accept-queue figures
+  std::vector<std::optional<sys::ListenQueue>> program_queues(const core::ProgramState& p) const;
+  void measure_load(core::ProgramId program);  // MeasureLoad
+  core::Snapshot outside_view(core::TimePoint t) const;  // snapshot + version, pid, queues
   void log_once(const std::string& cause, const std::string& message);
 
   // ---- the process tree (orphans.cpp) ----

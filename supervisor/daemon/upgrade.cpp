@@ -128,6 +128,10 @@ json Daemon::serialize_state() const {
                         {"starts", p.starts},
                         {"exits", p.exits},
                         {"notify_errors", p.notify_errors},
+                        // ended and running busy periods: the new binary starts every
+                        // worker as unknown, and the total never goes back
+                        {"busy_seconds", p.busy_seconds(now())},
+                        {"autoscale_total", p.autoscale_total},  // the autoscaler itself starts afresh
                         {"retired_counters", p.totals.retired()},
                         {"dropped_names", p.totals.dropped_names()},
                         {"slots", slots},
@@ -227,6 +231,10 @@ void Daemon::adopt_state(const json& st, const std::map<uint64_t, config::Config
     p.starts = jp.at("starts").get<uint64_t>();
     for (size_t i = 0; i < p.exits.size(); ++i) p.exits[i] = jp.at("exits").at(i).get<uint64_t>();
     p.notify_errors = jp.at("notify_errors").get<uint64_t>();
+    if (auto b = jp.find("busy_seconds"); b != jp.end() && b->is_number()) p.busy_seconds_done = b->get<double>();
+    if (auto a = jp.find("autoscale_total"); a != jp.end() && a->is_array() && a->size() == 2 &&
+                                             (*a)[0].is_number_unsigned() && (*a)[1].is_number_unsigned())
+      p.autoscale_total = {(*a)[0].get<uint64_t>(), (*a)[1].get<uint64_t>()};
     p.rollbacks = jp.value("rollbacks", uint64_t{0});
     if (const json& jg = jp.value("guard", json()); jg.is_object()) {
       uint64_t pg = jg.at("previous_generation").get<uint64_t>();

@@ -28,6 +28,7 @@ int main() {
   s.generation = 3;
   s.reloads_ok = 5;
   s.reloads_failed = 1;
+  s.host_listen_overflows = 17;
   s.notify_unattributed = 2;
 
   ProgramSnapshot echo;
@@ -39,6 +40,7 @@ int main() {
   echo.exits = {1, 2, 0, 0, 3};
   echo.notify_errors = 2;
   echo.orphans_total = 5;
+  echo.listeners = {{"echo", "127.0.0.1:7000", true, 37, 1024}, {"echo-1", "unix:/run/echo.sock", false, 0, 0}};
   echo.generation = 3;
   echo.counters = {{"requests", 1234}, {"bytes_in", std::numeric_limits<uint64_t>::max()}, {"x", 1}};
   echo.gauges = {{"active_connections", 12}, {"x_total", 99}, {"x", 98}};  // both collide with counter x

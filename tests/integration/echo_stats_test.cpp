@@ -120,7 +120,7 @@ class NotifyReader {
 
   void on_line(const std::string& line) {
     static const std::regex kWellFormed(
-        "READY=1|STOPPING=1|WATCHDOG=1|STATUS=[^\\x00-\\x1f]*|"
+        "READY=1|STOPPING=1|WATCHDOG=1|BUSY=[01]|STATUS=[^\\x00-\\x1f]*|"
         "COUNTER_[a-z0-9_]{1,48}=[0-9]{1,20}|GAUGE_[a-z0-9_]{1,48}=-?[0-9]{1,19}");
     lines_.push_back(line);
     if (!std::regex_match(line, kWellFormed)) {

@@ -136,3 +136,17 @@ TEST_CASE("config diff: batch size is a number or a percentage rounded up, at le
   r.batch = 1;
   CHECK(core::batch_size(r, 3) == 1);
 }
+
+TEST_CASE("config_diff: a change of min/max or of an autoscale tunable applies in place") {
+  config::Program a = program("w");
+  a.workers = 2;
+  a.autoscale = config::Autoscale{2, 8};
+  config::Program b = a;
+  b.autoscale->max = 12;
+  auto d = core::diff(with({a}), with({b}));
+  CHECK(of(d, "w").replace.empty());
+  CHECK(of(d, "w").in_place == std::vector<std::string>{"workers"});
+  b = a;
+  b.autoscale->cooldown = config::Duration{1000};
+  CHECK(of(core::diff(with({a}), with({b})), "w").in_place == std::vector<std::string>{"workers"});
+}

@@ -876,3 +876,26 @@ TEST_CASE("loading the same text twice gives equal configs but one changed value
   REQUIRE(c.config.has_value());
   CHECK_FALSE(*a.config == *c.config);
 }
+
+TEST_CASE("workers: {min, max} turns autoscaling on - a plain number keeps the fixed count") {
+  Program fixed = only_program("programs:\n  w:\n    command: /bin/true\n    workers: 3\n");
+  CHECK(fixed.workers == 3);
+  CHECK_FALSE(fixed.autoscale.has_value());
+  Program a = only_program("programs:\n  w:\n    command: /bin/true\n    workers: { min: 2, max: 16 }\n");
+  REQUIRE(a.autoscale.has_value());
+  CHECK(a.workers == 2);  // starts at min
+  CHECK(a.autoscale->min == 2);
+  CHECK(a.autoscale->max == 16);
+  CHECK(a.autoscale->up_after == 1000ms);  // the documented defaults
+  CHECK(a.autoscale->down_after == 30000ms);
+  CHECK(a.autoscale->cooldown == 10000ms);
+  CHECK(a.autoscale->step == 1);
+  Program t = only_program("programs:\n  w:\n    command: /bin/true\n    autoscale: { up_after: 500ms, down_after: 1m, "
+                           "cooldown: 0s, step: 3 }\n    workers: { min: 0, max: 4 }\n");
+  REQUIRE(t.autoscale.has_value());
+  CHECK(t.autoscale->up_after == 500ms);
+  CHECK(t.autoscale->down_after == 60000ms);
+  CHECK(t.autoscale->cooldown == 0ms);
+  CHECK(t.autoscale->step == 3);
+  CHECK_FALSE(a == t);
+}

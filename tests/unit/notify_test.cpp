@@ -155,3 +155,16 @@ TEST_CASE("notify: the retired names of a program are bounded") {
   CHECK(totals.counters({}).size() == kProgramNamesMax);
   CHECK(totals.dropped_names() == 10);
 }
+
+TEST_CASE("notify: BUSY=1 and BUSY=0, and nothing else after BUSY=") {
+  auto b = ok("BUSY=1");
+  CHECK(b.kind == NotifyMessage::Kind::Busy);
+  CHECK(b.busy);
+  auto i = ok("BUSY=0");
+  CHECK(i.kind == NotifyMessage::Kind::Busy);
+  CHECK_FALSE(i.busy);
+  CHECK(bad("BUSY=2") == NotifyError::BadValue);
+  CHECK(bad("BUSY=") == NotifyError::BadValue);
+  CHECK(bad("BUSY=yes") == NotifyError::BadValue);
+  CHECK(bad("BUSY=01") == NotifyError::BadValue);
+}

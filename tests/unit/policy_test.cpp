@@ -1321,6 +1321,125 @@ TEST_CASE("policy: a reload that adds a program or scales one in place replies o
   CHECK_MESSAGE(w.replies_to(2)[0].text.find("db[0] failed to start") != std::string::npos, w.replies_to(2)[0].text);
 }
 
+TEST_CASE("policy: BUSY= - unknown until said, busy seconds only go up, across exits and recycling") {
+  World w({program("web", 3)});
+  w.start();
+  w.ready_all("web");
+  auto pids = w.pids("web");
+  auto snap = [&] { return w.policy.snapshot(w.now).programs.at(0); };
+  // Nobody said anything: unknown, not idle.
+  CHECK(snap().workers_busy == 0);
+  CHECK(snap().workers_reporting == 0);
+  CHECK(snap().workers.at(0).busy == "unknown");
+  w.line(pids[0], "BUSY=1");
+  w.line(pids[1], "BUSY=0");
+  CHECK(snap().workers_busy == 1);
+  CHECK(snap().workers_reporting == 2);
+  CHECK(snap().workers.at(0).busy == "busy");
+  CHECK(snap().workers.at(1).busy == "idle");
+  CHECK(snap().workers.at(2).busy == "unknown");
+  w.advance(2s);
+  CHECK(snap().busy_seconds == doctest::Approx(2.0));  // a running period counts as it runs
+  w.line(pids[0], "BUSY=1");                           // said twice: the first one counts
+  w.advance(1s);
+  w.line(pids[0], "BUSY=0");
+  CHECK(snap().busy_seconds == doctest::Approx(3.0));
+  w.advance(5s);
+  CHECK(snap().busy_seconds == doctest::Approx(3.0));  // idle: nothing added
+  w.line(pids[1], "BUSY=1");
+  w.advance(1s);
+  w.kill(pids[1]);                                     // dies busy: its period ends there
+  double after_exit = snap().busy_seconds;
+  CHECK(after_exit == doctest::Approx(4.0));
+  w.advance(10s);                                      // respawned worker: unknown again
+  CHECK(snap().busy_seconds == doctest::Approx(after_exit));
+  CHECK(snap().workers.at(1).busy == "unknown");
+  CHECK(snap().workers_busy == 0);
+}
+
+TEST_CASE("policy: autoscaling - a sampling deadline only with workers: {min, max}, decisions through scale_to") {
+  SUBCASE("no autoscaling: no deadline at all when idle (T26)") {
+    World w({program("fixed", 2)});
+    w.start();
+    w.ready_all("fixed");
+    CHECK(w.policy.next_deadline() == core::kNever);
+  }
+  SUBCASE("autoscaling: MeasureLoad every up_after / 4, the answer scales up, logged and counted") {
+    auto p = program("web", 1);
+    p.autoscale = config::Autoscale{1, 3};
+    World w({p});
+    w.start();
+    w.ready_all("web");
+    auto measures = [&] {
+      return std::count_if(w.all.begin(), w.all.end(), [](const Action& a) { return a.kind == Action::Kind::MeasureLoad; });
+    };
+    w.advance(1s);
+    CHECK(measures() >= 3);
+    CHECK(w.policy.next_deadline() <= w.now + 250ms);
+    core::ProgramId id = w.prog("web").id;
+    for (int i = 0; i <= 4; ++i) {  // a queue of 9 for 1 s
+      Actions out;
+      w.policy.load_measured(id, 9, w.now, out);
+      w.apply(std::move(out));
+      w.now += 250ms;
+    }
+    CHECK(w.prog("web").wanted() == 2);
+    CHECK(w.prog("web").autoscale_total[0] == 1);
+    CHECK(std::any_of(w.logs.begin(), w.logs.end(),
+                      [](const std::string& l) { return l.find("web: queue 9 for 1.0s, scaling up to 2") != std::string::npos; }));
+    // preforkctl scale outside min/max is refused, inside it is taken.
+    core::ControlCommand cmd;
+    cmd.kind = core::ControlCommand::Kind::Scale;
+    cmd.program = "web";
+    cmd.workers = 7;
+    w.control(cmd, 42);
+    REQUIRE(!w.replies.empty());
+    CHECK_FALSE(w.replies.back().ok);
+  }
+}
+
+TEST_CASE("policy: autoscaling down stops a worker that said BUSY=0, not the highest slot, and hides the hole") {
+  auto p = program("web", 3);
+  p.autoscale = config::Autoscale{1, 3};
+  p.autoscale->down_after = 1000ms;
+  p.autoscale->cooldown = 0ms;
+  World w({p});
+  w.start();
+  w.ready_all("web");
+  auto pids = w.pids("web");
+  w.line(pids[0], "BUSY=1");
+  w.line(pids[1], "BUSY=0");  // the only idle one
+  w.line(pids[2], "BUSY=1");
+  core::ProgramId id = w.prog("web").id;
+  for (int i = 0; i <= 5 && w.prog("web").wanted() == 3; ++i) {  // an empty queue for 1 s
+    Actions out;
+    w.policy.load_measured(id, 0, w.now, out);
+    w.apply(std::move(out));
+    w.now += 250ms;
+  }
+  CHECK(w.prog("web").wanted() == 2);
+  CHECK(w.signals_to(pids[1], SIGTERM) == 1);
+  CHECK(w.signals_to(pids[0]) == 0);
+  CHECK(w.signals_to(pids[2]) == 0);
+  CHECK(w.prog("web").autoscale_total[1] == 1);
+  // It exited on SIGTERM (the harness's processes do): slot 1 is a hole below slot 2.
+  auto snap = w.policy.snapshot(w.now).programs.at(0);
+  CHECK(snap.workers_wanted == 2);
+  REQUIRE(snap.workers.size() == 2);
+  CHECK(snap.workers[0].slot == 0);
+  CHECK(snap.workers[1].slot == 2);
+  // Scaling up again takes the hole back first.
+  core::ControlCommand cmd;
+  cmd.kind = core::ControlCommand::Kind::Scale;
+  cmd.program = "web";
+  cmd.workers = 3;
+  w.control(cmd, 42);
+  CHECK(w.prog("web").slots.size() == 3);
+  CHECK(w.prog("web").wanted() == 3);
+  CHECK(w.pids("web")[1] != 0);
+  CHECK(w.pids("web")[1] != pids[1]);
+}
+
 // ---- 11. sd_notify keys through the same lines ----
 
 TEST_CASE("policy: EXTEND_TIMEOUT_USEC gives a starting worker more time, MAINPID= and RELOADING=1 are no errors") {

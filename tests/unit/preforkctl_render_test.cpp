@@ -108,6 +108,29 @@ TEST_CASE("status: SPEC's example, REQUESTS from the stats reply") {
         "echo     0     123  ready  3    12s     0         42        serving\n");
 }
 
+TEST_CASE("status: QUEUE sums the listeners' accept queues - ? when one is unknown") {
+  json status = kSpecStatus;
+  status["programs"][0]["listeners"] = {{{"listen", "echo"}, {"queue", 30}, {"queue_max", 1024}},
+                                        {{"listen", "echo-1"}, {"queue", 7}, {"queue_max", 128}}};
+  CHECK(render_status(status, kSpecStats).find("PROGRAM  STATE    READY  QUEUE    GENERATION  ROLLOUT\n"
+                                               "echo     running  1/4    37/1152  -           -\n") != std::string::npos);
+  status["programs"][0]["listeners"][1]["queue"] = nullptr;
+  CHECK(render_status(status, kSpecStats).find("echo     running  1/4    ?      -           -\n") != std::string::npos);
+  status["programs"][0]["listeners"] = json::array();
+  CHECK(render_status(status, kSpecStats).find("echo     running  1/4    -      -           -\n") != std::string::npos);
+}
+
+TEST_CASE("status: BUSY is busy over reporting workers - - when none reports") {
+  json status = kSpecStatus;
+  status["programs"][0]["workers_busy"] = 3;
+  status["programs"][0]["workers_reporting_busy"] = 8;
+  CHECK(render_status(status, kSpecStats).find("PROGRAM  STATE    READY  BUSY  GENERATION  ROLLOUT\n"
+                                               "echo     running  1/4    3/8   -           -\n") != std::string::npos);
+  status["programs"][0]["workers_busy"] = 0;
+  status["programs"][0]["workers_reporting_busy"] = 0;
+  CHECK(render_status(status, kSpecStats).find("echo     running  1/4    -     -           -\n") != std::string::npos);
+}
+
 TEST_CASE("status: without a stats reply REQUESTS is -") {
   const std::string out = render_status(kSpecStatus, nullptr);
   CHECK(out.find("echo     0     123  ready  3    12s     0         -         serving\n") !=

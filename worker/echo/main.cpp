@@ -29,7 +29,7 @@ using preforkd::echo::UsageError;
 constexpr int kBacklog = 1024;
 
 constexpr char kUsage[] =
-    "usage: preforkd-echo [--http] [--io-threads N] [--no-stats] [--fail-after MS] [--listen ADDR]...\n"
+    "usage: preforkd-echo [--http] [--delay-ms N] [--io-threads N] [--no-stats] [--fail-after MS] [--listen ADDR]...\n"
     "\n"
     "Echoes every byte back to each client (or, with --http, answers every HTTP/1.x\n"
     "request with a fixed 200), on the listening sockets inherited from preforkd or\n"
@@ -38,9 +38,11 @@ constexpr char kUsage[] =
     "  -l, --listen ADDR    host:port, [v6]:port or unix:/path (repeatable); used only\n"
     "                       when no socket is inherited\n"
     "      --http           HTTP/1.1 mode: keep-alive, pipelining, fixed \"ok\" body\n"
+    "      --delay-ms N     http: spend N ms on each request before answering, holding\n"
+    "                       its I/O thread (a slow synchronous worker, for load tests)\n"
     "  -t, --io-threads N   epoll I/O threads (default 1; preforkd scales by workers)\n"
     "      --no-stats       neither count nor send the requests, connections, bytes_in,\n"
-    "                       bytes_out counters and the active_connections gauge\n"
+    "                       bytes_out counters, the active_connections gauge and BUSY=\n"
     "      --fail-after MS  after serving MS milliseconds, drain as on SIGTERM and exit 4:\n"
     "                       a build that breaks after it started (to try reload.guard)\n"
     "  -h, --help           this text\n"
@@ -53,12 +55,13 @@ struct Options {
 };
 
 Options parse_options(int argc, char** argv) {
-  enum { kHttp = 256, kNoStats, kFailAfter };
+  enum { kHttp = 256, kNoStats, kDelay, kFailAfter };
   static const option long_options[] = {
       {"listen", required_argument, nullptr, 'l'},
       {"http", no_argument, nullptr, kHttp},
       {"io-threads", required_argument, nullptr, 't'},
       {"no-stats", no_argument, nullptr, kNoStats},
+      {"delay-ms", required_argument, nullptr, kDelay},
       {"fail-after", required_argument, nullptr, kFailAfter},
       {"help", no_argument, nullptr, 'h'},
       {nullptr, 0, nullptr, 0},
@@ -78,6 +81,14 @@ Options parse_options(int argc, char** argv) {
       case kNoStats:
         opt.server.stats = false;
         break;
+      case kDelay: {
+        char* end = nullptr;
+        long n = std::strtol(optarg, &end, 10);
+        if (end == optarg || *end != '\0' || n < 0 || n > 60000)
+          throw UsageError(std::string("--delay-ms: expected 0..60000, got '") + optarg + "'");
+        opt.server.delay = std::chrono::milliseconds(n);
+        break;
+      }
       case kFailAfter: {
         char* end = nullptr;
         long long ms = std::strtoll(optarg, &end, 10);

@@ -33,6 +33,12 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// steady_clock in nanoseconds (never 0 in practice: the clock counts from boot).
+std::uint64_t monotonic_ns() {
+  return static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count());
+}
+
 constexpr std::size_t kEchoBufferSize = 64 * 1024;     // per connection; full → stop reading
 constexpr std::size_t kHttpReplyBufferSize = 8 * 1024; // ~90 pipelined replies
 constexpr std::size_t kCloseDiscardMax = 64 * 1024;    // unread bytes swallowed before close()
@@ -144,8 +150,8 @@ struct alignas(PREFORKD_CACHE_LINE) IoStats {
 // are the only members other threads call.
 class IoThread {
  public:
-  IoThread(Mode mode, bool stats)
-      : mode_(mode), max_reply_(http::max_reply_size()), stats_on_(stats) {
+  IoThread(Mode mode, bool stats, std::chrono::milliseconds delay)
+      : mode_(mode), max_reply_(http::max_reply_size()), stats_on_(stats), delay_(delay) {
     epfd_ = ::epoll_create1(EPOLL_CLOEXEC);
     evfd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (epfd_ < 0 || evfd_ < 0) {
@@ -202,6 +208,14 @@ class IoThread {
 
   // Any thread: the cells, to be read with preforkd_counter_load/preforkd_gauge_load.
   const IoStats& stats() const { return stats_; }
+  // Any thread: nanoseconds this loop has spent serving (not waiting in
+  // epoll_wait), the period running now included. Approximate (two relaxed
+  // loads), which is all a busy fraction needs.
+  std::uint64_t busy_ns(std::uint64_t now_ns) const {
+    std::uint64_t since = serving_since_.load(std::memory_order_relaxed);
+    std::uint64_t done = busy_ns_.load(std::memory_order_relaxed);
+    return done + (since != 0 && now_ns > since ? now_ns - since : 0);
+  }
 
  private:
   // The hot path's whole telemetry cost: a predictable branch and, with stats on,
@@ -245,6 +259,10 @@ class IoThread {
         log_line("epoll_wait: %s", std::strerror(errno));
         std::abort();  // a broken invariant (EBADF/EINVAL on our own epoll fd)
       }
+      // Busy time: two vDSO clock reads and relaxed stores per wake-up, no
+      // system call; the main thread turns it into BUSY= at its stats report.
+      std::uint64_t t0 = stats_on_ ? monotonic_ns() : 0;
+      if (stats_on_) serving_since_.store(t0, std::memory_order_relaxed);
       for (int i = 0; i < n; ++i) {
         auto* c = static_cast<Conn*>(events[i].data.ptr);
         if (c == nullptr)
@@ -253,6 +271,10 @@ class IoThread {
           on_io(c, events[i].events);
       }
       free_closed();
+      if (stats_on_) {
+        busy_ns_.store(busy_ns_.load(std::memory_order_relaxed) + (monotonic_ns() - t0), std::memory_order_relaxed);
+        serving_since_.store(0, std::memory_order_relaxed);
+      }
     }
     for (Conn* c = head_; c != nullptr;) {
       Conn* next = c->next;
@@ -442,6 +464,7 @@ class IoThread {
         c->close_after_flush = true;
       }
       count(&IoStats::requests, 1);
+      if (delay_.count() > 0) std::this_thread::sleep_for(delay_);  // --delay-ms: a slow request
     }
     // Keep the whole capacity available to the next head (the 16 KiB bound).
     in.compact();
@@ -504,6 +527,9 @@ class IoThread {
   std::atomic<std::uint64_t> pong_{0};
 
   IoStats stats_;  // written by the loop thread only
+  std::chrono::milliseconds delay_{0};
+  std::atomic<std::uint64_t> busy_ns_{0};         // written by the loop thread only
+  std::atomic<std::uint64_t> serving_since_{0};   // monotonic ns; 0 while waiting in epoll_wait
 
   // Loop-thread only.
   std::vector<int> batch_;
@@ -667,6 +693,19 @@ class StatsReporter {
     auto counter = [&](const char* name, std::uint64_t Totals::*field) {
       if (!sent_ || (*sent_).*field != now.*field) preforkd_batch_counter(&batch, name, now.*field);
     };
+    // BUSY=: busy when the loops spent at least half of the interval since the
+    // last report serving; said on a change only (and once at first, as idle).
+    std::uint64_t now_ns = monotonic_ns(), busy_total = 0;
+    for (const auto& t : io_) busy_total += t->busy_ns(now_ns);
+    bool busy = busy_;
+    if (last_ns_ != 0 && now_ns > last_ns_) {
+      double span = static_cast<double>(now_ns - last_ns_) * static_cast<double>(io_.size());
+      double spent = busy_total > last_busy_ ? static_cast<double>(busy_total - last_busy_) : 0.0;
+      busy = spent * 2 >= span;
+    }
+    last_ns_ = now_ns;
+    last_busy_ = std::max(busy_total, last_busy_);
+    if (!busy_sent_ || busy != busy_) preforkd_batch_busy(&batch, busy ? 1 : 0);
     counter("requests", &Totals::requests);
     counter("connections", &Totals::connections);
     counter("bytes_in", &Totals::bytes_in);
@@ -675,7 +714,11 @@ class StatsReporter {
       preforkd_batch_gauge(&batch, "active_connections", now.active_connections);
     // A full pipe dropped the lines (-EAGAIN): keep the old values so that the next
     // report sends them again.
-    if (preforkd_batch_flush(&batch) >= 0) sent_ = now;
+    if (preforkd_batch_flush(&batch) >= 0) {
+      sent_ = now;
+      busy_sent_ = true;
+      busy_ = busy;
+    }
   }
 
  private:
@@ -685,6 +728,9 @@ class StatsReporter {
   };
   const std::vector<std::unique_ptr<IoThread>>& io_;
   std::optional<Totals> sent_;  // what the supervisor last received
+  bool busy_ = false;           // the BUSY= it last received
+  bool busy_sent_ = false;
+  std::uint64_t last_ns_ = 0, last_busy_ = 0;  // the previous report's time and busy total
 };
 
 timespec to_timespec(std::chrono::nanoseconds d) {
@@ -762,7 +808,7 @@ int serve(std::vector<Listener>& listeners, const ServerOptions& options) {
 
   Threads threads;
   for (int i = 0; i < std::max(options.io_threads, 1); ++i) {
-    threads.io.push_back(std::make_unique<IoThread>(options.mode, options.stats));
+    threads.io.push_back(std::make_unique<IoThread>(options.mode, options.stats, options.delay));
     threads.io.back()->start();
   }
   for (const Listener& l : listeners) {

@@ -50,7 +50,8 @@ enum class Mode { Echo, Http };
 struct ServerOptions {
   Mode mode = Mode::Echo;
   int io_threads = 1;
-  bool stats = true;  // count and send COUNTER_/GAUGE_ lines (--no-stats: neither)
+  bool stats = true;  // count and send COUNTER_/GAUGE_ and BUSY= lines (--no-stats: none)
+  std::chrono::milliseconds delay{0};  // http: time spent on each request (--delay-ms), blocking its thread
   std::chrono::milliseconds grace{5000};  // drain bound after TERM/INT
   // --fail-after: after this long (from READY=1), drain as after TERM and
   // exit 4 — a build that breaks some time after it started. < 0: never.

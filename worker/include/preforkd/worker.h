@@ -114,6 +114,7 @@ extern "C" {
 #define PREFORKD_KEY_STATUS "STATUS"
 #define PREFORKD_KEY_COUNTER_PREFIX "COUNTER_"
 #define PREFORKD_KEY_GAUGE_PREFIX "GAUGE_"
+#define PREFORKD_KEY_BUSY "BUSY"
 
 #if defined(__GNUC__) || defined(__clang__)
 #define PREFORKD_PRINTF_LIKE(fmt_index, args_index) \
@@ -428,6 +429,17 @@ static inline int preforkd_notify_gauge(const char* name, int64_t value) {
 }
 
 /**
+ * Sends BUSY=1 (busy != 0: serving a request) or BUSY=0 (idle again) in one
+ * write(), for preforkd's busy-worker figures and its autoscaler. Say it when a
+ * request starts and when it ends (a worker serving many at once: when it goes
+ * from none to some and back). A worker that never says it counts as neither
+ * busy nor idle. Returns as preforkd_notify_line().
+ */
+static inline int preforkd_notify_busy(int busy) {
+  return preforkd_notify_line(busy ? "BUSY=1" : "BUSY=0", 6);
+}
+
+/**
  * Several notify lines sent with as few write()s as possible: lines are buffered
  * whole, and each write() carries at most PREFORKD_NOTIFY_LINE_MAX (== PIPE_BUF)
  * bytes of complete lines, so every write, and thus every line, stays atomic. A line
@@ -515,6 +527,11 @@ static inline int preforkd_batch_gauge(struct preforkd_notify_batch* b, const ch
   if (len < 0) return len;
   preforkd__batch_append(b, line, (size_t)len);
   return 0;
+}
+
+/** Adds BUSY=1 (busy != 0) or BUSY=0; see preforkd_notify_busy(). */
+static inline int preforkd_batch_busy(struct preforkd_notify_batch* b, int busy) {
+  return preforkd_batch_line(b, busy ? "BUSY=1" : "BUSY=0", 6);
 }
 
 /**

@@ -1,0 +1,83 @@
+// autoscale.hpp — when to add or remove a worker, from the load (pure).
+//
+// Owns: the autoscaling decision for one program with `workers: {min, max}`:
+// how long the pressure (a non-empty accept queue, or every reporting
+// worker busy) or the calm (an empty queue and some worker not busy) has
+// lasted, the cooldown between direction changes, and the reason text of
+// each decision. Must never: touch the OS or read the clock — samples come
+// in with `now` (the daemon measures the queue when the core asks), and a
+// decision is a target count that core/program applies with scale_to.
+//
+// Rules (preforkd(8), LOAD AWARENESS):
+//  - up by `step` (at most to `max`) once the pressure has lasted `up_after`;
+//  - down by one (at least to `min`) once the calm has lasted `down_after`,
+//    and only while every wanted worker is live: a worker in backoff (or
+//    still starting) is not capacity, and removing a healthy one then would
+//    shrink the pool twice;
+//  - after a decision both clocks restart: each further step needs a full
+//    up_after (or down_after) of its own;
+//  - at most one direction change per `cooldown`; `preforkctl scale` (or a
+//    reload's in-place change) restarts the cooldown, during which no
+//    automatic decision is taken;
+//  - sampled every up_after / 4, at least every 1 s and at most every 50 ms.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "core/worker.hpp"
+
+namespace preforkd::core {
+
+struct AutoscaleSettings {
+  uint32_t min = 1;
+  uint32_t max = 1;
+  Duration up_after{1000};
+  Duration down_after{30000};
+  Duration cooldown{10000};
+  uint32_t step = 1;
+};
+
+// What the daemon and the core know at one sample.
+struct LoadSample {
+  uint64_t queue = 0;      // connections waiting, summed over the program's listeners
+  uint32_t busy = 0;       // workers whose last word was BUSY=1
+  uint32_t reporting = 0;  // workers that said BUSY= at all
+  uint32_t live = 0;       // wanted workers with a process that is not in backoff
+  uint32_t wanted = 0;     // the current wanted count
+};
+
+struct ScaleDecision {
+  enum class Direction { None, Up, Down };
+  Direction direction = Direction::None;
+  uint32_t target = 0;  // with Up or Down
+  std::string reason;   // "queue 37 for 1.0s" / "every reporting worker busy for 1.0s" / "queue empty for 30.0s"
+};
+
+class Autoscaler {
+ public:
+  explicit Autoscaler(AutoscaleSettings s = {}) : s_(s) {}
+  const AutoscaleSettings& settings() const { return s_; }
+  // A reload that changes the settings applies in place; the clocks go on.
+  void set_settings(const AutoscaleSettings& s) { s_ = s; }
+
+  ScaleDecision sample(const LoadSample& load, TimePoint now);
+  // The operator set the count (preforkctl scale): the cooldown restarts.
+  void manual(TimePoint now);
+  // How often to sample (see the rules above).
+  Duration period() const;
+
+  uint64_t ups() const { return ups_; }
+  uint64_t downs() const { return downs_; }
+
+ private:
+  AutoscaleSettings s_;
+  TimePoint pressure_since_ = kNever;
+  TimePoint calm_since_ = kNever;
+  ScaleDecision::Direction last_ = ScaleDecision::Direction::None;
+  TimePoint last_change_ = kNever;  // of the last decision taken, automatic or not
+  TimePoint hold_until_{};          // after a manual change: no decision before
+  uint64_t ups_ = 0, downs_ = 0;
+};
+
+}  // namespace preforkd::core

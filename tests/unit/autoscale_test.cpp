@@ -1,0 +1,211 @@
+// core::Autoscaler (core/autoscale.hpp) on a fake clock: when it scales up
+// and down, its bounds, its cooldown, and no oscillation under a square wave.
+#include <doctest/doctest.h>
+
+#include <functional>
+#include <vector>
+
+#include "core/autoscale.hpp"
+
+using namespace preforkd::core;
+using namespace std::chrono_literals;
+using Dir = ScaleDecision::Direction;
+
+namespace {
+
+struct Event {
+  TimePoint at;
+  Dir direction;
+  uint32_t target;
+};
+
+// Samples every period() from `start` for `length`, the wanted count
+// following each decision at once (all live), the load given by `load(t)`
+// (time since start) with `wanted` filled in.
+struct Run {
+  Autoscaler a;
+  uint32_t wanted;
+  TimePoint now = TimePoint{} + 1000s;
+  std::vector<Event> events;
+  uint32_t highest = 0, lowest = UINT32_MAX;
+
+  Run(AutoscaleSettings s, uint32_t start) : a(s), wanted(start) {}
+
+  void go(Duration length, const std::function<LoadSample(Duration)>& load) {
+    TimePoint start = now, end = now + length;
+    for (; now < end; now += a.period()) {
+      LoadSample s = load(std::chrono::duration_cast<Duration>(now - start));
+      s.wanted = wanted;
+      if (s.live == 0) s.live = wanted;
+      auto d = a.sample(s, now);
+      if (d.direction != Dir::None) {
+        events.push_back({now, d.direction, d.target});
+        wanted = d.target;
+      }
+      highest = std::max(highest, wanted);
+      lowest = std::min(lowest, wanted);
+    }
+  }
+};
+
+LoadSample queue(uint64_t n) {
+  LoadSample s;
+  s.queue = n;
+  return s;
+}
+
+AutoscaleSettings settings(uint32_t min, uint32_t max) {
+  AutoscaleSettings s;
+  s.min = min;
+  s.max = max;
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("autoscale: up by one once the queue has been non-empty for up_after, with the reason") {
+  Autoscaler a(settings(2, 8));
+  TimePoint t = TimePoint{} + 100s;
+  LoadSample s = queue(37);
+  s.wanted = s.live = 4;
+  CHECK(a.sample(s, t).direction == Dir::None);
+  CHECK(a.sample(s, t + 750ms).direction == Dir::None);
+  auto d = a.sample(s, t + 1000ms);
+  CHECK(d.direction == Dir::Up);
+  CHECK(d.target == 5);
+  CHECK(d.reason == "queue 37 for 1.0s");
+  CHECK(a.ups() == 1);
+  // The next step needs a full up_after of its own.
+  s.wanted = s.live = 5;
+  CHECK(a.sample(s, t + 1500ms).direction == Dir::None);
+  CHECK(a.sample(s, t + 2000ms).target == 6);
+}
+
+TEST_CASE("autoscale: a queue that empties before up_after does nothing") {
+  Autoscaler a(settings(2, 8));
+  TimePoint t = TimePoint{} + 100s;
+  LoadSample busy = queue(5), empty = queue(0);
+  busy.wanted = empty.wanted = busy.live = empty.live = 2;
+  for (int i = 0; i < 20; ++i) {
+    CHECK(a.sample(busy, t).direction == Dir::None);
+    CHECK(a.sample(empty, t + 900ms).direction == Dir::None);
+    t += 1000ms;
+  }
+}
+
+TEST_CASE("autoscale: every reporting worker busy is pressure - unknown workers are not") {
+  Autoscaler a(settings(1, 4));
+  TimePoint t = TimePoint{} + 100s;
+  LoadSample s;
+  s.wanted = s.live = 2;
+  s.busy = 2;
+  s.reporting = 2;
+  a.sample(s, t);
+  auto d = a.sample(s, t + 1s);
+  CHECK(d.direction == Dir::Up);
+  CHECK(d.reason == "every reporting worker busy (2) for 1.0s");
+  // Nobody reports and the queue is empty: calm, never pressure.
+  Autoscaler b(settings(1, 4));
+  LoadSample quiet;
+  quiet.wanted = quiet.live = 2;
+  b.sample(quiet, t);
+  CHECK(b.sample(quiet, t + 5s).direction == Dir::None);
+}
+
+TEST_CASE("autoscale: step, and never above max under endless load") {
+  auto s = settings(2, 7);
+  s.step = 2;
+  Run r(s, 2);
+  r.go(60s, [](Duration) { return queue(100); });
+  CHECK(r.highest == 7);
+  CHECK(r.wanted == 7);
+  REQUIRE(r.events.size() == 3);  // 4, 6, 7
+  CHECK(r.events[0].target == 4);
+  CHECK(r.events[1].target == 6);
+  CHECK(r.events[2].target == 7);
+}
+
+TEST_CASE("autoscale: down one at a time after down_after of calm, never below min") {
+  Run r(settings(2, 8), 8);
+  r.go(600s, [](Duration) { return queue(0); });
+  CHECK(r.wanted == 2);
+  CHECK(r.lowest == 2);
+  REQUIRE(r.events.size() == 6);
+  for (size_t i = 0; i < r.events.size(); ++i) {
+    CHECK(r.events[i].direction == Dir::Down);
+    CHECK(r.events[i].target == 7 - i);
+    if (i > 0) CHECK(r.events[i].at - r.events[i - 1].at >= 30s);
+  }
+}
+
+TEST_CASE("autoscale: a worker in backoff is not capacity - no scale-down while one is") {
+  Autoscaler a(settings(1, 8));
+  TimePoint t = TimePoint{} + 100s;
+  LoadSample s = queue(0);
+  s.wanted = 4;
+  s.live = 3;  // one in backoff
+  a.sample(s, t);
+  CHECK(a.sample(s, t + 60s).direction == Dir::None);
+  s.live = 4;
+  CHECK(a.sample(s, t + 61s).direction == Dir::Down);
+}
+
+TEST_CASE("autoscale: no oscillation under a square-wave load") {
+  SUBCASE("defaults: 2 s of queue, 2 s of calm - it only ever goes up") {
+    Run r(settings(2, 10), 2);
+    r.go(300s, [](Duration t) { return queue((t / 2s) % 2 == 0 ? 20 : 0); });
+    for (const auto& e : r.events) CHECK(e.direction == Dir::Up);
+    CHECK(r.highest <= 10);
+  }
+  SUBCASE("short down_after: direction changes at least a cooldown apart") {
+    auto s = settings(2, 10);
+    s.down_after = 1s;
+    s.cooldown = 10s;
+    Run r(s, 2);
+    r.go(300s, [](Duration t) { return queue((t / 3s) % 2 == 0 ? 20 : 0); });
+    int changes = 0;
+    for (size_t i = 1; i < r.events.size(); ++i)
+      if (r.events[i].direction != r.events[i - 1].direction) {
+        ++changes;
+        CHECK(r.events[i].at - r.events[i - 1].at >= 10s);
+      }
+    CHECK(changes >= 2);  // it does go both ways, just not back and forth
+    CHECK(changes <= 300 / 10);
+    CHECK(r.highest <= 10);
+    CHECK(r.lowest >= 2);
+  }
+}
+
+TEST_CASE("autoscale: preforkctl scale restarts the cooldown - no decision within it") {
+  Autoscaler a(settings(1, 8));
+  TimePoint t = TimePoint{} + 100s;
+  a.manual(t);
+  LoadSample s = queue(50);
+  s.wanted = s.live = 3;
+  for (Duration d = 0ms; d < 10s; d += 250ms) CHECK(a.sample(s, t + d).direction == Dir::None);
+  CHECK(a.sample(s, t + 10s).direction == Dir::Up);
+}
+
+TEST_CASE("autoscale: a count outside new bounds goes back inside at once") {
+  Autoscaler a(settings(1, 8));
+  a.set_settings(settings(2, 4));
+  TimePoint t = TimePoint{} + 100s;
+  LoadSample s = queue(0);
+  s.wanted = s.live = 6;
+  auto d = a.sample(s, t);
+  CHECK(d.direction == Dir::Down);
+  CHECK(d.target == 4);
+  s.wanted = s.live = 1;
+  d = a.sample(s, t);
+  CHECK(d.direction == Dir::Up);
+  CHECK(d.target == 2);
+}
+
+TEST_CASE("autoscale: the sampling period is up_after / 4, between 50 ms and 1 s") {
+  auto s = settings(1, 2);
+  CHECK(Autoscaler(s).period() == 250ms);
+  s.up_after = 100ms;
+  CHECK(Autoscaler(s).period() == 50ms);
+  s.up_after = 10s;
+  CHECK(Autoscaler(s).period() == 1000ms);
+}
