@@ -9,28 +9,12 @@
 #include <thread>
 #include <vector>
 
+#include "support/http.hpp"
 #include "support/support.hpp"
 
 using namespace preforkd::test;
 
 namespace {
-
-// One HTTP request with Connection: close; true on a 200.
-bool get(uint16_t port) {
-  int fd = connect_tcp(port);
-  if (fd < 0) return false;
-  std::string req = "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-  send(fd, req.data(), req.size(), MSG_NOSIGNAL);
-  std::string got;
-  char buf[4096];
-  for (;;) {
-    ssize_t n = recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) break;
-    got.append(buf, static_cast<size_t>(n));
-  }
-  ::close(fd);
-  return got.rfind("HTTP/1.1 200", 0) == 0;
-}
 
 struct Clients {
   std::atomic<bool> stop{false};
@@ -40,7 +24,7 @@ struct Clients {
     for (int i = 0; i < n; ++i)
       threads.emplace_back([this, port, pause] {
         while (!stop.load()) {
-          (get(port) ? ok : failed)++;
+          (http_get_ok(port) ? ok : failed)++;
           std::this_thread::sleep_for(pause);
         }
       });

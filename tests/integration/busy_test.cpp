@@ -10,51 +10,12 @@
 #include <thread>
 #include <vector>
 
+#include "support/http.hpp"
 #include "support/support.hpp"
 
 using namespace preforkd::test;
 
 namespace {
-
-std::string scrape(uint16_t port) {
-  int fd = connect_tcp(port);
-  if (fd < 0) return "";
-  std::string req = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
-  send(fd, req.data(), req.size(), MSG_NOSIGNAL);
-  std::string got;
-  char buf[8192];
-  for (;;) {
-    ssize_t n = recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) break;
-    got.append(buf, static_cast<size_t>(n));
-  }
-  ::close(fd);
-  auto at = got.find("\r\n\r\n");
-  return at == std::string::npos ? "" : got.substr(at + 4);
-}
-
-double sample(const std::string& text, const std::string& name_and_labels) {
-  auto at = text.find("\n" + name_and_labels + " ");
-  if (at == std::string::npos) return -1;
-  return std::stod(text.substr(at + name_and_labels.size() + 2));
-}
-
-// One HTTP request with Connection: close; true on a 200.
-bool get(uint16_t port) {
-  int fd = connect_tcp(port);
-  if (fd < 0) return false;
-  std::string req = "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-  send(fd, req.data(), req.size(), MSG_NOSIGNAL);
-  std::string got;
-  char buf[4096];
-  for (;;) {
-    ssize_t n = recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) break;
-    got.append(buf, static_cast<size_t>(n));
-  }
-  ::close(fd);
-  return got.rfind("HTTP/1.1 200", 0) == 0;
-}
 
 }  // namespace
 
@@ -65,10 +26,10 @@ TEST_CASE("busy: a worker that says BUSY=1 is busy - one that never says is unkn
                   "programs:\n  says:\n    command: [" + bin("preforkd-test-worker") + ", --notify, BUSY=1]\n"
                   "    workers: 2\n"
                   "  silent:\n    command: [" + bin("preforkd-test-worker") + "]\n    workers: 2\n");
-  REQUIRE(wait_until([&] { return sample(scrape(mport), "preforkd_workers_busy{program=\"says\"}") == 2; }));
-  std::string text = scrape(mport);
-  CHECK(sample(text, "preforkd_workers_busy{program=\"silent\"}") == 0);
-  CHECK(sample(text, "preforkd_worker_busy_seconds_total{program=\"silent\"}") == 0);
+  REQUIRE(wait_until([&] { return metric_sample(scrape_metrics(mport), "preforkd_workers_busy{program=\"says\"}") == 2; }));
+  std::string text = scrape_metrics(mport);
+  CHECK(metric_sample(text, "preforkd_workers_busy{program=\"silent\"}") == 0);
+  CHECK(metric_sample(text, "preforkd_worker_busy_seconds_total{program=\"silent\"}") == 0);
   auto status = d.control({{"cmd", "status"}});
   CHECK(program_of(status, "says")["workers_busy"] == 2);
   CHECK(program_of(status, "says")["workers_reporting_busy"] == 2);
@@ -80,9 +41,9 @@ TEST_CASE("busy: a worker that says BUSY=1 is busy - one that never says is unkn
   CHECK_MESSAGE(out.find("says     running  2/2    -      2/2   1           -\n") != std::string::npos, out);
   CHECK_MESSAGE(out.find("silent   running  2/2    -      -     1           -\n") != std::string::npos, out);
   // Busy seconds grow while they stay busy.
-  double before = sample(scrape(mport), "preforkd_worker_busy_seconds_total{program=\"says\"}");
+  double before = metric_sample(scrape_metrics(mport), "preforkd_worker_busy_seconds_total{program=\"says\"}");
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
-  CHECK(sample(scrape(mport), "preforkd_worker_busy_seconds_total{program=\"says\"}") >= before + 0.9);
+  CHECK(metric_sample(scrape_metrics(mport), "preforkd_worker_busy_seconds_total{program=\"says\"}") >= before + 0.9);
   CHECK(d.stop() == 0);
 }
 
@@ -97,25 +58,25 @@ TEST_CASE("busy: preforkd-echo --delay-ms under load is busy, idle again after, 
   const std::string secs = "preforkd_worker_busy_seconds_total{program=\"web\"}";
   // Idle at first: each worker says BUSY=0 (reporting, not unknown).
   REQUIRE(wait_until([&] { return program_of(d.control({{"cmd", "status"}}), "web")["workers_reporting_busy"] == 2; }));
-  CHECK(sample(scrape(mport), busy) == 0);
+  CHECK(metric_sample(scrape_metrics(mport), busy) == 0);
   std::atomic<bool> stop{false};
   std::atomic<int> failed{0};
   std::vector<std::thread> clients;
   for (int i = 0; i < 6; ++i)
     clients.emplace_back([&] {
       while (!stop.load())
-        if (!get(port)) ++failed;
+        if (!http_get_ok(port)) ++failed;
     });
-  bool saw_all_busy = wait_until([&] { return sample(scrape(mport), busy) == 2; });
+  bool saw_all_busy = wait_until([&] { return metric_sample(scrape_metrics(mport), busy) == 2; });
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   stop = true;
   for (auto& t : clients) t.join();
   CHECK(saw_all_busy);
   CHECK(failed == 0);
-  double after_load = sample(scrape(mport), secs);
+  double after_load = metric_sample(scrape_metrics(mport), secs);
   CHECK(after_load >= 0.5);  // two workers, busy for at least half a second each
-  CHECK(wait_until([&] { return sample(scrape(mport), busy) == 0; }));
-  CHECK(sample(scrape(mport), secs) >= after_load);
+  CHECK(wait_until([&] { return metric_sample(scrape_metrics(mport), busy) == 0; }));
+  CHECK(metric_sample(scrape_metrics(mport), secs) >= after_load);
   CHECK(d.stop() == 0);
 }
 
@@ -128,8 +89,8 @@ TEST_CASE("busy: with metrics, BUSY= workers and no scrape, preforkd has no peri
                   "programs:\n  web:\n    command: [" + bin("preforkd-echo") + ", --http]\n"
                   "    listen: 127.0.0.1:0\n    workers: 2\n");
   uint16_t port = d.port();
-  for (int i = 0; i < 20; ++i) CHECK(get(port));
-  CHECK(sample(scrape(mport), "preforkd_listen_queue{program=\"web\",listen=\"web\"}") == 0);
+  for (int i = 0; i < 20; ++i) CHECK(http_get_ok(port));
+  CHECK(metric_sample(scrape_metrics(mport), "preforkd_listen_queue{program=\"web\",listen=\"web\"}") == 0);
   std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the workers' last reports
   REQUIRE(wait_quiet(d.pid()));
   long long idle = wakeups_over(d.pid(), std::chrono::milliseconds(5000));

@@ -13,35 +13,12 @@
 #include <string>
 #include <vector>
 
+#include "support/http.hpp"
 #include "support/support.hpp"
 
 using namespace preforkd::test;
 
 namespace {
-
-std::string scrape(uint16_t port) {
-  int fd = connect_tcp(port);
-  if (fd < 0) return "";
-  std::string req = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
-  send(fd, req.data(), req.size(), MSG_NOSIGNAL);
-  std::string got;
-  char buf[8192];
-  for (;;) {
-    ssize_t n = recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) break;
-    got.append(buf, static_cast<size_t>(n));
-  }
-  ::close(fd);
-  auto at = got.find("\r\n\r\n");
-  return at == std::string::npos ? "" : got.substr(at + 4);
-}
-
-// The value of one sample, or -1 if absent.
-long long sample(const std::string& text, const std::string& name_and_labels) {
-  auto at = text.find("\n" + name_and_labels + " ");
-  if (at == std::string::npos) return -1;
-  return std::stoll(text.substr(at + name_and_labels.size() + 2));
-}
 
 int connect_unix(const std::string& path) {
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -64,9 +41,9 @@ void signal_all(const std::vector<pid_t>& pids, int sig) {
 void check_queue(Preforkd& d, uint16_t mport, const std::function<int()>& connect_one) {
   const std::string q = "preforkd_listen_queue{program=\"w\",listen=\"w\"}";
   const std::string qmax = "preforkd_listen_queue_max{program=\"w\",listen=\"w\"}";
-  std::string text = scrape(mport);
-  CHECK(sample(text, q) == 0);
-  CHECK(sample(text, qmax) == 100);  // the configured backlog (below somaxconn)
+  std::string text = scrape_metrics(mport);
+  CHECK(metric_sample(text, q) == 0);
+  CHECK(metric_sample(text, qmax) == 100);  // the configured backlog (below somaxconn)
 
   auto workers = d.workers();
   REQUIRE(workers.size() == 2);
@@ -83,11 +60,11 @@ void check_queue(Preforkd& d, uint16_t mport, const std::function<int()>& connec
     clients.push_back(fd);
   }
   // The scrape answers while every worker is stopped.
-  REQUIRE(wait_until([&] { return sample(scrape(mport), q) >= 45; }));
-  text = scrape(mport);
-  CHECK(sample(text, q) >= 45);
-  CHECK(sample(text, q) <= 50);
-  CHECK(sample(text, qmax) == 100);
+  REQUIRE(wait_until([&] { return metric_sample(scrape_metrics(mport), q) >= 45; }));
+  text = scrape_metrics(mport);
+  CHECK(metric_sample(text, q) >= 45);
+  CHECK(metric_sample(text, q) <= 50);
+  CHECK(metric_sample(text, qmax) == 100);
 
   auto status = d.control({{"cmd", "status"}});
   auto l = program_of(status, "w")["listeners"];
@@ -102,9 +79,9 @@ void check_queue(Preforkd& d, uint16_t mport, const std::function<int()>& connec
   CHECK_MESSAGE(std::regex_search(out, std::regex("QUEUE.*\n\\S+ +running +2/2 +(4[5-9]|50)/100\\b")), out);
 
   signal_all(workers, SIGCONT);
-  CHECK(wait_until([&] { return sample(scrape(mport), q) == 0; }));
+  CHECK(wait_until([&] { return metric_sample(scrape_metrics(mport), q) == 0; }));
   for (int fd : clients) ::close(fd);
-  CHECK(sample(scrape(mport), q) == 0);
+  CHECK(metric_sample(scrape_metrics(mport), q) == 0);
   CHECK(d.stop() == 0);
 }
 
@@ -138,11 +115,11 @@ TEST_CASE("listen_queue: every program and listener has its queue samples from t
                   "    listen: [127.0.0.1:" + std::to_string(free_port()) + ", 127.0.0.1:" +
                   std::to_string(free_port()) + "]\n    workers: 2\n    reuseport: true\n"
                   "  none:\n    command: [" + bin("preforkd-test-worker") + "]\n    workers: 0\n");
-  std::string text = scrape(mport);
-  CHECK(sample(text, "preforkd_listen_queue{program=\"w\",listen=\"w\"}") == 0);
-  CHECK(sample(text, "preforkd_listen_queue{program=\"w\",listen=\"w-1\"}") == 0);
+  std::string text = scrape_metrics(mport);
+  CHECK(metric_sample(text, "preforkd_listen_queue{program=\"w\",listen=\"w\"}") == 0);
+  CHECK(metric_sample(text, "preforkd_listen_queue{program=\"w\",listen=\"w-1\"}") == 0);
   // reuseport: the two slots' sockets, summed (1024 each by default).
-  CHECK(sample(text, "preforkd_listen_queue_max{program=\"w\",listen=\"w-1\"}") == 2048);
+  CHECK(metric_sample(text, "preforkd_listen_queue_max{program=\"w\",listen=\"w-1\"}") == 2048);
   CHECK(text.find("program=\"none\",listen") == std::string::npos);  // no listen: no sample
   CHECK(text.find("# TYPE preforkd_listen_queue gauge") != std::string::npos);
   CHECK(d.stop() == 0);

@@ -6,33 +6,10 @@
 
 #include <string>
 
+#include "support/http.hpp"
 #include "support/support.hpp"
 
 using namespace preforkd::test;
-
-namespace {
-
-std::string http(uint16_t port, const std::string& request) {
-  int fd = connect_tcp(port);
-  if (fd < 0) return "";
-  send(fd, request.data(), request.size(), MSG_NOSIGNAL);
-  std::string got;
-  char buf[8192];
-  for (;;) {
-    ssize_t n = recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) break;
-    got.append(buf, static_cast<size_t>(n));
-  }
-  ::close(fd);
-  return got;
-}
-
-std::string body(const std::string& response) {
-  auto at = response.find("\r\n\r\n");
-  return at == std::string::npos ? "" : response.substr(at + 4);
-}
-
-}  // namespace
 
 TEST_CASE("metrics: GET /metrics parses with the Prometheus parser and matches what workers reported") {
   TempDir dir;
@@ -43,7 +20,7 @@ TEST_CASE("metrics: GET /metrics parses with the Prometheus parser and matches w
                   "  idle:\n    command: " + bin("preforkd-test-worker") + "\n    workers: 0\n");
   std::string text;
   REQUIRE(wait_until([&] {
-    text = body(http(mport, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"));
+    text = http_body(http_exchange(mport, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"));
     // Each worker writes its lines one by one; wait until all four are in.
     return text.find("preforkd_program_hits_total{program=\"w\"} 6") != std::string::npos &&
            text.find("preforkd_program_conns{program=\"w\"} 4") != std::string::npos &&
@@ -72,18 +49,18 @@ TEST_CASE("metrics: other paths, other methods, oversized and silent requests") 
   uint16_t mport = free_port();
   Preforkd d(dir, "supervisor:\n  metrics: \"127.0.0.1:" + std::to_string(mport) + "\"\n"
                   "programs:\n  w:\n    command: " + bin("preforkd-test-worker") + "\n");
-  CHECK(http(mport, "GET / HTTP/1.1\r\n\r\n").rfind("HTTP/1.1 404", 0) == 0);
-  CHECK(http(mport, "POST /metrics HTTP/1.1\r\n\r\n").rfind("HTTP/1.1 405", 0) == 0);
-  CHECK(http(mport, "GET /metrics HTTP/1.1\r\nX: " + std::string(10000, 'a') + "\r\n\r\n").rfind("HTTP/1.1 431", 0) == 0);
-  CHECK(http(mport, "nonsense\r\n\r\n").rfind("HTTP/1.1 400", 0) == 0);
-  auto head = http(mport, "HEAD /metrics HTTP/1.1\r\n\r\n");
+  CHECK(http_exchange(mport, "GET / HTTP/1.1\r\n\r\n").rfind("HTTP/1.1 404", 0) == 0);
+  CHECK(http_exchange(mport, "POST /metrics HTTP/1.1\r\n\r\n").rfind("HTTP/1.1 405", 0) == 0);
+  CHECK(http_exchange(mport, "GET /metrics HTTP/1.1\r\nX: " + std::string(10000, 'a') + "\r\n\r\n").rfind("HTTP/1.1 431", 0) == 0);
+  CHECK(http_exchange(mport, "nonsense\r\n\r\n").rfind("HTTP/1.1 400", 0) == 0);
+  auto head = http_exchange(mport, "HEAD /metrics HTTP/1.1\r\n\r\n");
   CHECK(head.rfind("HTTP/1.1 200", 0) == 0);
-  CHECK(body(head).empty());
+  CHECK(http_body(head).empty());
   // A client that never finishes its request is cut off, and others are served meanwhile.
   int slow = connect_tcp(mport);
   REQUIRE(slow >= 0);
   send(slow, "GET /met", 8, MSG_NOSIGNAL);
-  CHECK(http(mport, "GET /metrics HTTP/1.1\r\n\r\n").rfind("HTTP/1.1 200", 0) == 0);
+  CHECK(http_exchange(mport, "GET /metrics HTTP/1.1\r\n\r\n").rfind("HTTP/1.1 200", 0) == 0);
   char c;
   CHECK(recv(slow, &c, 1, 0) == 0);  // closed by preforkd after its 5 s limit (the socket's own timeout is 5 s too)
   ::close(slow);
