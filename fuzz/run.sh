@@ -36,7 +36,7 @@ export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 # One target: its summary line in $build/<target>.summary, exit 1 on a finding.
 run_one() {
   local t=$1 work=$build/work/$1 log=$build/$1.log
-  rm -rf "$work"
+  rm -rf "$work" "$findings/$t-"*
   mkdir -p "$work"
   cp "$here/corpus/$t/"* "$work/"
   local args=(-max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=2048
