@@ -27,7 +27,6 @@
 //   it is still rejected twice within one program, where key() must identify
 //   each socket across reloads.
 #include <fmt/format.h>
-#include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -44,6 +43,7 @@
 #include "config/signals.hpp"
 #include "config/suggest.hpp"
 #include "config/units.hpp"
+#include "config/yaml_stream.hpp"
 #include "sys/io.hpp"
 #include "sys/unique_fd.hpp"
 
@@ -494,25 +494,24 @@ class Loader {
   // ---- document ----------------------------------------------------------
 
   void parse(const std::string& text, Config& config) {
-    std::vector<YAML::Node> docs;
+    // Never YAML::LoadAll: on a `,` where a document should start, yaml-cpp
+    // 0.7 loops forever, a node more each time (yaml_stream.hpp). The whole
+    // stream is read first without building a tree, bounded in size and
+    // nodes; then the first document alone is built.
+    const detail::YamlStream stream = detail::scan_yaml(text);
+    bool fatal = false;
+    for (const detail::YamlIssue& issue : stream.issues) {
+      add(issue.line, issue.column, issue.message);
+      fatal = fatal || issue.fatal;
+    }
+    if (fatal || stream.first_empty) return;  // an empty file: no programs
+    YAML::Node root;
     try {
-      docs = YAML::LoadAll(text);
-    } catch (const YAML::DeepRecursion&) {
-      // yaml-cpp 0.7 reports this as "bad file" at 1:1; neither is helpful.
-      add(0, 0, "invalid YAML: nested too deeply");
-      return;
-    } catch (const YAML::Exception& e) {  // ParserException (syntax errors) and friends
+      root = YAML::Load(text);  // the first document, which scan_yaml read whole
+    } catch (const YAML::Exception& e) {  // not expected: the same parser passed it above
       error(e.mark, "invalid YAML: " + e.msg);
       return;
     }
-    for (std::size_t i = 1; i < docs.size(); ++i) {
-      if (!docs[i].IsNull()) {
-        error(docs[i].Mark(), "only one YAML document is allowed");
-        break;
-      }
-    }
-    if (docs.empty() || docs[0].IsNull()) return;  // an empty file: no programs
-    const YAML::Node& root = docs[0];
     if (!root.IsMap()) {
       error(root.Mark(), "expected a map at the top level (with `supervisor` and `programs`)");
       return;

@@ -21,6 +21,10 @@ std::optional<json> read_state(int fd, std::string& error) {
     error = err == EFBIG ? "the state is too large" : std::string("cannot read the state: ") + std::strerror(err);
     return std::nullopt;
   }
+  return parse_state(text, error);
+}
+
+std::optional<json> parse_state(const std::string& text, std::string& error) {
   json j = json::parse(text, nullptr, false);
   if (j.is_discarded() || !j.is_object()) {
     error = "the state is not a JSON object";

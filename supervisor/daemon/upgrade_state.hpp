@@ -32,6 +32,8 @@ std::optional<int> pipe_kind_from(const std::string& name);
 // Reads the whole document from `fd` (from offset 0). nullopt + `error` if it
 // cannot be read or is not JSON.
 std::optional<nlohmann::json> read_state(int fd, std::string& error);
+// The same from the text (pure: the part the fuzzer feeds).
+std::optional<nlohmann::json> parse_state(const std::string& text, std::string& error);
 
 // A new memfd holding `state` (close-on-exec, offset 0). Throws sys::SysError.
 int write_state(const nlohmann::json& state);
