@@ -15,6 +15,7 @@ constexpr size_t kMaxQueuedLines = 16;
 constexpr size_t kReadBudget = 64 * 1024;
 
 const char kPermissionDenied[] = R"({"ok":false,"error":"permission denied"})";
+const char kTooMuch[] = R"({"ok":false,"error":"request too long or too many requests"})";
 
 void make_parent_dir(const std::string& path) {
   auto slash = path.rfind('/');
@@ -120,7 +121,8 @@ void ControlServer::on_client_event(int fd, uint32_t events) {
   if (events & EPOLLOUT) {
     flush(c);
     if (!c.fd) return drop(id);
-    if (c.out.empty() && c.close_after_flush) return drop(id);
+    // Done once everything asked has been answered (a request may still run).
+    if (c.out.empty() && c.close_after_flush && !c.pending && c.lines.empty()) return drop(id);
   }
   if ((events & EPOLLIN) && !c.close_after_flush) {
     char buf[16384];
@@ -132,10 +134,7 @@ void ControlServer::on_client_event(int fd, uint32_t events) {
         c.deadline = Clock::now() + kIdleTimeout;
         size_t too_long = c.in.feed(std::string_view(buf, static_cast<size_t>(n)),
                                     [&](std::string_view line) { c.lines.emplace_back(line); });
-        if (too_long > 0 || c.lines.size() > kMaxQueuedLines) {
-          reply(id, R"({"ok":false,"error":"request too long or too many requests"})", true);
-          return;
-        }
+        if (too_long > 0 || c.lines.size() > kMaxQueuedLines) return refuse(c, kTooMuch);
         continue;
       }
       if (n == 0) {  // the peer is done sending; answer what it asked, then close
@@ -151,9 +150,27 @@ void ControlServer::on_client_event(int fd, uint32_t events) {
   dispatch(c);
 }
 
+// Too long or too many: a request preforkd says it refused must never take
+// effect, so nothing queued is carried out, not even the lines before the
+// one over the limit, and nothing is read after it. A request already
+// handed over (running: a reload) is answered first, then the refusal.
+void ControlServer::refuse(Client& c, const char* json_line) {
+  c.lines.clear();
+  c.refused = true;
+  c.close_after_flush = true;
+  if (c.pending) {
+    c.refusal = json_line;  // reply() adds it after the running request's answer
+  } else {
+    c.out += json_line;
+    c.out += '\n';
+    c.deadline = Clock::now() + kIdleTimeout;
+  }
+  update_events(c);
+}
+
 // Hands the next line to the daemon, one request at a time per client.
 void ControlServer::dispatch(Client& c) {
-  if (!c.fd) return;  // dropped: what it asked is not carried out
+  if (!c.fd || c.refused) return;  // dropped or refused: what it asked is not carried out
   if (!c.allowed) {
     // Refused peers are answered on their first request, then disconnected.
     if (c.lines.empty() || c.denied) return;
@@ -180,6 +197,7 @@ void ControlServer::reply(ClientId client, const std::string& json_line, bool cl
   auto it = clients_.find(client);
   if (it == clients_.end()) return;  // gone: the operation's result is dropped
   Client& c = it->second;
+  if (c.refused && !c.pending) return;  // its refusal was the last word
   c.pending = false;
   if (c.out.size() + json_line.size() + 1 > kMaxPendingOut) {
     warn_("control: a client does not read its replies, disconnecting it");
@@ -188,6 +206,11 @@ void ControlServer::reply(ClientId client, const std::string& json_line, bool cl
   }
   c.out += json_line;
   c.out += '\n';
+  if (!c.refusal.empty()) {
+    c.out += c.refusal;
+    c.out += '\n';
+    c.refusal.clear();
+  }
   c.close_after_flush |= close_after;
   c.deadline = Clock::now() + kIdleTimeout;
   update_events(c);  // EPOLLOUT: written from the loop, never from inside a handler

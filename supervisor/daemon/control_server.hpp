@@ -7,7 +7,12 @@
 // scale, stop reply when their operation has finished). Must never: block
 // (every fd is non-blocking), or let one client hold memory or the loop: a
 // line over 64 KiB, more than 16 MiB of unread replies, more than 64 clients
-// or 10 s of silence while nothing is pending ends that client. A client
+// or 10 s of silence while nothing is pending ends that client. A line over
+// 64 KiB, or more than 16 requests queued behind the one being served, is
+// refused: nothing queued is carried out (not even the requests before the
+// one over the limit), nothing more is read, and the connection closes
+// after the error reply, the last thing the client hears (a request
+// already running is answered before it). A client
 // that cannot be watched (epoll_ctl fails) is dropped alone; an accept
 // error pauses the listener briefly (AcceptGuard); each cause is logged once.
 //
@@ -90,7 +95,9 @@ class ControlServer {
     uid_t uid = 0;
     pid_t pid = 0;
     bool allowed = false;
-    bool denied = false;  // the refusal has been sent
+    bool denied = false;   // the permission refusal has been sent
+    bool refused = false;  // too long / too many: its error reply is the last word
+    std::string refusal;   // that reply, while a request handed over before it runs
     core::LineBuffer in{kMaxLine, core::LineBuffer::Overflow::Discard};
     std::deque<std::string> lines;  // received, not yet handed over (one request at a time)
     bool pending = false;           // a request awaits its reply
@@ -101,6 +108,7 @@ class ControlServer {
 
   bool peer_allowed(const sys::PeerCredentials& cred) const;
   void on_accepted(sys::UniqueFd fd);
+  void refuse(Client& c, const char* json_line);
   void dispatch(Client& c);
   void flush(Client& c);
   void update_events(Client& c);
