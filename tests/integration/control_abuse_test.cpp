@@ -1,11 +1,16 @@
-// The control socket under abuse (issue #14): a batch of requests over the
-// limit. A request preforkd says it refused must never take effect.
+// The control socket under abuse (issue #14): out of file descriptors for
+// real (RLIMIT_NOFILE lowered before exec), clients that connect and say
+// nothing, clients that drip a byte at a time, and a batch of requests over
+// the limit. preforkd must not spin, must not flood its log, must keep room
+// for preforkctl, and a request it says it refused must never take effect.
 #include <doctest/doctest.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -33,6 +38,13 @@ std::string one_program(int workers = 1) {
          "    stderr: null\n";
 }
 
+// Runs in preforkd's child before exec: soft and hard limit, so that
+// preforkd's own raise to the hard limit (T18) changes nothing.
+void low_fd_limit() {
+  rlimit r{64, 64};
+  setrlimit(RLIMIT_NOFILE, &r);
+}
+
 // A connected Unix stream socket to `path`, or -1. Non-blocking connect:
 // EAGAIN (the listen backlog is full) is retried until `deadline`, so a
 // preforkd that accepts slowly is waited for, and one that stopped
@@ -50,6 +62,23 @@ int connect_unix(const std::string& path, Clock::time_point deadline) {
     if (err != EAGAIN || Clock::now() >= deadline) return -1;
     std::this_thread::sleep_for(5ms);
   }
+}
+
+// `n` clients that connect and send nothing. Stops early (returns fewer)
+// when preforkd stops taking connections for `patience`.
+std::vector<int> idle_unix_clients(const std::string& path, size_t n, std::chrono::milliseconds patience = 3s) {
+  std::vector<int> fds;
+  for (size_t i = 0; i < n; ++i) {
+    int fd = connect_unix(path, Clock::now() + patience);
+    if (fd < 0) break;
+    fds.push_back(fd);
+  }
+  return fds;
+}
+
+void close_all(std::vector<int>& fds) {
+  for (int fd : fds) ::close(fd);
+  fds.clear();
 }
 
 // Everything the peer sends until it closes (EOF or reset), or "" plus
@@ -84,7 +113,66 @@ std::vector<std::string> lines_of(const std::string& text) {
   return out;
 }
 
+size_t lines_with(const std::string& text, const std::string& needle) {
+  size_t n = 0;
+  for (const auto& line : lines_of(text))
+    if (line.find(needle) != npos) ++n;
+  return n;
+}
+
+std::pair<int, std::string> preforkctl(const Preforkd& d, const std::string& cmd) {
+  return run({bin("preforkctl"), "-s", d.control_socket(), cmd}, 30s);
+}
+
+// preforkd's CPU time over a window, as a share of the window's wall time.
+class CpuShare {
+ public:
+  explicit CpuShare(pid_t pid) : pid_(pid), ticks_(cpu_ticks(pid)), start_(Clock::now()) {}
+  double share() const {
+    double cpu = static_cast<double>(cpu_ticks(pid_) - ticks_) / static_cast<double>(sysconf(_SC_CLK_TCK));
+    double wall = std::chrono::duration<double>(Clock::now() - start_).count();
+    return cpu / wall;
+  }
+
+ private:
+  pid_t pid_;
+  unsigned long long ticks_;
+  Clock::time_point start_;
+};
+
 }  // namespace
+
+TEST_CASE("control abuse: out of fds (RLIMIT_NOFILE 64) under idle clients, no spin, preforkctl still served") {
+  TempDir dir;
+  Preforkd d(dir, one_program(), {}, true, low_fd_limit);
+  CpuShare cpu(d.pid());
+  // Far more clients than preforkd has fds: each connection after the last
+  // free fd finds accept() failing with EMFILE.
+  auto idle = idle_unix_clients(d.control_socket(), 200);
+  CHECK_MESSAGE(d.wait_for_log("control: accept: Too many open files") != npos, d.log());
+  CHECK_MESSAGE(idle.size() == 200, "preforkd stopped taking connections after ", idle.size(), "\n", d.log());
+  // While every fd is held by idle clients, preforkctl still gets in: the
+  // oldest idle client makes room for it.
+  for (int i = 0; i < 3; ++i) {
+    auto [code, out] = preforkctl(d, "status");
+    CHECK_MESSAGE(code == 0, out, "\n", d.log());
+  }
+  size_t idle_held = idle.size();
+  close_all(idle);
+  // One summary for the whole episode, with its count, once it is over.
+  CHECK_MESSAGE(d.wait_for_log("control: out of file descriptors (EMFILE) for") != npos, d.log());
+  CHECK_MESSAGE(d.log().find("idle connections closed to make room") != npos, d.log());
+  auto [code, out] = preforkctl(d, "status");
+  CHECK_MESSAGE(code == 0, out);
+  // A spinning loop burns a whole core; this one did work per connection.
+  double share = cpu.share();
+  CHECK_MESSAGE(share < 0.5, "preforkd used ", share * 100, "% of a core over the episode");
+  // Thousands of failed accepts would be thousands of lines; an episode is two.
+  size_t lines = lines_with(d.log(), "control:");
+  CHECK_MESSAGE(lines <= 4, lines, " lines about the control socket for ", idle_held, " clients:\n", d.log());
+  CHECK(d.process().running());
+  CHECK(d.stop() == 0);
+}
 
 TEST_CASE("control abuse: a batch refused as too many requests is not carried out, not even in part") {
   TempDir dir;
@@ -112,5 +200,66 @@ TEST_CASE("control abuse: a batch refused as too many requests is not carried ou
   CHECK(w["workers_wanted"] == 2);
   CHECK(w["workers"].size() == 2);
   CHECK(d.workers().size() == 2);
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("control abuse: 64+ idle connections do not lock preforkctl out, and are logged once") {
+  TempDir dir;
+  Preforkd d(dir, one_program());
+  auto idle = idle_unix_clients(d.control_socket(), 300);
+  CHECK_MESSAGE(idle.size() == 300, "preforkd stopped taking connections after ", idle.size(), "\n", d.log());
+  for (int i = 0; i < 3; ++i) {
+    auto [code, out] = preforkctl(d, "status");
+    CHECK_MESSAGE(code == 0, out, "\n", d.log());
+  }
+  close_all(idle);
+  CHECK_MESSAGE(d.wait_for_log("control: at the limit of 64 clients for") != npos, d.log());
+  size_t lines = lines_with(d.log(), "control:");
+  CHECK_MESSAGE(lines <= 4, lines, " lines about the control socket:\n", d.log());
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("control abuse: 64 clients dripping a byte every 100 ms neither lock preforkctl out nor stay forever") {
+  TempDir dir;
+  Preforkd d(dir, one_program());
+  auto drip = idle_unix_clients(d.control_socket(), 64);
+  REQUIRE(drip.size() == 64);
+  // Each drips a request that never ends, a byte every 100 ms, and notes
+  // when preforkd closes it. A silence timer would never fire.
+  std::vector<bool> closed(drip.size(), false);
+  std::atomic<bool> stop{false};
+  std::atomic<size_t> n_closed{0};
+  std::thread dripper([&] {
+    while (!stop && n_closed < drip.size()) {
+      for (size_t i = 0; i < drip.size(); ++i) {
+        if (closed[i]) continue;
+        char buf[256];
+        ssize_t r = recv(drip[i], buf, sizeof buf, MSG_DONTWAIT);  // an error line, then EOF
+        bool gone = r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+        if (!gone && send(drip[i], "{", 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 && errno != EAGAIN) gone = true;
+        if (gone) {
+          closed[i] = true;
+          ++n_closed;
+        }
+      }
+      std::this_thread::sleep_for(100ms);
+    }
+  });
+  std::this_thread::sleep_for(300ms);  // let the drip start (not what is asserted)
+  for (int i = 0; i < 3; ++i) {
+    auto [code, out] = preforkctl(d, "status");
+    CHECK_MESSAGE(code == 0, out, "\n", d.log());
+  }
+  // The request deadline runs from connect, however the bytes trickle: every
+  // dripper is cut off (10 s), none holds its slot for ever.
+  bool all_cut = wait_until([&] { return n_closed == drip.size(); }, 30s);
+  stop = true;
+  dripper.join();
+  CHECK_MESSAGE(all_cut, n_closed.load(), " of ", drip.size(), " dripping clients were closed\n", d.log());
+  close_all(drip);
+  CHECK(preforkctl(d, "status").first == 0);
+  CHECK_MESSAGE(d.wait_for_log("control: at the limit of 64 clients for") != npos, d.log());
+  size_t lines = lines_with(d.log(), "control:");
+  CHECK_MESSAGE(lines <= 4, lines, " lines about the control socket:\n", d.log());
   CHECK(d.stop() == 0);
 }
