@@ -1,8 +1,9 @@
-// The control socket under abuse (issue #14): out of file descriptors for
-// real (RLIMIT_NOFILE lowered before exec), clients that connect and say
-// nothing, clients that drip a byte at a time, and a batch of requests over
-// the limit. preforkd must not spin, must not flood its log, must keep room
-// for preforkctl, and a request it says it refused must never take effect.
+// The control socket and /metrics under abuse (issue #14): out of file
+// descriptors for real (RLIMIT_NOFILE lowered before exec), clients that
+// connect and say nothing, clients that drip a byte at a time, and a batch
+// of requests over the limit. preforkd must not spin, must not flood its
+// log, must keep room for preforkctl and a scrape, and a request it says it
+// refused must never take effect.
 #include <doctest/doctest.h>
 #include <poll.h>
 #include <sys/resource.h>
@@ -10,10 +11,12 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -76,6 +79,16 @@ std::vector<int> idle_unix_clients(const std::string& path, size_t n, std::chron
   return fds;
 }
 
+std::vector<int> idle_tcp_clients(uint16_t port, size_t n) {
+  std::vector<int> fds;
+  for (size_t i = 0; i < n; ++i) {
+    int fd = connect_tcp(port);
+    if (fd < 0) break;
+    fds.push_back(fd);
+  }
+  return fds;
+}
+
 void close_all(std::vector<int>& fds) {
   for (int fd : fds) ::close(fd);
   fds.clear();
@@ -106,6 +119,18 @@ std::string read_to_end(int fd, std::chrono::milliseconds timeout, bool* timed_o
   }
 }
 
+// A whole HTTP exchange on 127.0.0.1:`port`: the response, or "" if none
+// came (refused, or no answer within `timeout`: a hang).
+std::string http_get(uint16_t port, std::chrono::milliseconds timeout = 10s) {
+  int fd = connect_tcp(port);
+  if (fd < 0) return "";
+  const std::string req = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+  send(fd, req.data(), req.size(), MSG_NOSIGNAL);
+  std::string got = read_to_end(fd, timeout);
+  ::close(fd);
+  return got;
+}
+
 std::vector<std::string> lines_of(const std::string& text) {
   std::vector<std::string> out;
   std::istringstream in(text);
@@ -118,6 +143,20 @@ size_t lines_with(const std::string& text, const std::string& needle) {
   for (const auto& line : lines_of(text))
     if (line.find(needle) != npos) ++n;
   return n;
+}
+
+// Summed over the episode summaries that start with `subject` ("control:
+// out of file descriptors (EMFILE) for"): the numbers before `what` ("idle
+// connection"); -1 when there is no such summary.
+long counted(const std::string& log, const std::string& subject, const std::string& what) {
+  long total = -1;
+  const std::regex number("([0-9]+) " + what);
+  for (const auto& line : lines_of(log)) {
+    if (line.find(subject) == npos) continue;
+    std::smatch m;
+    if (std::regex_search(line, m, number)) total = std::max(total, 0L) + std::stol(m[1].str());
+  }
+  return total;
 }
 
 std::pair<int, std::string> preforkctl(const Preforkd& d, const std::string& cmd) {
@@ -161,7 +200,7 @@ TEST_CASE("control abuse: out of fds (RLIMIT_NOFILE 64) under idle clients, no s
   close_all(idle);
   // One summary for the whole episode, with its count, once it is over.
   CHECK_MESSAGE(d.wait_for_log("control: out of file descriptors (EMFILE) for") != npos, d.log());
-  CHECK_MESSAGE(d.log().find("idle connections closed to make room") != npos, d.log());
+  CHECK_MESSAGE(counted(d.log(), "control: out of file descriptors (EMFILE) for", "idle connection") > 0, d.log());
   auto [code, out] = preforkctl(d, "status");
   CHECK_MESSAGE(code == 0, out);
   // A spinning loop burns a whole core; this one did work per connection.
@@ -171,6 +210,63 @@ TEST_CASE("control abuse: out of fds (RLIMIT_NOFILE 64) under idle clients, no s
   size_t lines = lines_with(d.log(), "control:");
   CHECK_MESSAGE(lines <= 4, lines, " lines about the control socket for ", idle_held, " clients:\n", d.log());
   CHECK(d.process().running());
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("control abuse: out of fds, /metrics serves a scrape in an idle client's place, else 503 at once") {
+  TempDir dir;
+  uint16_t mport = free_port();
+  Preforkd d(dir, "supervisor:\n  metrics: \"127.0.0.1:" + std::to_string(mport) + "\"\n" + one_program(), {}, true,
+             low_fd_limit);
+  CpuShare cpu(d.pid());
+  // Idle scrapers hold some fds, idle control clients all the others.
+  auto idle_scrapes = idle_tcp_clients(mport, 20);
+  REQUIRE(idle_scrapes.size() == 20);
+  auto idle_control = idle_unix_clients(d.control_socket(), 200);
+  REQUIRE_MESSAGE(d.wait_for_log("control: accept: Too many open files") != npos, d.log());
+  // A scrape: the metrics listener has no fd to take it with but closes its
+  // own oldest idle connection for it.
+  std::string got = http_get(mport);
+  CHECK_MESSAGE(got.rfind("HTTP/1.1 200", 0) == 0, "got: ", got.substr(0, 200), "\n", d.log());
+  CHECK_MESSAGE(d.wait_for_log("metrics: accept: Too many open files") != npos, d.log());
+  // Once the metrics listener has nothing idle to close, a scrape is refused
+  // at once with 503, never left hanging in the queue.
+  close_all(idle_scrapes);
+  auto more_control = idle_unix_clients(d.control_socket(), 100);
+  got = http_get(mport);
+  CHECK_MESSAGE(got.rfind("HTTP/1.1 503", 0) == 0, "got: ", got.substr(0, 200), "\n", d.log());
+  close_all(idle_control);
+  close_all(more_control);
+  // One episode or two (the scrapes may be more than 2 s apart): the
+  // summaries count the idle connection closed and the scrape refused.
+  const std::string summary = "metrics: out of file descriptors (EMFILE) for";
+  CHECK_MESSAGE(wait_until([&] { return counted(d.log(), summary, "new connection") >= 1; }), d.log());
+  CHECK_MESSAGE(counted(d.log(), summary, "idle connection") >= 1, d.log());
+  CHECK(http_get(mport).rfind("HTTP/1.1 200", 0) == 0);
+  auto [code, out] = preforkctl(d, "status");
+  CHECK_MESSAGE(code == 0, out);
+  double share = cpu.share();
+  CHECK_MESSAGE(share < 0.5, "preforkd used ", share * 100, "% of a core over the episode");
+  size_t lines = lines_with(d.log(), "metrics:");
+  CHECK_MESSAGE(lines <= 4, lines, " lines about metrics:\n", d.log());
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("control abuse: 32+ idle /metrics connections do not lock a scrape out") {
+  TempDir dir;
+  uint16_t mport = free_port();
+  Preforkd d(dir, "supervisor:\n  metrics: \"127.0.0.1:" + std::to_string(mport) + "\"\n" + one_program());
+  auto idle = idle_tcp_clients(mport, 100);
+  REQUIRE(idle.size() == 100);
+  for (int i = 0; i < 3; ++i) {
+    std::string got = http_get(mport);
+    CHECK_MESSAGE(got.rfind("HTTP/1.1 200", 0) == 0, "got: ", got.substr(0, 200), "\n", d.log());
+  }
+  close_all(idle);
+  CHECK_MESSAGE(d.wait_for_log("metrics: at the limit of 32 connections for") != npos, d.log());
+  CHECK_MESSAGE(counted(d.log(), "metrics: at the limit of 32 connections for", "idle connection") > 0, d.log());
+  size_t lines = lines_with(d.log(), "metrics:");
+  CHECK_MESSAGE(lines <= 4, lines, " lines about metrics:\n", d.log());
   CHECK(d.stop() == 0);
 }
 
@@ -214,6 +310,7 @@ TEST_CASE("control abuse: 64+ idle connections do not lock preforkctl out, and a
   }
   close_all(idle);
   CHECK_MESSAGE(d.wait_for_log("control: at the limit of 64 clients for") != npos, d.log());
+  CHECK_MESSAGE(counted(d.log(), "control: at the limit of 64 clients for", "idle connection") > 0, d.log());
   size_t lines = lines_with(d.log(), "control:");
   CHECK_MESSAGE(lines <= 4, lines, " lines about the control socket:\n", d.log());
   CHECK(d.stop() == 0);
@@ -259,6 +356,7 @@ TEST_CASE("control abuse: 64 clients dripping a byte every 100 ms neither lock p
   close_all(drip);
   CHECK(preforkctl(d, "status").first == 0);
   CHECK_MESSAGE(d.wait_for_log("control: at the limit of 64 clients for") != npos, d.log());
+  CHECK_MESSAGE(counted(d.log(), "control: at the limit of 64 clients for", "idle connection") > 0, d.log());
   size_t lines = lines_with(d.log(), "control:");
   CHECK_MESSAGE(lines <= 4, lines, " lines about the control socket:\n", d.log());
   CHECK(d.stop() == 0);
