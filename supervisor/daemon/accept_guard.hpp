@@ -1,14 +1,27 @@
 // accept_guard.hpp — how the loop's small servers (the control socket,
 // metrics) take connections without dying, spinning or flooding the log.
 //
-// Owns: the "paused" state of one listening socket and the set of failure
-// causes already logged. A failed accept leaves the connection in the
+// Owns: the "paused" state of one listening socket, a spare fd kept in
+// reserve, and the episodes of trouble it logs.
+//
+// Out of fds (EMFILE, ENFILE): a failed accept leaves the connection in the
 // kernel's queue, and a level-triggered listener would wake the loop at once
-// again, for nothing, until fds are freed; so on any accept error but EAGAIN
-// the listener leaves epoll for kAcceptPause and comes back from resume(),
-// which the owner calls from its expire() (nginx's ngx_event_accept does
-// the same on EMFILE). Every failure is logged once per distinct cause
-// (what failed + errno), never once per occurrence.
+// again, for nothing, until fds are freed (nginx's ngx_event_accept pauses
+// the listener; libuv's uv__emfile_trick keeps a spare fd). So: the spare fd
+// is closed, and the waiting connection is accepted into its number; then
+//   - if an fd is free again at once, it is served;
+//   - else the owner closes its oldest idle client (`make_room`), whose fd
+//     becomes the spare, and the newcomer is served in its place;
+//   - else the newcomer gets `refusal` (best effort) and is closed: a prompt
+//     answer and a close, never a hang, and work per connection, never a
+//     spin. The spare is opened again.
+// Without a spare fd, and on ENOBUFS or ENOMEM, the listener leaves epoll for
+// kAcceptPause instead. Errors of one pending connection (ECONNABORTED,
+// EPROTO...) skip it.
+//
+// Logging: an episode (Episode below) is logged when it starts, then once
+// with its counts when it is over, never once per failed accept. Other
+// failures are logged once per distinct cause (what failed + errno).
 // Must never: throw out of the loop, or block.
 #pragma once
 
@@ -24,22 +37,68 @@
 
 namespace preforkd::daemon {
 
+// One kind of trouble that can recur thousands of times a second (out of
+// fds, at a client limit), logged as an episode: the caller logs the first
+// occurrence (occur() returns true), and tick() logs one summary with the
+// counts once none has occurred for kQuiet ("control: out of file
+// descriptors (EMFILE) for 2.1 s: 1234 new connections refused, 12 idle
+// connections closed to make room"), and one "so far" line per kReport of
+// an episode that goes on. Nothing is logged per occurrence.
+class Episode {
+ public:
+  using Clock = std::chrono::steady_clock;
+  using Logger = std::function<void(const std::string&)>;
+  static constexpr std::chrono::seconds kQuiet{2};
+  static constexpr std::chrono::seconds kReport{60};
+
+  explicit Episode(Logger warn) : warn_(std::move(warn)) {}
+
+  // One occurrence at `now`; `what` names the trouble in the summary (kept
+  // from the occurrence that opened the episode). True when it opens one.
+  bool occur(Clock::time_point now, const std::string& what);
+  bool open() const { return open_; }
+  // Counted by the owner while an episode is open.
+  uint64_t refused = 0;  // new connections refused
+  uint64_t closed = 0;   // idle connections closed to make room
+
+  // Logs the summary of an episode quiet for kQuiet, or the "so far" line
+  // of a long one; returns when it wants to be called again (max() when no
+  // episode is open: no wake-up).
+  Clock::time_point tick(Clock::time_point now);
+
+ private:
+  void report(Clock::time_point now, bool over);
+
+  Logger warn_;
+  bool open_ = false;
+  std::string what_;
+  Clock::time_point first_, last_, reported_;
+};
+
 class AcceptGuard {
  public:
   using Clock = std::chrono::steady_clock;
   using Logger = std::function<void(const std::string&)>;
   static constexpr std::chrono::milliseconds kAcceptPause{100};
+  // Connections taken per wake-up: a flood cannot keep the loop in here
+  // (the listener is level-triggered: the rest wakes the next iteration).
+  static constexpr size_t kAcceptBudget = 128;
 
-  // `who` prefixes every message ("control", "metrics"); `warn` may be empty.
-  AcceptGuard(std::string who, Logger warn) : who_(std::move(who)), warn_(std::move(warn)) {}
+  // `who` prefixes every message ("control", "metrics"); `warn` may be
+  // empty; `refusal` is written to a connection shed for want of fds.
+  AcceptGuard(std::string who, Logger warn, std::string refusal = "");
 
-  // Accepts every waiting connection of `listen_fd` (registered in `epoll`
-  // with data.u64 = its fd) and hands each to `on_client`, until EAGAIN or
-  // an error, which pauses the listener. Does nothing while paused.
-  void accept_all(sys::Epoll& epoll, int listen_fd, const std::function<void(sys::UniqueFd)>& on_client);
+  // Accepts waiting connections of `listen_fd` (registered in `epoll` with
+  // data.u64 = its fd) and hands each to `on_client`, until EAGAIN, the
+  // budget, or an error that pauses the listener. Out of fds, `make_room`
+  // (may be empty) closes one idle client of the owner and returns true, or
+  // returns false when there is none. Does nothing while paused.
+  void accept_all(sys::Epoll& epoll, int listen_fd, const std::function<void(sys::UniqueFd)>& on_client,
+                  const std::function<bool()>& make_room = {});
 
-  // Puts a paused listener back into epoll once its pause is over. Returns
-  // when it wants to be called again (max() when not paused).
+  // Puts a paused listener back into epoll once its pause is over, opens the
+  // spare fd again if it could not be, and logs the episode's summary when
+  // it is over. Returns when it wants to be called again (max(): never).
   Clock::time_point resume(sys::Epoll& epoll, int listen_fd, Clock::time_point now);
   bool paused() const { return paused_; }
 
@@ -48,10 +107,22 @@ class AcceptGuard {
   void warn_once(const std::string& what, int err, const std::string& consequence = "");
 
  private:
+  void pause(sys::Epoll& epoll, int listen_fd, Clock::time_point now);
+  // After accept failed with `why` (EMFILE/ENFILE): takes one waiting
+  // connection into the spare fd's number and serves or refuses it (above).
+  // 0 when one was taken, EAGAIN when none waits, else accept's errno.
+  int take_with_spare(int listen_fd, int why, const std::function<void(sys::UniqueFd)>& on_client,
+                      const std::function<bool()>& make_room);
+  int reopen_spare();  // 0 when the spare fd is open
+  void log(const std::string& message);
+
   std::string who_;
   Logger warn_;
+  std::string refusal_;
+  sys::UniqueFd spare_;
   bool paused_ = false;
   Clock::time_point resume_at_ = Clock::time_point::max();
+  Episode failing_;
   std::set<std::pair<std::string, int>> logged_;
 };
 

@@ -11,10 +11,20 @@ namespace preforkd::daemon {
 
 namespace {
 
-constexpr size_t kMaxQueuedLines = 16;
 constexpr size_t kReadBudget = 64 * 1024;
 
 const char kPermissionDenied[] = R"({"ok":false,"error":"permission denied"})";
+const char kTooMuch[] = R"({"ok":false,"error":"request too long or too many requests"})";
+const char kTooManyClients[] = R"({"ok":false,"error":"too many clients, none of them idle: try again later"})";
+const char kMadeRoom[] = R"({"ok":false,"error":"too many clients: closed to make room for a new one"})";
+const char kTimedOut[] = R"({"ok":false,"error":"no complete request within the time limit"})";
+const char kOutOfFds[] = R"({"ok":false,"error":"preforkd is out of file descriptors: try again later"})" "\n";
+
+// Best effort, one non-blocking write (T13), to a client about to be closed.
+void say(int fd, const char* json_line) {
+  std::string line = std::string(json_line) + "\n";
+  (void)sys::send_some(fd, line.data(), line.size());
+}
 
 void make_parent_dir(const std::string& path) {
   auto slash = path.rfind('/');
@@ -28,7 +38,12 @@ void make_parent_dir(const std::string& path) {
 
 ControlServer::ControlServer(const std::string& path, std::optional<gid_t> gid, RequestHandler on_request,
                              Logger warn)
-    : path_(path), gid_(gid), on_request_(std::move(on_request)), warn_(std::move(warn)), guard_("control", warn_) {
+    : path_(path),
+      gid_(gid),
+      on_request_(std::move(on_request)),
+      warn_(std::move(warn)),
+      guard_("control", warn_, kOutOfFds),
+      crowded_(warn_) {
   make_parent_dir(path_);
   sys::ListenSpec spec;
   spec.family = sys::ListenSpec::Family::Unix;
@@ -57,7 +72,8 @@ ControlServer::ControlServer(sys::UniqueFd adopted, const std::string& path, std
       listen_(std::move(adopted)),
       on_request_(std::move(on_request)),
       warn_(std::move(warn)),
-      guard_("control", warn_) {
+      guard_("control", warn_, kOutOfFds),
+      crowded_(warn_) {
   if (int err = sys::set_nonblocking(listen_.get())) sys::throw_errno("control socket " + path_, err);
 }
 
@@ -80,13 +96,24 @@ bool ControlServer::peer_allowed(const sys::PeerCredentials& cred) const {
 }
 
 void ControlServer::on_listen_readable() {
-  guard_.accept_all(*epoll_, listen_.get(), [this](sys::UniqueFd fd) { on_accepted(std::move(fd)); });
+  guard_.accept_all(
+      *epoll_, listen_.get(), [this](sys::UniqueFd fd) { on_accepted(std::move(fd)); },
+      [this] { return close_oldest_idle(); });
 }
 
 void ControlServer::on_accepted(sys::UniqueFd fd) {
-  if (clients_.size() >= kMaxClients) {
-    warn_("control: too many clients, refusing a connection");
-    return;  // closed at once: the backlog never fills up behind idle clients
+  auto now = Clock::now();
+  if (by_fd_.size() >= kMaxClients) {
+    if (crowded_.occur(now, "control: at the limit of " + std::to_string(kMaxClients) + " clients"))
+      warn_("control: " + std::to_string(kMaxClients) +
+            " clients connected (the limit): each new one closes the oldest idle one, or is refused if none is "
+            "idle (one summary when it is over)");
+    if (!close_oldest_idle()) {
+      ++crowded_.refused;
+      say(fd.get(), kTooManyClients);
+      return;  // closed at once: the backlog never fills up behind busy clients
+    }
+    ++crowded_.closed;
   }
   sys::PeerCredentials cred;
   if (int err = sys::peer_credentials(fd.get(), cred)) {
@@ -104,9 +131,23 @@ void ControlServer::on_accepted(sys::UniqueFd fd) {
   }
   c.id = next_id_++;
   c.fd = std::move(fd);
-  c.deadline = Clock::now() + kIdleTimeout;
+  c.deadline = now + kRequestTimeout;
   by_fd_[raw] = c.id;
-  clients_.emplace(c.id, std::move(c));
+  Client& added = clients_.emplace(c.id, std::move(c)).first->second;
+  // A client that wrote its request right after connecting (preforkctl) has
+  // it read now, before the next connection is accepted: with a request
+  // queued it is no longer idle, and no newcomer can close it to make room.
+  if (read_input(added)) dispatch(added);
+}
+
+bool ControlServer::close_oldest_idle() {
+  for (auto& [id, c] : clients_) {  // ids grow: the oldest first
+    if (!c.fd || c.pending || !c.lines.empty() || !c.out.empty()) continue;
+    say(c.fd.get(), kMadeRoom);
+    drop(id);
+    return true;
+  }
+  return false;
 }
 
 void ControlServer::on_client_event(int fd, uint32_t events) {
@@ -114,46 +155,75 @@ void ControlServer::on_client_event(int fd, uint32_t events) {
   if (it == by_fd_.end()) return;
   ClientId id = it->second;
   Client& c = clients_.at(id);
+  // Accepted while this batch of events was handled: the event was collected
+  // for an fd closed meanwhile (a client closed to make room) whose number
+  // this one reuses. Its own events come with the next epoll_wait.
+  if (c.fresh) return;
   if (events & (EPOLLERR | EPOLLHUP)) {
     if (!(events & EPOLLIN)) return drop(id);
   }
   if (events & EPOLLOUT) {
     flush(c);
     if (!c.fd) return drop(id);
-    if (c.out.empty() && c.close_after_flush) return drop(id);
+    // Done once everything asked has been answered (a request may still run).
+    if (c.out.empty() && c.close_after_flush && !c.pending && c.lines.empty()) return drop(id);
   }
-  if ((events & EPOLLIN) && !c.close_after_flush) {
-    char buf[16384];
-    size_t total = 0;
-    while (total < kReadBudget) {
-      ssize_t n = sys::read_some(c.fd.get(), buf, sizeof buf);
-      if (n > 0) {
-        total += static_cast<size_t>(n);
-        c.deadline = Clock::now() + kIdleTimeout;
-        size_t too_long = c.in.feed(std::string_view(buf, static_cast<size_t>(n)),
-                                    [&](std::string_view line) { c.lines.emplace_back(line); });
-        if (too_long > 0 || c.lines.size() > kMaxQueuedLines) {
-          reply(id, R"({"ok":false,"error":"request too long or too many requests"})", true);
-          return;
-        }
-        continue;
+  if ((events & EPOLLIN) && !c.close_after_flush)
+    if (!read_input(c)) return;
+  dispatch(c);
+}
+
+bool ControlServer::read_input(Client& c) {
+  char buf[16384];
+  size_t total = 0;
+  while (total < kReadBudget && !c.close_after_flush) {
+    ssize_t n = sys::read_some(c.fd.get(), buf, sizeof buf);
+    if (n > 0) {
+      total += static_cast<size_t>(n);  // the deadline stays: it is for the whole request
+      size_t too_long = c.in.feed(std::string_view(buf, static_cast<size_t>(n)),
+                                  [&](std::string_view line) { c.lines.emplace_back(line); });
+      if (too_long > 0 || c.lines.size() > kMaxQueuedLines) refuse(c, kTooMuch);
+      continue;
+    }
+    if (n == 0) {  // the peer is done sending; answer what it asked, then close
+      if (!c.pending && c.lines.empty() && c.out.empty()) {
+        drop(c.id);
+        return false;
       }
-      if (n == 0) {  // the peer is done sending; answer what it asked, then close
-        if (!c.pending && c.lines.empty() && c.out.empty()) return drop(id);
-        c.close_after_flush = true;
-        update_events(c);
-        break;
-      }
-      if (errno != EAGAIN && errno != EWOULDBLOCK) return drop(id);
+      c.close_after_flush = true;
+      update_events(c);
       break;
     }
+    if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      drop(c.id);
+      return false;
+    }
+    break;
   }
-  dispatch(c);
+  return true;
+}
+
+// Too long or too many: a request preforkd says it refused must never take
+// effect, so nothing queued is carried out, not even the lines before the
+// one over the limit, and nothing is read after it. A request already
+// handed over (running: a reload) is answered first, then the refusal.
+void ControlServer::refuse(Client& c, const char* json_line) {
+  c.lines.clear();
+  c.refused = true;
+  c.close_after_flush = true;
+  if (c.pending) {
+    c.refusal = json_line;  // reply() adds it after the running request's answer
+  } else {
+    c.out += json_line;
+    c.out += '\n';
+    c.deadline = Clock::now() + kRequestTimeout;
+  }
+  update_events(c);
 }
 
 // Hands the next line to the daemon, one request at a time per client.
 void ControlServer::dispatch(Client& c) {
-  if (!c.fd) return;  // dropped: what it asked is not carried out
+  if (!c.fd || c.refused) return;  // dropped or refused: what it asked is not carried out
   if (!c.allowed) {
     // Refused peers are answered on their first request, then disconnected.
     if (c.lines.empty() || c.denied) return;
@@ -180,6 +250,7 @@ void ControlServer::reply(ClientId client, const std::string& json_line, bool cl
   auto it = clients_.find(client);
   if (it == clients_.end()) return;  // gone: the operation's result is dropped
   Client& c = it->second;
+  if (c.refused && !c.pending) return;  // its refusal was the last word
   c.pending = false;
   if (c.out.size() + json_line.size() + 1 > kMaxPendingOut) {
     warn_("control: a client does not read its replies, disconnecting it");
@@ -188,8 +259,13 @@ void ControlServer::reply(ClientId client, const std::string& json_line, bool cl
   }
   c.out += json_line;
   c.out += '\n';
+  if (!c.refusal.empty()) {
+    c.out += c.refusal;
+    c.out += '\n';
+    c.refusal.clear();
+  }
   c.close_after_flush |= close_after;
-  c.deadline = Clock::now() + kIdleTimeout;
+  c.deadline = Clock::now() + kRequestTimeout;  // to read it
   update_events(c);  // EPOLLOUT: written from the loop, never from inside a handler
 }
 
@@ -197,14 +273,14 @@ void ControlServer::flush(Client& c) {
   while (!c.out.empty() && c.fd) {
     ssize_t n = sys::send_some(c.fd.get(), c.out.data(), c.out.size());  // T13
     if (n > 0) {
-      c.out.erase(0, static_cast<size_t>(n));
-      c.deadline = Clock::now() + kIdleTimeout;
+      c.out.erase(0, static_cast<size_t>(n));  // progress does not move the deadline
       continue;
     }
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
     close_fd(c);  // EPIPE, ECONNRESET: the client is gone
     return;
   }
+  if (c.out.empty()) c.deadline = Clock::now() + kRequestTimeout;  // for its next request
   update_events(c);
   if (c.out.empty() && !c.pending) dispatch(c);
 }
@@ -249,13 +325,17 @@ void ControlServer::flush_all() {
 
 ControlServer::Clock::time_point ControlServer::expire(Clock::time_point now) {
   auto next = epoll_ != nullptr ? guard_.resume(*epoll_, listen_.get(), now) : Clock::time_point::max();
+  next = std::min(next, crowded_.tick(now));
   for (auto it = clients_.begin(); it != clients_.end();) {
     Client& c = it->second;
+    c.fresh = false;  // the batch it was accepted in is over
     bool dead = !c.fd;
-    bool idle = !c.pending && now >= c.deadline;  // a pending reply is waited for, however long
-    if (dead || idle) {
+    bool late = !c.pending && now >= c.deadline;  // a pending reply is waited for, however long
+    if (dead || late) {
       ClientId id = it->first;
       ++it;
+      // Half a request sent: say why it ends (an idle client is closed quietly).
+      if (!dead && c.in.buffered() > 0 && c.out.empty()) say(c.fd.get(), kTimedOut);
       drop(id);
       continue;
     }

@@ -1,15 +1,30 @@
 // control_server.hpp — the control socket's transport, inside the one loop.
 //
 // Owns: the listening Unix socket (mode 0660), its clients, their bounded
-// input and output buffers, the SO_PEERCRED check and the idle deadline.
+// input and output buffers, the SO_PEERCRED check and their deadlines.
 // It speaks lines: every complete request line goes to the daemon through
 // `on_request`; the daemon answers with `reply()`, now or later (restart,
 // scale, stop reply when their operation has finished). Must never: block
-// (every fd is non-blocking), or let one client hold memory or the loop: a
-// line over 64 KiB, more than 16 MiB of unread replies, more than 64 clients
-// or 10 s of silence while nothing is pending ends that client. A client
-// that cannot be watched (epoll_ctl fails) is dropped alone; an accept
-// error pauses the listener briefly (AcceptGuard); each cause is logged once.
+// (every fd is non-blocking), let one client hold memory or the loop, or
+// let idle or slow clients lock preforkctl out:
+//   - a line over 64 KiB, or more than 16 requests queued behind the one
+//     being served, is refused: nothing queued is carried out (not even the
+//     requests before the one over the limit), nothing more is read, and
+//     the connection closes after the error reply, the last thing the
+//     client hears (a request already running is answered before it);
+//   - a client gets 10 s from connecting (or from its last reply being
+//     written) to send a complete request: a deadline, not a silence timer,
+//     so a byte every 100 ms buys nothing; and 10 s to read a reply;
+//     waiting for a reply (a reload) has no limit;
+//   - more than 16 MiB of unread replies ends the client;
+//   - at 64 clients a newcomer closes the oldest idle one (no request
+//     pending or queued, no reply unwritten) and takes its place; only when
+//     none is idle is the newcomer refused;
+//   - out of fds, the same: an idle client makes room, else the newcomer
+//     is refused at once with an error line (AcceptGuard).
+// Being at the limit and being out of fds are logged once per episode with
+// counts (Episode), never once per connection. A client that cannot be
+// watched (epoll_ctl fails) is dropped alone.
 //
 // Who may talk (SO_PEERCRED, checked once at accept): root, preforkd's own
 // effective uid, or a process that has `control_group` among its primary or
@@ -49,7 +64,10 @@ class ControlServer {
   static constexpr size_t kMaxLine = 64 * 1024;
   static constexpr size_t kMaxPendingOut = 16 * 1024 * 1024;
   static constexpr size_t kMaxClients = 64;
-  static constexpr std::chrono::seconds kIdleTimeout{10};
+  static constexpr size_t kMaxQueuedLines = 16;
+  // From accept (or from the last reply written) to a complete request, and
+  // from a reply queued to its last byte read by the client.
+  static constexpr std::chrono::seconds kRequestTimeout{10};
 
   // Binds `path` (a stale socket file is replaced, a live one is an error:
   // "another preforkd is running"), mode 0660, group `gid` when given.
@@ -78,9 +96,10 @@ class ControlServer {
   // At exit: writes what can be written of every queued reply (non-blocking).
   void flush_all();
 
-  // Idle clients past their deadline are closed, clients that failed are
-  // dropped, a paused listener is resumed; returns the next deadline. The
-  // daemon calls it every loop iteration and arms its timer to the result.
+  // Clients past their deadline are closed, clients that failed are
+  // dropped, a paused listener is resumed, an episode over is logged;
+  // returns the next deadline. The daemon calls it every loop iteration
+  // (after the events of one epoll_wait) and arms its timer to the result.
   Clock::time_point expire(Clock::time_point now);
 
  private:
@@ -90,17 +109,25 @@ class ControlServer {
     uid_t uid = 0;
     pid_t pid = 0;
     bool allowed = false;
-    bool denied = false;  // the refusal has been sent
+    bool denied = false;    // the permission refusal has been sent
+    bool refused = false;   // too long / too many: its error reply is the last word
+    std::string refusal;    // that reply, while a request handed over before it runs
+    bool fresh = true;      // accepted during this batch of events (see on_client_event)
     core::LineBuffer in{kMaxLine, core::LineBuffer::Overflow::Discard};
     std::deque<std::string> lines;  // received, not yet handed over (one request at a time)
     bool pending = false;           // a request awaits its reply
     std::string out;
     bool close_after_flush = false;
-    Clock::time_point deadline;
+    Clock::time_point deadline;     // for the request being sent, or the reply being read
   };
 
   bool peer_allowed(const sys::PeerCredentials& cred) const;
   void on_accepted(sys::UniqueFd fd);
+  // Reads what the client sent (bounded per call); false if it was dropped.
+  bool read_input(Client& c);
+  void refuse(Client& c, const char* json_line);
+  // Closes the oldest client with nothing pending, queued or unwritten.
+  bool close_oldest_idle();
   void dispatch(Client& c);
   void flush(Client& c);
   void update_events(Client& c);
@@ -114,6 +141,7 @@ class ControlServer {
   RequestHandler on_request_;
   Logger warn_;
   AcceptGuard guard_;
+  Episode crowded_;  // at kMaxClients
   ClientId next_id_ = 1;
   std::map<ClientId, Client> clients_;
   std::map<int, ClientId> by_fd_;

@@ -18,13 +18,24 @@ std::string response(const char* status, const std::string& body, const std::str
   return r;
 }
 
+std::string unavailable(const std::string& why) {
+  return response("503 Service Unavailable", why + "\n", "text/plain", false, "Retry-After: 1\r\n");
+}
+
+// Best effort, one non-blocking write (T13), to a client about to be closed.
+void say(int fd, const std::string& text) { (void)sys::send_some(fd, text.data(), text.size()); }
+
 }  // namespace
 
 MetricsHttp::MetricsHttp(const sys::ListenSpec& spec, std::function<std::string()> render, Logger warn)
     : MetricsHttp(sys::bind_listener(spec), std::move(render), std::move(warn)) {}
 
 MetricsHttp::MetricsHttp(sys::UniqueFd adopted, std::function<std::string()> render, Logger warn)
-    : listen_(std::move(adopted)), render_(std::move(render)), guard_("metrics", std::move(warn)) {
+    : listen_(std::move(adopted)),
+      render_(std::move(render)),
+      warn_(std::move(warn)),
+      guard_("metrics", warn_, unavailable("preforkd is out of file descriptors")),
+      crowded_(warn_) {
   bound_ = sys::local_address(listen_.get());
   // Ours alone (not shared with workers): non-blocking is safe here.
   if (int err = sys::set_nonblocking(listen_.get())) sys::throw_errno("metrics socket " + bound_, err);
@@ -52,11 +63,25 @@ std::string MetricsHttp::respond(const std::string& head, const std::function<st
 }
 
 void MetricsHttp::on_listen_readable() {
-  guard_.accept_all(*epoll_, listen_.get(), [this](sys::UniqueFd fd) { on_accepted(std::move(fd)); });
+  guard_.accept_all(
+      *epoll_, listen_.get(), [this](sys::UniqueFd fd) { on_accepted(std::move(fd)); },
+      [this] { return close_oldest_idle(); });
 }
 
 void MetricsHttp::on_accepted(sys::UniqueFd fd) {
-  if (clients_.size() >= kMaxClients) return;  // closed at once
+  auto now = Clock::now();
+  if (clients_.size() >= kMaxClients) {
+    if (crowded_.occur(now, "metrics: at the limit of " + std::to_string(kMaxClients) + " connections") && warn_)
+      warn_("metrics: " + std::to_string(kMaxClients) +
+            " connections open (the limit): each new one closes the oldest idle one, or is refused if none is "
+            "idle (one summary when it is over)");
+    if (!close_oldest_idle()) {
+      ++crowded_.refused;
+      say(fd.get(), unavailable("too many connections"));
+      return;  // closed at once
+    }
+    ++crowded_.closed;
+  }
   int raw = fd.get();
   if (int err = epoll_->try_add(raw, EPOLLIN, static_cast<uint64_t>(raw))) {
     guard_.warn_once("watch a client", err, ", dropping it");
@@ -64,8 +89,27 @@ void MetricsHttp::on_accepted(sys::UniqueFd fd) {
   }
   Client c;
   c.fd = std::move(fd);
-  c.deadline = Clock::now() + kTimeout;
-  clients_.emplace(raw, std::move(c));
+  c.seq = next_seq_++;
+  c.deadline = now + kTimeout;
+  Client& added = clients_.emplace(raw, std::move(c)).first->second;
+  // A request already sent is read now, before the next connection is
+  // accepted: being answered, this one can no longer be closed to make room.
+  read_request(raw, added);
+  auto it = clients_.find(raw);
+  if (it != clients_.end() && it->second.answered) flush(raw, it->second);
+}
+
+bool MetricsHttp::close_oldest_idle() {
+  auto victim = clients_.end();
+  for (auto it = clients_.begin(); it != clients_.end(); ++it) {
+    const Client& c = it->second;
+    if (c.answered && !c.lingering) continue;  // its response is being written
+    if (victim == clients_.end() || c.seq < victim->second.seq) victim = it;
+  }
+  if (victim == clients_.end()) return false;
+  if (!victim->second.answered) say(victim->first, unavailable("too many connections: closed to make room"));
+  drop(victim->first);
+  return true;
 }
 
 bool MetricsHttp::answer(Client& c, std::string r) {
@@ -85,6 +129,10 @@ void MetricsHttp::on_client_event(int fd, uint32_t events) {
   auto it = clients_.find(fd);
   if (it == clients_.end()) return;
   Client& c = it->second;
+  // Accepted while this batch of events was handled: the event was collected
+  // for an fd closed meanwhile (a connection closed to make room) whose
+  // number this one reuses. Its own events come with the next epoll_wait.
+  if (c.fresh) return;
   if (c.lingering) {
     // Response sent: read and discard until the client closes, so that closing
     // with unread input never turns into a reset that eats the response.
@@ -95,32 +143,37 @@ void MetricsHttp::on_client_event(int fd, uint32_t events) {
     if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) drop(fd);
     return;
   }
-  if ((events & EPOLLIN) && !c.answered && !c.lingering) {
-    char buf[4096];
-    for (;;) {
-      ssize_t n = sys::read_some(fd, buf, sizeof buf);
-      if (n > 0) {
-        c.in.append(buf, static_cast<size_t>(n));
-        auto end = c.in.find("\r\n\r\n");
-        if (end != std::string::npos && end + 4 <= kMaxHead) {
-          if (!answer(c, respond(c.in, render_))) return;
-          break;
-        }
-        if (end != std::string::npos || c.in.size() > kMaxHead) {
-          if (!answer(c, response("431 Request Header Fields Too Large", "too large\n", "text/plain", false)))
-            return;
-          break;
-        }
-        continue;
-      }
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-      return drop(fd);  // EOF before a whole request, or an error
-    }
+  if ((events & EPOLLIN) && !c.answered) {
+    read_request(fd, c);
+    it = clients_.find(fd);
+    if (it == clients_.end()) return;  // dropped
   }
   if (events & (EPOLLERR | EPOLLHUP)) {
     if (!c.answered) return drop(fd);
   }
   if (c.answered) flush(fd, c);
+}
+
+void MetricsHttp::read_request(int fd, Client& c) {
+  char buf[4096];
+  for (;;) {
+    ssize_t n = sys::read_some(fd, buf, sizeof buf);
+    if (n > 0) {
+      c.in.append(buf, static_cast<size_t>(n));
+      auto end = c.in.find("\r\n\r\n");
+      if (end != std::string::npos && end + 4 <= kMaxHead) {
+        answer(c, respond(c.in, render_));
+        return;
+      }
+      if (end != std::string::npos || c.in.size() > kMaxHead) {
+        answer(c, response("431 Request Header Fields Too Large", "too large\n", "text/plain", false));
+        return;
+      }
+      continue;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+    return drop(fd);  // EOF before a whole request, or an error
+  }
 }
 
 void MetricsHttp::flush(int fd, Client& c) {
@@ -149,7 +202,9 @@ void MetricsHttp::drop(int fd) {
 
 MetricsHttp::Clock::time_point MetricsHttp::expire(Clock::time_point now) {
   auto next = epoll_ != nullptr ? guard_.resume(*epoll_, listen_.get(), now) : Clock::time_point::max();
+  next = std::min(next, crowded_.tick(now));
   for (auto it = clients_.begin(); it != clients_.end();) {
+    it->second.fresh = false;  // the batch it was accepted in is over
     if (now >= it->second.deadline) {
       int fd = it->first;
       ++it;

@@ -1,12 +1,16 @@
 // metrics_http.hpp — GET /metrics (Prometheus text 0.0.4) inside the loop.
 //
 // Owns: the metrics listening socket and its short-lived connections. One
-// request per connection, answered then closed. Must never: block, or let a
-// client hold resources: a request head over 8 KiB gets 431, a client that
-// has not sent its request within 5 s is cut off, at most 32 connections.
-// Anything but GET/HEAD is 405; any path but /metrics is 404. A client
-// that cannot be watched (epoll_ctl fails) is dropped alone; an accept error
-// pauses the listener briefly (AcceptGuard); each cause is logged once.
+// request per connection, answered then closed. Must never: block, or let
+// clients hold resources or lock scrapers out: a request head over 8 KiB
+// gets 431; a connection has 5 s from accept to be done (request, response,
+// close), however it trickles; at 32 connections a newcomer closes the
+// oldest idle one (no whole request yet, or its response already sent) and
+// takes its place, and only when none is idle is it refused (503); out of
+// fds, the same, else 503 at once (AcceptGuard). Being at the limit and
+// being out of fds are logged once per episode with counts, never once per
+// connection. Anything but GET/HEAD is 405; any path but /metrics is 404.
+// A client that cannot be watched (epoll_ctl fails) is dropped alone.
 #pragma once
 
 #include <chrono>
@@ -42,8 +46,9 @@ class MetricsHttp {
   bool owns(int fd) const { return clients_.count(fd) > 0; }
   void on_listen_readable();
   void on_client_event(int fd, uint32_t events);
-  // Cuts off slow clients and resumes a paused listener; returns the next
-  // deadline (called every loop iteration, like ControlServer::expire).
+  // Cuts off slow clients, resumes a paused listener and logs an episode
+  // that is over; returns the next deadline (called every loop iteration,
+  // after the events of one epoll_wait, like ControlServer::expire).
   Clock::time_point expire(Clock::time_point now);
 
   // Pure: the response to one request head (exposed for tests).
@@ -52,13 +57,19 @@ class MetricsHttp {
  private:
   struct Client {
     sys::UniqueFd fd;
+    uint64_t seq = 0;  // accept order: the oldest idle one makes room first
     std::string in;
     std::string out;
     bool answered = false;
     bool lingering = false;  // response written, draining input until EOF
+    bool fresh = true;       // accepted during this batch of events (see on_client_event)
     Clock::time_point deadline;
   };
   void on_accepted(sys::UniqueFd fd);
+  void read_request(int fd, Client& c);
+  // Closes the oldest connection with no whole request yet or its response
+  // sent; false when every one is being answered.
+  bool close_oldest_idle();
   bool answer(Client& c, std::string response);  // false: the client was dropped
   void flush(int fd, Client& c);
   void drop(int fd);
@@ -67,7 +78,10 @@ class MetricsHttp {
   std::string bound_;
   std::function<std::string()> render_;
   sys::Epoll* epoll_ = nullptr;
+  Logger warn_;
   AcceptGuard guard_;
+  Episode crowded_;  // at kMaxClients
+  uint64_t next_seq_ = 1;
   std::map<int, Client> clients_;
 };
 

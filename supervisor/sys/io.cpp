@@ -72,6 +72,13 @@ int accept_client(int listen_fd, UniqueFd& out) noexcept {
   }
 }
 
+int open_spare_fd(UniqueFd& out) noexcept {
+  int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);  // T5; never blocks, so no EINTR
+  if (fd < 0) return errno;
+  out.reset(fd);
+  return 0;
+}
+
 ssize_t read_some(int fd, void* buf, size_t n) noexcept {
   return retry_on_eintr([&] { return ::read(fd, buf, n); });
 }

@@ -42,6 +42,12 @@ int open_file(UniqueFd& out, const std::string& path, int flags, unsigned mode =
 // Fault point "accept4".
 int accept_client(int listen_fd, UniqueFd& out) noexcept;
 
+// A spare fd (/dev/null, read-only, close-on-exec) held in reserve: when
+// accept() fails with EMFILE, closing it frees the one fd that accepting
+// and closing a waiting client needs (libuv's uv__emfile_trick). No fault
+// point: it stands in for an fd, it is not an operation that can fail alone.
+int open_spare_fd(UniqueFd& out) noexcept;
+
 // read(); EINTR retried. -1 + errno, 0 at EOF.
 ssize_t read_some(int fd, void* buf, size_t n) noexcept;
 // send(MSG_NOSIGNAL) (T13: a gone peer is EPIPE, never SIGPIPE); EINTR
