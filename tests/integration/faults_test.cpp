@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -503,5 +504,55 @@ TEST_CASE("faults: write fails with ENOSPC on preforkd's log file: dropped lines
   CHECK_MESSAGE(count(said, "writing to the log file " + logfile + " works again; 3 line(s) were lost") == 1, said);
   CHECK(echo_roundtrip(port, "still serving\n"));
   CHECK(all_ready(d));
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("faults: workers die while the USR2 check is finishing, reaped with it in one batch: preforkd acts on "
+          "their deaths before it hands over, and every slot comes back") {
+  TempDir dir;
+  // preforkd runs from a copy of the binary; that file is then replaced (as
+  // a package upgrade does) by a wrapper whose --upgrade-check takes a
+  // second, which gives the test time to stop preforkd while it runs.
+  std::string exe = dir.file("preforkd"), real = dir.file("preforkd.real");
+  REQUIRE(run({"/bin/cp", bin("preforkd"), exe}).first == 0);
+  REQUIRE(run({"/bin/cp", bin("preforkd"), real}).first == 0);
+  Preforkd d(dir, echo_program(), {}, true, {}, exe);
+  REQUIRE(d.wait_workers(3));
+  REQUIRE(wait_until([&] { return all_ready(d); }));
+  std::string wrapper = dir.write("preforkd.new", "#!/bin/sh\ncase \" $* \" in *\" --upgrade-check \"*) sleep 1 ;; esac\n"
+                                                  "exec " + real + " \"$@\"\n");
+  REQUIRE(::chmod(wrapper.c_str(), 0755) == 0);
+  REQUIRE(::rename(wrapper.c_str(), exe.c_str()) == 0);
+  auto workers = live_workers(d);
+  for (pid_t w : workers) wait_past_reset_after(w);
+  size_t mark = d.log().size();
+
+  REQUIRE(::kill(d.pid(), SIGUSR2) == 0);
+  pid_t check = 0;
+  REQUIRE(wait_until([&] {
+    for (pid_t c : children_of(d.pid()))
+      if (read_file("/proc/" + std::to_string(c) + "/cmdline").find("--upgrade-check") != npos) check = c;
+    return check != 0;
+  }));
+  // While preforkd is stopped, two workers die and the check finishes: the
+  // next waitpid() loop collects all three (the workers, older, first).
+  REQUIRE(::kill(d.pid(), SIGSTOP) == 0);
+  REQUIRE(wait_until([&] { return proc_state(d.pid()) == 'T'; }));
+  REQUIRE(::kill(workers[0], SIGKILL) == 0);
+  REQUIRE(::kill(workers[1], SIGKILL) == 0);
+  bool all_zombies = wait_until([&] {
+    return proc_state(workers[0]) == 'Z' && proc_state(workers[1]) == 'Z' && proc_state(check) == 'Z';
+  }, 20s);
+  REQUIRE(::kill(d.pid(), SIGCONT) == 0);
+  REQUIRE_MESSAGE(all_zombies, "the check did not finish while preforkd was stopped");
+
+  REQUIRE_MESSAGE(d.wait_for_log("took over", 20s, mark) != npos, d.log());
+  for (int i = 0; i < 2; ++i)
+    CHECK_MESSAGE(d.log().find("pid " + std::to_string(workers[static_cast<size_t>(i)]) + ": killed by signal 9", mark) != npos,
+                  "the death of a worker reaped with the check was never acted on:\n", d.log().substr(mark));
+  CHECK_MESSAGE(wait_until([&] { return d.process().running() && live_workers(d).size() == 3 && all_ready(d); }, 10s),
+                "a slot whose worker died with the check never came back:\n", d.log().substr(mark));
+  CHECK(zombie_children(d.pid()) == 0);
+  CHECK(echo_roundtrip(d.port(), "after the upgrade\n"));
   CHECK(d.stop() == 0);
 }
