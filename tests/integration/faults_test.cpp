@@ -186,6 +186,8 @@ TEST_CASE("faults: fork fails with EAGAIN for a respawn: preforkd logs it, backs
   REQUIRE(kill(victim, SIGKILL) == 0);
   CHECK_MESSAGE(d.wait_for_log("fork call 6: injected EAGAIN", 10s, mark) != npos, d.log());
   CHECK_MESSAGE(d.log().find("fork: Resource temporarily unavailable", mark) != npos, d.log());
+  // One line per failed fork, not more (the third may still be on its way).
+  CHECK(wait_until([&] { return count(preforkd_lines(d.log(), mark), "fork: Resource temporarily unavailable") == 3; }));
   bool back = wait_until([&] { return live_workers(d).size() == 3 && !has(live_workers(d), victim); }, 20s);
   auto took = Clock::now() - killed_at;
   REQUIRE_MESSAGE(back, d.log());
@@ -222,6 +224,10 @@ TEST_CASE("faults: epoll_ctl fails with ENOMEM on a respawn's pipe: preforkd kee
   bool back = wait_until([&] { return d.process().running() && recovered(d, victim); }, 20s);
   CHECK_MESSAGE(d.process().running(), "preforkd died of one failed epoll_ctl:\n", d.log());
   REQUIRE_MESSAGE(back, d.log());
+  // Said once: the failed call, then the start it cost.
+  std::string said = preforkd_lines(d.log(), mark);
+  CHECK_MESSAGE(count(said, "epoll_ctl: Cannot allocate memory") == 1, said);
+  CHECK_MESSAGE(count(said, "cannot watch its pipes") == 1, said);
   auto after = live_workers(d);
   for (pid_t p : before)
     if (p != victim) CHECK_MESSAGE(has(after, p), "worker ", p, " was replaced");

@@ -115,7 +115,7 @@ class Tmpfs {
 }  // namespace
 
 TEST_CASE("limits: RLIMIT_NOFILE of 40 for 30 workers with stdout files: preforkd serves with those it could "
-          "start, says why the others failed, backs off, and starts them all once the limit is raised") {
+          "start, says why the others failed, backs off, and recovers once the limit is raised (or the program scaled to fit)") {
   TempDir dir;
   uint16_t port = free_port();
   std::string yaml = "programs:\n"
