@@ -55,7 +55,7 @@ Daemon::Daemon(config::Config config, DaemonOptions options)
   config::LogLevel level = options_.log_level.value_or(config_.supervisor.log_level);
   log_ = make_logger(config_.supervisor.log_file, level);
   log_file_open_ = config_.supervisor.log_file;
-  sys::mark_all_cloexec();  // T5: spdlog's file is opened without O_CLOEXEC
+  sys::mark_all_cloexec();  // T5: a backstop for any fd a library opened without O_CLOEXEC
 
   // T8: signalfd only works if no other thread can take our signals.
   int threads = sys::thread_count();

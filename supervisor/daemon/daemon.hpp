@@ -201,6 +201,7 @@ class Daemon {
   bool adopted_ = false;  // took over from a previous binary (USR2)
   sys::UniqueFd adopted_control_, adopted_metrics_;
   bool upgrade_requested_ = false;
+  bool upgrade_checked_ = false;  // the check passed: exec at the end of an iteration (maybe_start_upgrade)
   pid_t upgrade_check_pid_ = 0;
   sys::UniqueFd upgrade_check_output_;
   core::TimePoint upgrade_check_deadline_ = core::kNever;

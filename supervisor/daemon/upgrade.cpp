@@ -380,8 +380,17 @@ void Daemon::on_usr2() {
     log_->info("preforkd: the upgrade waits until the reloads, rollouts and operations in progress are over");
 }
 
-// Runs the new binary's check once nothing that a client waits for is in progress.
+// Runs the new binary's check once nothing that a client waits for is in
+// progress; once it passed, execs it when that is still so and every
+// decision of this iteration is applied.
 void Daemon::maybe_start_upgrade() {
+  if (upgrade_checked_) {
+    if (policy_.shutting_down()) upgrade_checked_ = false;
+    if (!upgrade_checked_ || !policy_.quiescent() || !actions_.empty()) return;
+    upgrade_checked_ = false;
+    exec_upgrade();  // returns only if the exec failed (logged)
+    return;
+  }
   if (!upgrade_requested_ || upgrade_check_pid_ > 0 || policy_.shutting_down()) return;
   if (!policy_.quiescent() || !actions_.empty()) return;  // checked again every loop iteration
   upgrade_requested_ = false;
@@ -424,7 +433,10 @@ void Daemon::on_upgrade_check_exit(const sys::ExitStatus& status) {
     return;
   }
   if (policy_.shutting_down()) return;
-  exec_upgrade();
+  // Not from here: this runs inside reap(), and the children reaped in the
+  // same batch, and what their deaths call for (a respawn...), would be lost
+  // to the exec. The loop execs once all of it is applied (maybe_start_upgrade).
+  upgrade_checked_ = true;
 }
 
 void Daemon::exec_upgrade() {
