@@ -147,11 +147,26 @@ std::variant<std::monostate, NotifyError> WorkerReport::apply(const NotifyMessag
   return std::monostate{};
 }
 
+namespace {
+
+// Sums of what workers wrote saturate: a worker may write any value up to
+// 2^64 - 1 (a counter) or INT64_MAX (a gauge), and a program's counter
+// total must never go backwards (SPEC); an int64 overflow would be
+// undefined behaviour (found by fuzz/notify_fuzz).
+void add_saturating(uint64_t& total, uint64_t value) {
+  if (__builtin_add_overflow(total, value, &total)) total = UINT64_MAX;
+}
+void add_saturating(int64_t& total, int64_t value) {
+  if (__builtin_add_overflow(total, value, &total)) total = value > 0 ? INT64_MAX : INT64_MIN;
+}
+
+}  // namespace
+
 void ProgramTotals::retire(const WorkerReport& r) {
   for (const auto& [name, value] : r.counters()) {
     auto it = retired_.find(name);
     if (it != retired_.end()) {
-      it->second += value;  // wraps only after 2^64 events: not a concern
+      add_saturating(it->second, value);
     } else if (retired_.size() < kProgramNamesMax) {
       retired_.emplace(name, value);
     } else {
@@ -163,14 +178,14 @@ void ProgramTotals::retire(const WorkerReport& r) {
 std::map<std::string, uint64_t> ProgramTotals::counters(const std::vector<const WorkerReport*>& live) const {
   std::map<std::string, uint64_t> out = retired_;
   for (const WorkerReport* r : live)
-    for (const auto& [name, value] : r->counters()) out[name] += value;
+    for (const auto& [name, value] : r->counters()) add_saturating(out[name], value);
   return out;
 }
 
 std::map<std::string, int64_t> ProgramTotals::gauges(const std::vector<const WorkerReport*>& live) {
   std::map<std::string, int64_t> out;
   for (const WorkerReport* r : live)
-    for (const auto& [name, value] : r->gauges()) out[name] += value;
+    for (const auto& [name, value] : r->gauges()) add_saturating(out[name], value);
   return out;
 }
 

@@ -1,16 +1,11 @@
 // notify_overflow_test.cpp — what fuzz/notify_fuzz found in core/notify's
-// program totals, as worker-written values reach them.
-//
-// KNOWN, not fixed yet: ProgramTotals adds values a worker wrote (up to
-// 2^64 - 1 for a counter, INT64_MAX for a gauge) without saturating, so one
-// hostile worker makes its program's counter total wrap, which SPEC forbids
-// ("it never goes backwards"), and two make ProgramTotals::gauges overflow
-// int64, which is undefined behaviour. The first test asserts the SPEC and
-// is marked should_fail: it turns red once the sums saturate, to be
-// unmarked then. The second is skipped: it would run the undefined
-// behaviour (and fail the ASan + UBSan suite); unskip it with the fix.
-// The inputs are fuzz/corpus/notify/regress-counter-wrap* and
-// regress-gauge-overflow; fuzz/notify_fuzz.cpp skips them (KNOWN).
+// program totals, as worker-written values reach them: ProgramTotals added
+// values a worker wrote (up to 2^64 - 1 for a counter, INT64_MAX for a
+// gauge) without saturating, so one hostile worker made its program's
+// counter total wrap, which SPEC forbids ("it never goes backwards"), and
+// two made ProgramTotals::gauges overflow int64 (undefined behaviour). The
+// sums saturate now. The inputs are fuzz/corpus/notify/regress-counter-wrap*
+// and regress-gauge-overflow.
 #include <doctest/doctest.h>
 
 #include <cstdint>
@@ -36,22 +31,24 @@ WorkerReport reported(std::initializer_list<std::string> lines) {
 
 }  // namespace
 
-TEST_CASE("KNOWN: a program's counter total wraps past 2^64 and goes backwards (notify_fuzz: regress-counter-wrap)" *
-          doctest::should_fail()) {
+TEST_CASE("notify totals: a program's counter total saturates at 2^64 - 1, never goes backwards (notify_fuzz: regress-counter-wrap)") {
   ProgramTotals totals;
   totals.retire(reported({"COUNTER_b=18446744073709551615"}));  // a worker died having said 2^64 - 1
   const uint64_t before = totals.counters({}).at("b");
   const WorkerReport successor = reported({"COUNTER_b=1"});
   const uint64_t after = totals.counters({&successor}).at("b");
   CHECK(before == UINT64_MAX);
-  CHECK(after >= before);  // SPEC: never backwards. Today: 0.
+  CHECK(after >= before);  // SPEC: never backwards (it wrapped to 0)
+  CHECK(after == UINT64_MAX);
 }
 
-TEST_CASE("KNOWN: two workers' gauges near INT64_MAX overflow int64 in ProgramTotals::gauges "
-          "(notify_fuzz: regress-gauge-overflow)" *
-          doctest::skip()) {
+TEST_CASE("notify totals: two workers' gauges near INT64_MAX saturate instead of overflowing int64 "
+          "(notify_fuzz: regress-gauge-overflow)") {
   const WorkerReport a = reported({"GAUGE_g=9223372036854775807"});
   const WorkerReport b = reported({"GAUGE_g=9223372036854775807"});
-  const auto sum = ProgramTotals::gauges({&a, &b});  // undefined behaviour today
-  CHECK(sum.at("g") == INT64_MAX);                   // saturated, once fixed
+  const auto sum = ProgramTotals::gauges({&a, &b});  // was undefined behaviour
+  CHECK(sum.at("g") == INT64_MAX);
+  const WorkerReport c = reported({"GAUGE_g=-9223372036854775807"});
+  const WorkerReport d = reported({"GAUGE_g=-9223372036854775807"});
+  CHECK(ProgramTotals::gauges({&c, &d}).at("g") == INT64_MIN);
 }
