@@ -99,7 +99,12 @@ void Daemon::on_notify_socket_readable() {
     while (!data.empty()) {
       size_t nl = data.find('\n');
       std::string_view line = data.substr(0, nl);
-      if (!line.empty()) policy_.notify_line(*proc, line, t, actions_);  // "READY=1\n": no empty line to count
+      // The pipe's limit holds here too (SPEC: lines of at most 4096 bytes,
+      // the newline included): a longer line is one notify error, not read.
+      if (line.size() + 1 > core::kNotifyLineMax)
+        policy_.notify_too_long(*proc, 1, t, actions_);
+      else if (!line.empty())
+        policy_.notify_line(*proc, line, t, actions_);  // "READY=1\n": no empty line to count
       if (nl == std::string_view::npos) break;
       data.remove_prefix(nl + 1);
     }

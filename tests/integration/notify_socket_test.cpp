@@ -84,6 +84,21 @@ TEST_CASE("NOTIFY_SOCKET: libsystemd's sd_notify from a worker or from a process
   CHECK(d.stop() == 0);
 }
 
+TEST_CASE("NOTIFY_SOCKET: a datagram line over 4096 bytes is one notify error, the lines before it count") {
+  TempDir dir;
+  std::string script = std::string(PREFORKD_SOURCE_DIR) + "/tests/helpers/notify_by_hand.py";
+  Preforkd d(dir, "programs:\n"
+                  "  py:\n"
+                  "    command: [" + script + ", --long-line]\n"
+                  "    ready: notify\n");
+  CHECK_MESSAGE(wait_until([&] { return all_ready(d, "py", 1, "by hand"); }, 15s), d.log());
+  CHECK(notify_errors(d, "py") == 1);  // the 6000-byte STATUS= line
+  CHECK(d.wait_for_log("dropped a notify line (line too long)") != std::string::npos);
+  auto stats = d.control({{"cmd", "stats"}});
+  CHECK_MESSAGE(stats.dump().find("\"before_long\":1") != std::string::npos, stats.dump());
+  CHECK(d.stop() == 0);
+}
+
 TEST_CASE("NOTIFY_SOCKET: a Python worker sending the datagram by hand becomes ready - an oversized one is dropped "
           "and counted") {
   TempDir dir;
