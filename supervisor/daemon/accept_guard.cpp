@@ -92,7 +92,7 @@ AcceptGuard::AcceptGuard(std::string who, Logger warn, std::string refusal)
 }
 
 void AcceptGuard::accept_all(sys::Epoll& epoll, int listen_fd, const std::function<void(sys::UniqueFd)>& on_client,
-                             const std::function<bool()>& make_room) {
+                             const std::function<size_t()>& make_room) {
   if (paused_) return;  // an event collected before the pause
   for (size_t taken = 0; taken < kAcceptBudget; ++taken) {
     sys::UniqueFd fd;
@@ -124,7 +124,7 @@ void AcceptGuard::accept_all(sys::Epoll& epoll, int listen_fd, const std::functi
 // accept() checks for a free fd before it looks at the queue, so EMFILE says
 // nothing about whether anyone waits; the spare fd's number answers that.
 int AcceptGuard::take_with_spare(int listen_fd, int why, const std::function<void(sys::UniqueFd)>& on_client,
-                                 const std::function<bool()>& make_room) {
+                                 const std::function<size_t()>& make_room) {
   spare_.reset();
   sys::UniqueFd fd;
   int err = sys::accept_client(listen_fd, fd);
@@ -140,8 +140,9 @@ int AcceptGuard::take_with_spare(int listen_fd, int why, const std::function<voi
   if (failing_.occur(Clock::now(), who_ + ": " + trouble(why)))
     log(sys::errno_message(who_ + ": accept", why) +
         ": closing idle connections to make room, else refusing new ones, while it lasts" + kSummaryFollows);
-  if (make_room && make_room()) {  // its fd becomes the spare; the newcomer keeps the spare's
-    ++failing_.closed;
+  // One fd the owner frees becomes the spare; the newcomer keeps the spare's.
+  if (size_t closed = make_room ? make_room() : 0) {
+    failing_.closed += closed;
     reopen_spare();
     on_client(std::move(fd));
     return 0;

@@ -10,8 +10,8 @@
 // the listener; libuv's uv__emfile_trick keeps a spare fd). So: the spare fd
 // is closed, and the waiting connection is accepted into its number; then
 //   - if an fd is free again at once, it is served;
-//   - else the owner closes its oldest idle client (`make_room`), whose fd
-//     becomes the spare, and the newcomer is served in its place;
+//   - else the owner closes idle clients (`make_room`: see ClientLimit),
+//     one fd becomes the spare, and the newcomer is served in their place;
 //   - else the newcomer gets `refusal` (best effort) and is closed: a prompt
 //     answer and a close, never a hang, and work per connection, never a
 //     spin. The spare is opened again.
@@ -26,6 +26,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <set>
@@ -75,6 +76,40 @@ class Episode {
   Clock::time_point first_, last_, reported_;
 };
 
+// How many clients one server takes at a time: its maximum, lowered while
+// preforkd is out of fds so that kFdHeadroom of the fds its clients held
+// stay free for the rest of preforkd (a respawn needs pipes; a status
+// reply reads /proc); idle clients a server would otherwise keep must not
+// starve the supervisor. Back to the maximum once fds have given no
+// trouble for a while (the Episode is over) and the crowd has thinned
+// below the lowered limit.
+class ClientLimit {
+ public:
+  static constexpr size_t kFdHeadroom = 16;
+
+  explicit ClientLimit(size_t max) : max_(max), value_(max) {}
+  size_t value() const { return value_; }
+  // Out of fds while `live` clients are connected: at most live - 16 from
+  // now on (at least 1), never more than before.
+  void lower(size_t live) {
+    size_t lowered = live > kFdHeadroom + 1 ? live - kFdHeadroom : 1;
+    if (lowered < value_) value_ = lowered;
+  }
+  void maybe_restore(bool out_of_fds, size_t live) {
+    if (value_ < max_ && !out_of_fds && live < value_) value_ = max_;
+  }
+  // "64 clients", or "27 clients (64 lowered while out of fds)".
+  std::string describe(const std::string& noun) const {
+    std::string text = std::to_string(value_) + " " + noun;
+    if (value_ < max_) text += " (" + std::to_string(max_) + " lowered while out of fds)";
+    return text;
+  }
+
+ private:
+  size_t max_;
+  size_t value_;
+};
+
 class AcceptGuard {
  public:
   using Clock = std::chrono::steady_clock;
@@ -91,16 +126,18 @@ class AcceptGuard {
   // Accepts waiting connections of `listen_fd` (registered in `epoll` with
   // data.u64 = its fd) and hands each to `on_client`, until EAGAIN, the
   // budget, or an error that pauses the listener. Out of fds, `make_room`
-  // (may be empty) closes one idle client of the owner and returns true, or
-  // returns false when there is none. Does nothing while paused.
+  // (may be empty) closes idle clients of the owner and returns how many
+  // (0: it has none). Does nothing while paused.
   void accept_all(sys::Epoll& epoll, int listen_fd, const std::function<void(sys::UniqueFd)>& on_client,
-                  const std::function<bool()>& make_room = {});
+                  const std::function<size_t()>& make_room = {});
 
   // Puts a paused listener back into epoll once its pause is over, opens the
   // spare fd again if it could not be, and logs the episode's summary when
   // it is over. Returns when it wants to be called again (max(): never).
   Clock::time_point resume(sys::Epoll& epoll, int listen_fd, Clock::time_point now);
   bool paused() const { return paused_; }
+  // An episode of failed accepts is open (out of fds, or memory).
+  bool in_trouble() const { return failing_.open(); }
 
   // "<who>: <what>: <strerror(err)><consequence> (logged once)", the first
   // time this (what, err) pair is seen; nothing after that.
@@ -112,7 +149,7 @@ class AcceptGuard {
   // connection into the spare fd's number and serves or refuses it (above).
   // 0 when one was taken, EAGAIN when none waits, else accept's errno.
   int take_with_spare(int listen_fd, int why, const std::function<void(sys::UniqueFd)>& on_client,
-                      const std::function<bool()>& make_room);
+                      const std::function<size_t()>& make_room);
   int reopen_spare();  // 0 when the spare fd is open
   void log(const std::string& message);
 

@@ -98,16 +98,16 @@ bool ControlServer::peer_allowed(const sys::PeerCredentials& cred) const {
 void ControlServer::on_listen_readable() {
   guard_.accept_all(
       *epoll_, listen_.get(), [this](sys::UniqueFd fd) { on_accepted(std::move(fd)); },
-      [this] { return close_oldest_idle(); });
+      [this] { return make_room_for_fds(); });
 }
 
 void ControlServer::on_accepted(sys::UniqueFd fd) {
   auto now = Clock::now();
-  if (by_fd_.size() >= kMaxClients) {
-    if (crowded_.occur(now, "control: at the limit of " + std::to_string(kMaxClients) + " clients"))
-      warn_("control: " + std::to_string(kMaxClients) +
-            " clients connected (the limit): each new one closes the oldest idle one, or is refused if none is "
-            "idle (one summary when it is over)");
+  if (by_fd_.size() >= limit_.value()) {
+    if (crowded_.occur(now, "control: at the limit of " + limit_.describe("clients")))
+      warn_("control: at the limit of " + limit_.describe("clients") +
+            ": each new one closes the oldest idle one, or is refused if none is idle (one summary when it is "
+            "over)");
     if (!close_oldest_idle()) {
       ++crowded_.refused;
       say(fd.get(), kTooManyClients);
@@ -138,6 +138,13 @@ void ControlServer::on_accepted(sys::UniqueFd fd) {
   // it read now, before the next connection is accepted: with a request
   // queued it is no longer idle, and no newcomer can close it to make room.
   if (read_input(added)) dispatch(added);
+}
+
+size_t ControlServer::make_room_for_fds() {
+  limit_.lower(by_fd_.size());
+  size_t closed = 0;
+  while (by_fd_.size() >= limit_.value() && close_oldest_idle()) ++closed;
+  return closed;
 }
 
 bool ControlServer::close_oldest_idle() {
@@ -326,6 +333,7 @@ void ControlServer::flush_all() {
 ControlServer::Clock::time_point ControlServer::expire(Clock::time_point now) {
   auto next = epoll_ != nullptr ? guard_.resume(*epoll_, listen_.get(), now) : Clock::time_point::max();
   next = std::min(next, crowded_.tick(now));
+  limit_.maybe_restore(guard_.in_trouble(), by_fd_.size());
   for (auto it = clients_.begin(); it != clients_.end();) {
     Client& c = it->second;
     c.fresh = false;  // the batch it was accepted in is over

@@ -20,8 +20,10 @@
 //   - at 64 clients a newcomer closes the oldest idle one (no request
 //     pending or queued, no reply unwritten) and takes its place; only when
 //     none is idle is the newcomer refused;
-//   - out of fds, the same: an idle client makes room, else the newcomer
-//     is refused at once with an error line (AcceptGuard).
+//   - out of fds, the limit is lowered to leave 16 of the fds clients held
+//     free for the rest of preforkd (ClientLimit) and idle clients make
+//     room down to it; with none idle the newcomer is refused at once with
+//     an error line (AcceptGuard). The limit comes back when fds do.
 // Being at the limit and being out of fds are logged once per episode with
 // counts (Episode), never once per connection. A client that cannot be
 // watched (epoll_ctl fails) is dropped alone.
@@ -128,6 +130,8 @@ class ControlServer {
   void refuse(Client& c, const char* json_line);
   // Closes the oldest client with nothing pending, queued or unwritten.
   bool close_oldest_idle();
+  // Out of fds: lowers limit_ and closes idle clients down to it.
+  size_t make_room_for_fds();
   void dispatch(Client& c);
   void flush(Client& c);
   void update_events(Client& c);
@@ -141,7 +145,8 @@ class ControlServer {
   RequestHandler on_request_;
   Logger warn_;
   AcceptGuard guard_;
-  Episode crowded_;  // at kMaxClients
+  ClientLimit limit_{kMaxClients};
+  Episode crowded_;  // at limit_
   ClientId next_id_ = 1;
   std::map<ClientId, Client> clients_;
   std::map<int, ClientId> by_fd_;

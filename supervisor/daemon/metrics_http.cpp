@@ -65,16 +65,16 @@ std::string MetricsHttp::respond(const std::string& head, const std::function<st
 void MetricsHttp::on_listen_readable() {
   guard_.accept_all(
       *epoll_, listen_.get(), [this](sys::UniqueFd fd) { on_accepted(std::move(fd)); },
-      [this] { return close_oldest_idle(); });
+      [this] { return make_room_for_fds(); });
 }
 
 void MetricsHttp::on_accepted(sys::UniqueFd fd) {
   auto now = Clock::now();
-  if (clients_.size() >= kMaxClients) {
-    if (crowded_.occur(now, "metrics: at the limit of " + std::to_string(kMaxClients) + " connections") && warn_)
-      warn_("metrics: " + std::to_string(kMaxClients) +
-            " connections open (the limit): each new one closes the oldest idle one, or is refused if none is "
-            "idle (one summary when it is over)");
+  if (clients_.size() >= limit_.value()) {
+    if (crowded_.occur(now, "metrics: at the limit of " + limit_.describe("connections")) && warn_)
+      warn_("metrics: at the limit of " + limit_.describe("connections") +
+            ": each new one closes the oldest idle one, or is refused if none is idle (one summary when it is "
+            "over)");
     if (!close_oldest_idle()) {
       ++crowded_.refused;
       say(fd.get(), unavailable("too many connections"));
@@ -97,6 +97,13 @@ void MetricsHttp::on_accepted(sys::UniqueFd fd) {
   read_request(raw, added);
   auto it = clients_.find(raw);
   if (it != clients_.end() && it->second.answered) flush(raw, it->second);
+}
+
+size_t MetricsHttp::make_room_for_fds() {
+  limit_.lower(clients_.size());
+  size_t closed = 0;
+  while (clients_.size() >= limit_.value() && close_oldest_idle()) ++closed;
+  return closed;
 }
 
 bool MetricsHttp::close_oldest_idle() {
@@ -203,6 +210,7 @@ void MetricsHttp::drop(int fd) {
 MetricsHttp::Clock::time_point MetricsHttp::expire(Clock::time_point now) {
   auto next = epoll_ != nullptr ? guard_.resume(*epoll_, listen_.get(), now) : Clock::time_point::max();
   next = std::min(next, crowded_.tick(now));
+  limit_.maybe_restore(guard_.in_trouble(), clients_.size());
   for (auto it = clients_.begin(); it != clients_.end();) {
     it->second.fresh = false;  // the batch it was accepted in is over
     if (now >= it->second.deadline) {

@@ -7,9 +7,11 @@
 // close), however it trickles; at 32 connections a newcomer closes the
 // oldest idle one (no whole request yet, or its response already sent) and
 // takes its place, and only when none is idle is it refused (503); out of
-// fds, the same, else 503 at once (AcceptGuard). Being at the limit and
-// being out of fds are logged once per episode with counts, never once per
-// connection. Anything but GET/HEAD is 405; any path but /metrics is 404.
+// fds, the limit is lowered to leave 16 fds free for the rest of preforkd
+// (ClientLimit), idle connections make room down to it, else 503 at once
+// (AcceptGuard). Being at the limit and being out of fds are logged once
+// per episode with counts, never once per connection. Anything but
+// GET/HEAD is 405; any path but /metrics is 404.
 // A client that cannot be watched (epoll_ctl fails) is dropped alone.
 #pragma once
 
@@ -70,6 +72,8 @@ class MetricsHttp {
   // Closes the oldest connection with no whole request yet or its response
   // sent; false when every one is being answered.
   bool close_oldest_idle();
+  // Out of fds: lowers limit_ and closes idle connections down to it.
+  size_t make_room_for_fds();
   bool answer(Client& c, std::string response);  // false: the client was dropped
   void flush(int fd, Client& c);
   void drop(int fd);
@@ -80,7 +84,8 @@ class MetricsHttp {
   sys::Epoll* epoll_ = nullptr;
   Logger warn_;
   AcceptGuard guard_;
-  Episode crowded_;  // at kMaxClients
+  ClientLimit limit_{kMaxClients};
+  Episode crowded_;  // at limit_
   uint64_t next_seq_ = 1;
   std::map<int, Client> clients_;
 };
