@@ -5,6 +5,7 @@ set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 build="$top/build-bench"
 cmake -S "$top" -B "$build" -DCMAKE_BUILD_TYPE=Release -DPREFORKD_TESTS=ON >/dev/null
+[ "${1:-}" = autoscale ] && exec "$top/bench/autoscale.sh" "$build"  # ~4 min, not in "all" (docs/benchmarks.md)
 cmake --build "$build" -j"$(nproc)" --target preforkd-core-bench >/dev/null
 echo "== core (${1:-all})"
 "$build/bin/preforkd-core-bench" "${1:-all}"
