@@ -164,7 +164,12 @@ pid_t kill_one_and_wait(const Preforkd& d, size_t index = 0) {
   pid_t victim = before[index];
   wait_past_reset_after(victim);
   REQUIRE(kill(victim, SIGKILL) == 0);
-  REQUIRE_MESSAGE(wait_until([&] { return live_workers(d).size() == before.size() && !has(live_workers(d), victim); }),
+  // One listing per look: two could see the victim still alive in the
+  // first and already gone (its slot not yet refilled) in the second.
+  REQUIRE_MESSAGE(wait_until([&] {
+                    auto now = live_workers(d);
+                    return now.size() == before.size() && !has(now, victim);
+                  }),
                   d.log());
   return victim;
 }
@@ -188,7 +193,10 @@ TEST_CASE("faults: fork fails with EAGAIN for a respawn: preforkd logs it, backs
   CHECK_MESSAGE(d.log().find("fork: Resource temporarily unavailable", mark) != npos, d.log());
   // One line per failed fork, not more (the third may still be on its way).
   CHECK(wait_until([&] { return count(preforkd_lines(d.log(), mark), "fork: Resource temporarily unavailable") == 3; }));
-  bool back = wait_until([&] { return live_workers(d).size() == 3 && !has(live_workers(d), victim); }, 20s);
+  bool back = wait_until([&] {
+    auto now = live_workers(d);
+    return now.size() == 3 && !has(now, victim);
+  }, 20s);
   auto took = Clock::now() - killed_at;
   REQUIRE_MESSAGE(back, d.log());
   CHECK(d.process().running());
