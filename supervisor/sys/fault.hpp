@@ -12,7 +12,7 @@
 // loaded; several rules may name the same point. Points, each consulted by
 // the sys wrapper that makes the call, before the call:
 //   fork       sys::spawn (SpawnError{Fork, err})
-//   pipe2      sys::make_pipe, sys::spawn's error pipe
+//   pipe2      sys::make_pipe
 //   accept4    sys::accept_client
 //   epoll_ctl  Epoll::add/modify/try_add/try_modify (not remove)
 //   socket     sys::bind_listener, sys::open_notify_socket

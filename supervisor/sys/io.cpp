@@ -39,12 +39,14 @@ int result_of(int rc) noexcept { return rc == 0 ? 0 : errno; }
 int make_pipe(PipeEnds& out, bool nonblock_read, bool nonblock_write) noexcept {
   if (int err = fault::injected("pipe2")) return err;
   int p[2];
-  if (::pipe2(p, O_CLOEXEC) != 0) return errno;  // T5
+  // O_NONBLOCK at creation when both ends want it (the notify pipe); else
+  // the one end that does gets it by F_SETFL: a fresh pipe end's status
+  // flags are known (O_RDONLY / O_WRONLY), so no F_GETFL is needed.
+  bool both = nonblock_read && nonblock_write;
+  if (::pipe2(p, O_CLOEXEC | (both ? O_NONBLOCK : 0)) != 0) return errno;  // T5
   UniqueFd r(p[0]), w(p[1]);
-  if (nonblock_read)
-    if (int err = set_nonblocking(r.get())) return err;
-  if (nonblock_write)
-    if (int err = set_nonblocking(w.get())) return err;
+  if (!both && nonblock_read && ::fcntl(r.get(), F_SETFL, O_RDONLY | O_NONBLOCK) != 0) return errno;
+  if (!both && nonblock_write && ::fcntl(w.get(), F_SETFL, O_WRONLY | O_NONBLOCK) != 0) return errno;
   out.read = std::move(r);
   out.write = std::move(w);
   return 0;

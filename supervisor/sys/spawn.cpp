@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <grp.h>
+#include <sched.h>
 #include <linux/close_range.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -23,21 +24,30 @@ namespace {
 constexpr const char kListenPidPrefix[] = "LISTEN_PID=";
 constexpr size_t kListenPidSize = sizeof kListenPidPrefix + 20;
 
+// The child shares preforkd's memory (CLONE_VM) and preforkd sleeps until it
+// has exec'd or exited (CLONE_VFORK), so a failure is reported by writing it
+// here before _exit: no error pipe, no read.
 struct ChildReport {
+  int failed;
   int stage;
   int err;
 };
 
+// Code that runs on the child's stack, in preforkd's memory: no sanitizer
+// instrumentation (ASan would account it to preforkd's own stack), no
+// allocation, no locks, raw syscalls only (T22).
+#define PREFORKD_CHILD_CODE __attribute__((no_sanitize("address", "undefined")))
+
 // The child side. Only async-signal-safe calls from here to execve.
-[[noreturn]] void report_and_exit(int errfd, SpawnError::Stage stage, int err) {
-  ChildReport r{static_cast<int>(stage), err};
-  ssize_t ignored = ::write(errfd, &r, sizeof r);
-  (void)ignored;
+[[noreturn]] PREFORKD_CHILD_CODE void report_and_exit(ChildReport* report, SpawnError::Stage stage, int err) {
+  report->stage = static_cast<int>(stage);
+  report->err = err;
+  report->failed = 1;
   _exit(127);
 }
 
 // T12: LISTEN_PID must be the worker's own pid; no snprintf in the child.
-void write_pid(char* out, pid_t pid) {
+PREFORKD_CHILD_CODE void write_pid(char* out, pid_t pid) {
   char digits[16];
   int n = 0;
   auto v = static_cast<unsigned long>(pid);
@@ -56,72 +66,81 @@ struct ChildPlan {
   char* listen_pid_entry;  // nullptr unless set_listen_pid
   int max_dst;
   pid_t parent_pid;
+  ChildReport* report;
 };
 
-[[noreturn]] void run_child(const ChildPlan& plan, int errfd) {
+// The process credentials, by raw syscall: glibc's wrappers would, in a
+// process it believes multi-threaded, broadcast the change to every thread
+// (setxid), and this child shares the parent's memory and thread state.
+PREFORKD_CHILD_CODE int raw_setgroups(size_t n, const gid_t* list) {
+  return static_cast<int>(syscall(SYS_setgroups, n, list));
+}
+PREFORKD_CHILD_CODE int raw_setgid(gid_t gid) { return static_cast<int>(syscall(SYS_setgid, gid)); }
+PREFORKD_CHILD_CODE int raw_setuid(uid_t uid) { return static_cast<int>(syscall(SYS_setuid, uid)); }
+
+PREFORKD_CHILD_CODE int run_child(void* arg) {
   using Stage = SpawnError::Stage;
+  const ChildPlan& plan = *static_cast<const ChildPlan*>(arg);
   const SpawnRequest& req = *plan.req;
+  ChildReport* report = plan.report;
 
   // T17: lead our own process group (the parent does the same, shell idiom).
-  if (setpgid(0, 0) != 0) report_and_exit(errfd, Stage::Setpgid, errno);
+  if (setpgid(0, 0) != 0) report_and_exit(report, Stage::Setpgid, errno);
 
-  // T11: move every source (and the error pipe) above the target range first,
+  // T11: move every source that lies in the target range above it first,
   // then dup2 into place: dup2 onto a fresh number clears FD_CLOEXEC, and no
-  // source can be clobbered by an earlier dup2.
-  if (errfd <= plan.max_dst) {
-    int moved = fcntl(errfd, F_DUPFD_CLOEXEC, plan.max_dst + 1);
-    if (moved < 0) report_and_exit(errfd, Stage::Fds, errno);
-    errfd = moved;
-  }
+  // source can be clobbered by an earlier dup2. (preforkd's own fds are
+  // above the range but for 0-2, so this is usually one dup2 per fd.)
   int tmp[64];
   size_t nfds = req.fds.size();
-  if (nfds > 64) report_and_exit(errfd, Stage::Fds, EMFILE);
+  if (nfds > 64) report_and_exit(report, Stage::Fds, EMFILE);
   for (size_t i = 0; i < nfds; ++i) {
+    tmp[i] = req.fds[i].src;
+    if (tmp[i] > plan.max_dst) continue;
     tmp[i] = fcntl(req.fds[i].src, F_DUPFD_CLOEXEC, plan.max_dst + 1);
-    if (tmp[i] < 0) report_and_exit(errfd, Stage::Fds, errno);
+    if (tmp[i] < 0) report_and_exit(report, Stage::Fds, errno);
   }
   for (size_t i = 0; i < nfds; ++i) {
-    if (dup2(tmp[i], req.fds[i].dst) < 0) report_and_exit(errfd, Stage::Fds, errno);
+    if (dup2(tmp[i], req.fds[i].dst) < 0) report_and_exit(report, Stage::Fds, errno);
   }
 
-  // T5: nothing above the mapped range survives exec. CLOSE_RANGE_CLOEXEC
-  // keeps the error pipe usable until execve itself.
+  // T5: nothing above the mapped range survives exec (close-on-exec rather
+  // than closed: fewer syscalls, same effect at execve).
   if (syscall(SYS_close_range, plan.max_dst + 1, ~0U, CLOSE_RANGE_CLOEXEC) != 0) {
-    // Pre-5.11 kernels: close everything but the error pipe.
-    if (errfd > plan.max_dst + 1) syscall(SYS_close_range, plan.max_dst + 1, errfd - 1, 0);
-    if (syscall(SYS_close_range, errfd + 1, ~0U, 0) != 0) report_and_exit(errfd, Stage::CloseRange, errno);
+    // Pre-5.11 kernels: close them.
+    if (syscall(SYS_close_range, plan.max_dst + 1, ~0U, 0) != 0) report_and_exit(report, Stage::CloseRange, errno);
   }
 
   if (plan.listen_pid_entry != nullptr)
-    write_pid(plan.listen_pid_entry + sizeof kListenPidPrefix - 1, getpid());
+    write_pid(plan.listen_pid_entry + sizeof kListenPidPrefix - 1, static_cast<pid_t>(syscall(SYS_getpid)));
 
   if (req.umask) ::umask(*req.umask);
   if (!req.directory.empty() && chdir(req.directory.c_str()) != 0)
-    report_and_exit(errfd, Stage::Chdir, errno);
+    report_and_exit(report, Stage::Chdir, errno);
   if (req.nofile_restore && setrlimit(RLIMIT_NOFILE, &*req.nofile_restore) != 0)
-    report_and_exit(errfd, Stage::Rlimit, errno);
+    report_and_exit(report, Stage::Rlimit, errno);
   for (const auto& [resource, value] : req.rlimits) {
     if (setrlimit(static_cast<__rlimit_resource>(resource), &value) != 0)
-      report_and_exit(errfd, Stage::Rlimit, errno);
+      report_and_exit(report, Stage::Rlimit, errno);
   }
-  if (req.groups && setgroups(req.groups->size(), req.groups->data()) != 0)
-    report_and_exit(errfd, Stage::Groups, errno);
-  if (req.gid && setgid(*req.gid) != 0) report_and_exit(errfd, Stage::Gid, errno);
+  if (req.groups && raw_setgroups(req.groups->size(), req.groups->data()) != 0)
+    report_and_exit(report, Stage::Groups, errno);
+  if (req.gid && raw_setgid(*req.gid) != 0) report_and_exit(report, Stage::Gid, errno);
   if (req.uid) {
-    if (setuid(*req.uid) != 0) report_and_exit(errfd, Stage::Uid, errno);
-    if (getuid() != *req.uid || geteuid() != *req.uid) report_and_exit(errfd, Stage::Uid, EPERM);
+    if (raw_setuid(*req.uid) != 0) report_and_exit(report, Stage::Uid, errno);
+    if (getuid() != *req.uid || geteuid() != *req.uid) report_and_exit(report, Stage::Uid, EPERM);
   }
 
   // T15: die with preforkd; if it already died, the check catches the race.
   // After setgid/setuid: a change of effective uid or gid clears the setting
   // (prctl(2)), so a worker run as `user:` set earlier would outlive us.
   if (req.pdeathsig != 0) {
-    if (prctl(PR_SET_PDEATHSIG, req.pdeathsig) != 0) report_and_exit(errfd, Stage::Pdeathsig, errno);
+    if (prctl(PR_SET_PDEATHSIG, req.pdeathsig) != 0) report_and_exit(report, Stage::Pdeathsig, errno);
     if (getppid() != plan.parent_pid) _exit(128 + req.pdeathsig);
   }
 
   // T7: dispositions back to default (1..31 only: glibc owns the RT signals);
-  // T6: then the empty mask.
+  // T6: then the empty mask. Without CLONE_SIGHAND these are the child's own.
   struct sigaction dfl {};
   dfl.sa_handler = SIG_DFL;
   sigemptyset(&dfl.sa_mask);
@@ -131,15 +150,19 @@ struct ChildPlan {
   }
   sigset_t empty;
   sigemptyset(&empty);
-  if (sigprocmask(SIG_SETMASK, &empty, nullptr) != 0) report_and_exit(errfd, Stage::Signals, errno);
+  if (sigprocmask(SIG_SETMASK, &empty, nullptr) != 0) report_and_exit(report, Stage::Signals, errno);
 
   execve(req.path.c_str(), plan.argv, plan.envp);
-  report_and_exit(errfd, Stage::Exec, errno);
+  report_and_exit(report, Stage::Exec, errno);
 }
+
+// The child's stack. preforkd sleeps while a child runs on it and the child
+// leaves it at execve or _exit, so one serves every spawn; only the pages a
+// child touches (a few) count in preforkd's RSS.
+alignas(64) char child_stack[64 * 1024];
 
 const char* stage_name(SpawnError::Stage s) {
   switch (s) {
-    case SpawnError::Stage::Pipe: return "pipe";
     case SpawnError::Stage::Fork: return "fork";
     case SpawnError::Stage::Setpgid: return "setpgid";
     case SpawnError::Stage::Pdeathsig: return "prctl(PR_SET_PDEATHSIG)";
@@ -183,58 +206,42 @@ SpawnResult spawn(const SpawnRequest& req) {
   if (req.set_listen_pid) envp.push_back(listen_pid);
   envp.push_back(nullptr);
 
-  ChildPlan plan{&req, argv.data(), envp.data(), req.set_listen_pid ? listen_pid : nullptr, 2,
-                 getpid()};
+  ChildReport report{0, 0, 0};
+  ChildPlan plan{&req, argv.data(), envp.data(), req.set_listen_pid ? listen_pid : nullptr, 2, getpid(), &report};
   for (const auto& m : req.fds) plan.max_dst = std::max(plan.max_dst, m.dst);
 
   SpawnResult result;
-  int p[2];
-  if (int err = fault::injected("pipe2")) {  // tests only (sys/fault.hpp)
-    result.error = SpawnError{SpawnError::Stage::Pipe, err};
-    return result;
-  }
-  if (pipe2(p, O_CLOEXEC) != 0) {
-    result.error = SpawnError{SpawnError::Stage::Pipe, errno};
-    return result;
-  }
-  UniqueFd err_read(p[0]), err_write(p[1]);
-  if (int err = fault::injected("fork")) {  // as if fork() failed: nothing to reap
+  if (int err = fault::injected("fork")) {  // tests only (sys/fault.hpp): as if clone() failed
     result.error = SpawnError{SpawnError::Stage::Fork, err};
     return result;
   }
 
-  // T9: no signal may reach the child between fork and its own reset.
+  // No copy of preforkd's page tables (and no copy-on-write faults for it
+  // afterwards): the child borrows preforkd's memory until its execve, and
+  // preforkd sleeps until then (CLONE_VFORK). What the exec'd program then
+  // does (loading its libraries...) runs in parallel with preforkd.
+  // T9: no signal may reach the child between clone and its own reset.
   sigset_t all, saved;
   sigfillset(&all);
   sigprocmask(SIG_SETMASK, &all, &saved);
-  pid_t pid = fork();
-  if (pid == 0) {
-    err_read.release();  // the child does not close it: it is CLOEXEC anyway
-    run_child(plan, err_write.get());
-  }
-  int fork_errno = errno;
+  pid_t pid = clone(run_child, child_stack + sizeof child_stack, CLONE_VM | CLONE_VFORK | SIGCHLD, &plan);
+  int clone_errno = errno;
   sigprocmask(SIG_SETMASK, &saved, nullptr);
   if (pid < 0) {
-    result.error = SpawnError{SpawnError::Stage::Fork, fork_errno};
+    result.error = SpawnError{SpawnError::Stage::Fork, clone_errno};
     return result;
   }
   setpgid(pid, pid);  // T17: whichever side runs first wins; EACCES after exec is fine
-  err_write.reset();
 
-  ChildReport report{};
-  ssize_t n = retry_on_eintr([&] { return ::read(err_read.get(), &report, sizeof report); });
-  if (n == 0) {  // EOF: execve succeeded and closed the CLOEXEC write end
+  if (!report.failed) {  // the child reached execve, and it worked
     result.pid = pid;
     return result;
   }
-  // The child failed before or at exec (or the read failed): reap it here so it
+  // The child failed before or at exec and has exited: reap it here so it
   // never shows up as a worker exit.
   int status = 0;
   retry_on_eintr([&] { return ::waitpid(pid, &status, 0); });
-  if (n == static_cast<ssize_t>(sizeof report))
-    result.error = SpawnError{static_cast<SpawnError::Stage>(report.stage), report.err};
-  else
-    result.error = SpawnError{SpawnError::Stage::Pipe, n < 0 ? errno : EIO};
+  result.error = SpawnError{static_cast<SpawnError::Stage>(report.stage), report.err};
   return result;
 }
 

@@ -1,14 +1,18 @@
 // spawn.hpp — fork + exec of one worker, with the worker contract's fd layout.
 //
 // Everything the child needs is prepared in the parent (argv/envp arrays,
-// the fd map, ids, limits); between fork() and execve() the child makes raw
-// syscalls only — no allocation, no logging, no locks (T22) — and reports a
-// failure through a close-on-exec error pipe as {stage, errno} (T10).
-// spawn() returns once the child has exec'd (the error pipe hit EOF) or has
-// failed, so a returned pid always runs the real program and may be
-// signalled (T10). Traps guarded here: T5 (every other fd closed), T6 (empty
-// mask), T7 (default dispositions), T9 (all signals blocked around fork),
-// T11 (two-phase fd moves), T12 (LISTEN_PID written in the child), T15
+// the fd map, ids, limits). The child is made with clone(CLONE_VM |
+// CLONE_VFORK) on a stack of its own: it runs in preforkd's memory (no page
+// tables copied, no copy-on-write faults afterwards) while preforkd sleeps,
+// until its execve replaces its memory or it exits. So between clone and
+// execve the child makes raw syscalls only: no allocation, no logging, no
+// locks, no glibc call that keeps process-wide state (T22); and it reports a
+// failure by writing {stage, errno} into the parent's memory before _exit
+// (T10). spawn() returns once the child has exec'd or has failed, so a
+// returned pid always runs the real program and may be signalled (T10).
+// Traps guarded here: T5 (every other fd close-on-exec), T6 (empty mask),
+// T7 (default dispositions), T9 (all signals blocked around the clone), T11
+// (two-phase fd moves), T12 (LISTEN_PID written in the child), T15
 // (PR_SET_PDEATHSIG + getppid check), T17 (setpgid on both sides), T18
 // (RLIMIT_NOFILE restored).
 #pragma once
@@ -44,7 +48,7 @@ struct SpawnRequest {
 };
 
 struct SpawnError {
-  enum class Stage { Pipe, Fork, Setpgid, Pdeathsig, Fds, CloseRange, Umask, Chdir, Rlimit,
+  enum class Stage { Fork, Setpgid, Pdeathsig, Fds, CloseRange, Umask, Chdir, Rlimit,
                      Groups, Gid, Uid, Signals, Exec };
   Stage stage = Stage::Exec;
   int err = 0;
