@@ -35,6 +35,10 @@ constexpr size_t kDrainBudget = 1024 * 1024;
 // After an event, the policy is asked again until it has nothing more to do;
 // this bounds a (buggy) policy that would never settle.
 constexpr int kMaxSettleRounds = 64;
+// Spawning stops for this iteration once it has run this long (after at
+// least one spawn); the rest go first in the next iteration, after a
+// non-blocking look at every other event.
+constexpr auto kSpawnSlice = std::chrono::milliseconds(10);
 
 spdlog::level::level_enum to_spdlog(core::LogLevel l) {
   switch (l) {
@@ -191,10 +195,11 @@ int Daemon::run() {
     log_->info("preforkd {} (pid {}): starting", kVersion, sys::self_pid());
     policy_.start(now(), actions_);
   }
+  begin_acting();
   settle();
   timer_.arm(policy_.next_deadline());
   report_systemd_status();
-  while (!policy_.finished()) {
+  while (!policy_.finished() || !deferred_.empty()) {
     log_->flush();  // info lines are flushed when the loop goes idle
     // "We must not die" (s6-svscan): whatever one iteration throws is logged
     // and contained; the workers never pay for a bug in a handler.
@@ -217,7 +222,7 @@ void Daemon::iteration() {
   epoll_event events[64];
   int n = 0;
   try {
-    n = epoll_.wait(events, 64);
+    n = epoll_.wait(events, 64, deferred_.empty() ? -1 : 0);
   } catch (const sys::SysError& e) {
     // EBADF/EINVAL on our own epoll fd: a broken invariant, not a runtime failure.
     throw sys::FatalError(e.what());
@@ -232,6 +237,7 @@ void Daemon::iteration() {
   }
   reap();  // every iteration, whatever woke us (T2)
   // 2. Act.
+  begin_acting();
   settle();
   auto t = now();
   if (upgrade_check_pid_ > 0 && t >= upgrade_check_deadline_) {
@@ -388,12 +394,30 @@ void Daemon::reap() {
 
 // ---- applying decisions ----
 
+void Daemon::begin_acting() {
+  spawn_slice_end_ = now() + kSpawnSlice;
+  spawns_this_iteration_ = 0;
+  if (deferred_.empty()) return;
+  // Decided before this iteration's events: they go first.
+  actions_.insert(actions_.begin(), deferred_.begin(), deferred_.end());
+  deferred_.clear();
+}
+
 void Daemon::settle() {
   for (int round = 0; round < kMaxSettleRounds; ++round) {
     while (!actions_.empty()) {
       core::Actions batch = std::move(actions_);
       actions_.clear();
-      for (const auto& a : batch) {
+      for (size_t i = 0; i < batch.size(); ++i) {
+        const core::Action& a = batch[i];
+        if (a.kind == core::Action::Kind::Spawn && spawns_this_iteration_ > 0 && now() >= spawn_slice_end_) {
+          // The slice is used up: this spawn and everything decided after
+          // it (READY=1 after the last start, say) wait, in order.
+          deferred_.insert(deferred_.end(), batch.begin() + static_cast<std::ptrdiff_t>(i), batch.end());
+          deferred_.insert(deferred_.end(), actions_.begin(), actions_.end());
+          actions_.clear();
+          return;
+        }
         try {
           apply(a);  // may append follow-up actions (spawn results, reload plans)
         } catch (const std::exception& e) {
@@ -426,7 +450,10 @@ void Daemon::settle() {
 void Daemon::apply(const core::Action& a) {
   using K = core::Action::Kind;
   switch (a.kind) {
-    case K::Spawn: spawn(a); break;
+    case K::Spawn:
+      ++spawns_this_iteration_;
+      spawn(a);
+      break;
     case K::Signal:
       if (int err = sys::kill_process(a.pid, a.signal, a.group); err != 0 && err != ESRCH)
         log_->warn("preforkd: cannot signal pid {}: {}", a.pid, std::strerror(err));

@@ -146,7 +146,8 @@ class Daemon {
   void on_notify_socket_readable();
   std::optional<core::ProcId> notify_sender(pid_t pid) const;
   void reap();
-  void settle();  // applies pending actions and ticks the policy until nothing is left to do
+  void settle();
+  void begin_acting();  // a fresh spawn slice; what was deferred goes first  // applies pending actions and ticks the policy until nothing is left to do
   void apply(const core::Action& a);
   void spawn(const core::Action& a);
   void spawn_now(const core::Action& a);
@@ -211,6 +212,14 @@ class Daemon {
   std::unordered_map<core::ProcId, std::vector<uint64_t>> proc_pipes_;  // tokens of a process's pipes
   uint64_t next_token_ = kHandlerBit;
   core::Actions actions_;                 // collected, not yet applied
+  // Once one iteration has spawned for its time slice (kSpawnSlice), the
+  // next spawn and every action after it wait here, in order, for the next
+  // iteration, which polls without blocking first: a storm of deaths or a
+  // start of 1000 workers never holds the loop for long, and control
+  // requests, signals and pipes are served in between.
+  core::Actions deferred_;
+  core::TimePoint spawn_slice_end_{};
+  int spawns_this_iteration_ = 0;
   std::set<std::string> causes_logged_;   // log_once
   std::optional<std::string> pidfile_;
   std::unique_ptr<ControlServer> control_;

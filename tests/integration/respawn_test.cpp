@@ -189,3 +189,43 @@ TEST_CASE("restart policies: never keeps a dead worker down, on-failure restarts
   CHECK(log.find("never[0] pid") != std::string::npos);
   CHECK(d.stop() == 0);
 }
+
+TEST_CASE("respawn storm: 300 workers SIGKILLed at once are all replaced, one per slot, while the control socket "
+          "keeps answering") {
+  // preforkd spawns for at most a short slice per loop iteration and then
+  // looks at its other events: the 300 respawns are spread over several
+  // iterations. None may be lost or made twice.
+  TempDir dir;
+  Preforkd d(dir, sleeper_program(300, "    backoff: { min: 10ms, max: 100ms, reset_after: 10ms }\n"));
+  REQUIRE(d.wait_workers(300, 60s));
+  auto before = live_workers(d);
+  REQUIRE(before.size() == 300);
+  std::this_thread::sleep_for(20ms);  // past reset_after: each death is a first failure, respawned at once
+  for (pid_t p : before) REQUIRE(kill(p, SIGKILL) == 0);
+  int answered = 0;
+  bool replaced = wait_until(
+      [&] {
+        nlohmann::json st = d.control({{"cmd", "status"}}, 5s);
+        if (st.is_object() && st.value("ok", false)) ++answered;
+        auto now = live_workers(d);
+        if (now.size() < 300) return false;
+        for (pid_t p : now)
+          if (std::binary_search(before.begin(), before.end(), p)) return false;
+        return true;
+      },
+      60s);
+  REQUIRE_MESSAGE(replaced, live_workers(d).size(), " live workers");
+  CHECK(answered >= 1);
+  CHECK(d.process().running());
+  // One worker per slot: 300 distinct live pids in the status, none of the
+  // killed ones, and no extra child of preforkd.
+  nlohmann::json st = d.control({{"cmd", "status"}});
+  REQUIRE(st.value("ok", false));
+  std::set<long> pids;
+  nlohmann::json program = program_of(st, "s");
+  for (const auto& w : program["workers"]) pids.insert(w["pid"].get<long>());
+  CHECK(pids.size() == 300);
+  for (long p : pids) CHECK(pid_alive(static_cast<pid_t>(p)));
+  CHECK(live_workers(d).size() == 300);
+  CHECK(d.stop(60s) == 0);
+}
