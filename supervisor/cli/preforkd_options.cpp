@@ -1,5 +1,7 @@
 #include "cli/preforkd_options.hpp"
 
+#include "cli/help_text.hpp"
+
 #include <boost/program_options.hpp>
 #include <sstream>
 
@@ -13,9 +15,9 @@ po::options_description describe() {
   po::options_description d("Options");
   d.add_options()
       ("config,c", po::value<std::string>()->value_name("FILE"),
-       "configuration file (default /etc/preforkd/preforkd.yaml)")
-      ("check,t", "validate FILE and that every command is executable; print \"FILE: ok\" "
-                  "or the errors; exit 0 or 2; binds nothing")
+       "the configuration; default: /etc/preforkd/preforkd.yaml")
+      ("check,t", "check FILE and that every command can be run; print \"FILE: ok\" or the "
+                  "errors and exit 0 or 2; binds and starts nothing")
       ("foreground,f", "stay attached (also the default: preforkd never daemonizes itself)")
       ("pidfile", po::value<std::string>()->value_name("FILE"),
        "write preforkd's pid to FILE (overrides supervisor.pidfile)")
@@ -32,8 +34,8 @@ po::options_description describe_internal() {
   d.add_options()
       ("upgrade-state", po::value<int>()->value_name("FD"),
        "take over the workers, sockets and state handed over in FD by the previous preforkd")
-      ("upgrade-check", "with --upgrade-state: only check that this binary can take over that "
-                        "state and that FILE is valid; exit 0 or 2");
+      ("upgrade-check", "with --upgrade-state: exit 0 if this binary can take over that state "
+                        "and FILE is valid, else 2; starts nothing");
   return d;
 }
 
@@ -41,14 +43,15 @@ po::options_description describe_internal() {
 
 std::string preforkd_usage() {
   std::ostringstream out;
-  out << "usage: preforkd [-c FILE] [-t] [-f] [--pidfile FILE] [--log-level LEVEL] [-h] [-V]\n\n"
+  out << "usage: preforkd [-c FILE] [-t] [-f] [--pidfile FILE] [--log-level LEVEL]\n"
+         "                [-h] [-V]\n\n"
          "preforkd binds the listening sockets of every program in FILE, starts N copies\n"
          "of each program's worker with those sockets inherited, and respawns them when\n"
          "they die. Signals: HUP reload, TERM/INT graceful stop, QUIT fast stop,\n"
          "TTIN/TTOU one worker more/less per program, USR1 reopen logs, USR2 upgrade\n"
          "preforkd itself in place (workers keep running).\n\n"
-      << describe() << "\n"
-      << describe_internal()
+      << help_table(describe()) << "\n"
+      << help_table(describe_internal())
       << "\nExit status: 0 clean shutdown, 1 runtime failure (e.g. cannot bind),\n"
          "2 bad command line or invalid configuration.\n"
          "See preforkd(8) and preforkd.yaml(5).\n";

@@ -5,6 +5,7 @@
 #include <sstream>
 #include <vector>
 
+#include "cli/help_text.hpp"
 #include "config/signals.hpp"
 
 namespace po = boost::program_options;
@@ -19,8 +20,8 @@ po::options_description visible_options() {
       ("socket,s", po::value<std::string>()->value_name("SOCKET"),
        "control socket of preforkd (wins over -c)")
       ("config,c", po::value<std::string>()->value_name("CONFIG"),
-       "read supervisor.control_socket from CONFIG (default /etc/preforkd/preforkd.yaml)")
-      ("json", "print preforkd's reply as it came, one JSON object on one line")
+       "read supervisor.control_socket from CONFIG; default: /etc/preforkd/preforkd.yaml")
+      ("json", "print preforkd's reply as it came: one JSON object, one line")
       ("help,h", "show this help and exit")
       ("version,V", "show preforkctl's version and exit");
   return d;
@@ -110,7 +111,7 @@ std::string preforkctl_usage() {
          "  signal PROGRAM SIG  send SIG (HUP, SIGUSR1, 10...) to PROGRAM's workers\n"
          "  rollback PROGRAM    back to PROGRAM's previous configuration while its\n"
          "                      reload.guard holds it (waits until done)\n\n"
-      << visible_options()
+      << cli::help_table(visible_options())
       << "\nExit status: 0 ok, 1 the command failed (also: permission denied),\n"
          "2 bad command line, 3 preforkd cannot be reached.\n"
          "See preforkctl(1).\n";
