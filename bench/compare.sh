@@ -10,7 +10,8 @@
 # Environment (set by run.sh): bin tools top BENCH_JSONL, MANAGERS ("preforkd"
 #   or "preforkd supervisord gunicorn node"), SAMPLES=200 (respawn samples per
 #   manager; supervisord: SUPERVISORD_SAMPLES=40, it respawns once a second),
-#   START_REPS=5, DP_WORKERS=2, DP_SECONDS=3, RELOAD_WORKERS=8, RELOADS=3
+#   START_REPS=5 (3 for N=1000; ANCHOR_START_REPS=2 for the anchors),
+#   START_NS="100 1000", DP_WORKERS=2, DP_SECONDS=3, RELOAD_WORKERS=8, RELOADS=3
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
@@ -62,14 +63,14 @@ respawn() {
 start() {
   echo "== start: exec of the manager -> N workers accepting"
   local n m reps r dir out cmd ms rss list
-  for n in 100 1000; do
+  for n in ${START_NS:-100 1000}; do
     list="floor preforkd"
     [ "$n" = 100 ] && for m in $managers; do [ "$m" = preforkd ] || list="$list $m"; done
     for m in $list; do
       mgr_available "$m" || continue
       dir=$tmp/start-$m-$n; mkdir -p "$dir"; : >"$dir/ms"; : >"$dir/rss"
       reps=${START_REPS:-5}; [ "$n" = 1000 ] && reps=3
-      case $m in floor | preforkd) ;; *) reps=3 ;; esac
+      case $m in floor | preforkd) ;; *) reps=${ANCHOR_START_REPS:-2} ;; esac
       for r in $(seq "$reps"); do
         export BENCH_READY_FIFO=$dir/ready
         mapfile -t cmd < <(mgr_cmd "$m" "$n" "$(free_port)" "$dir")

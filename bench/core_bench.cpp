@@ -210,7 +210,7 @@ void bench_storm(int workers) {
   size_t failed = 0;
   while (Ms(Clock::now() - t0).count() < 60000) {
     auto s0 = Clock::now();
-    std::string reply = unix_request(d.control_socket(), R"({"cmd":"status"})", 10s);
+    std::string reply = unix_request(d.control_socket(), R"({"cmd":"status"})", 30s);
     status_ms.push_back(Ms(Clock::now() - s0).count());
     if (reply.empty()) ++failed;
     if (replaced()) {

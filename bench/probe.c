@@ -8,7 +8,8 @@
  *       one HTTP GET, SIGKILL it. One latency (ms) per line.
  *   probe respawn PORT MANAGER_PID SAMPLES
  *       SAMPLES times: SIGKILL the manager's only child (its worker), time
- *       until an HTTP GET on PORT is answered 200 (the replacement serves),
+ *       until an HTTP GET on PORT is answered 200 (the replacement serves;
+ *       an attempt unanswered after 100 ms is retried on a new connection),
  *       wait 20 ms. One latency (ms) per line.
  *   probe start N FIFO -- MANAGER [ARG...]
  *       Creates FIFO, execs MANAGER (in its own session, output to
@@ -62,8 +63,8 @@ static void sleep_ms(double ms) {
 }
 
 /* One GET on a new connection; 1 when the reply was a 200, 0 otherwise
- * (refused, reset, closed early, 5 s without a reply). */
-static int get_ok(int port) {
+ * (refused, reset, closed early, no reply within timeout_ms). */
+static int get_ok(int port, int timeout_ms) {
   int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (s < 0) die("socket");
   int one = 1;
@@ -83,7 +84,7 @@ static int get_ok(int port) {
   size_t got = 0;
   struct pollfd p = {.fd = s, .events = POLLIN};
   while (got < 12) {
-    if (poll(&p, 1, 5000) <= 0) break;
+    if (poll(&p, 1, timeout_ms) <= 0) break;
     ssize_t n = read(s, buf + got, sizeof buf - 1 - got);
     if (n <= 0) break;
     got += (size_t)n;
@@ -93,9 +94,15 @@ static int get_ok(int port) {
   return got >= 12 && strncmp(buf, "HTTP/1.", 7) == 0 && strncmp(buf + 9, "200", 3) == 0;
 }
 
-/* Until a GET is answered; a refused connect waits 0.2 ms before the next. */
+/* Until a GET is answered. An attempt that failed (refused: supervisord
+ * between copies; reset) waits 0.2 ms before the next; one with no reply
+ * after 100 ms is abandoned for a new connection: Node's cluster primary can
+ * hand a connection to a worker that has just died, and that connection
+ * never gets a reply, while the next one is served by the replacement. A
+ * request queued behind a slow start loses nothing by it: the new
+ * connection waits in the same accept queue. */
 static void until_served(int port) {
-  while (!get_ok(port)) sleep_ms(0.2);
+  while (!get_ok(port, 100)) sleep_ms(0.2);
 }
 
 static int listen_on(int port, int* bound) {
@@ -312,7 +319,7 @@ int main(int argc, char** argv) {
     return cmd_launch(atoi(argv[2]), atoi(argv[3]), argv + 5);
   if (strcmp(argv[1], "wait") == 0 && argc == 4) {
     double deadline = now_ms() + atof(argv[3]) * 1000;
-    while (!get_ok(atoi(argv[2]))) {
+    while (!get_ok(atoi(argv[2]), 5000)) {
       if (now_ms() > deadline) return 1;
       sleep_ms(10);
     }
