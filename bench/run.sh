@@ -5,9 +5,11 @@
 # Figures, never assertions: compare ratios measured in the same run.
 #
 # Usage: bench/run.sh [--anchors] [all|PART...]
-#   PARTS: respawn start storm datapath reload idle notify autoscale
-#   all (the default): every part but autoscale (about 4 minutes more; run
-#   it on its own: bench/run.sh autoscale)
+#   PARTS: respawn start storm datapath reload idle notify reload100 autoscale
+#   all (the default): every part but reload100 and autoscale, which take
+#   several minutes each and run on their own: bench/run.sh reload100
+#   (bench/reload_bench.sh: 100 preforkd-echo workers replaced under
+#   keep-alive load) and bench/run.sh autoscale (bench/autoscale.sh)
 #   --anchors  also supervisord, gunicorn (sync) and Node's cluster module in
 #              respawn, start (100), datapath and reload; installs Debian's
 #              supervisor, python3-gunicorn and nodejs (as root) if missing
@@ -27,8 +29,8 @@ for a in "$@"; do
   case $a in
     --anchors) anchors=yes ;;
     all) parts+=(respawn start storm datapath reload idle notify) ;;
-    respawn | start | storm | datapath | reload | idle | notify | autoscale) parts+=("$a") ;;
-    -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+    respawn | start | storm | datapath | reload | idle | notify | reload100 | autoscale) parts+=("$a") ;;
+    -h | --help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "bench/run.sh: unknown argument '$a' (see bench/run.sh --help)" >&2; exit 2 ;;
   esac
 done
@@ -55,10 +57,12 @@ if [ $anchors = yes ]; then
 fi
 
 echo "== build (Release, $build)"
-cmake -S "$top" -B "$build" -DCMAKE_BUILD_TYPE=Release -DPREFORKD_TESTS=ON >"$build.log" 2>&1 ||
-  { cat "$build.log" >&2; exit 1; }
+mkdir -p "$build"
+cmake -S "$top" -B "$build" -DCMAKE_BUILD_TYPE=Release -DPREFORKD_TESTS=ON >"$build/bench-build.log" 2>&1 ||
+  { cat "$build/bench-build.log" >&2; exit 1; }
 cmake --build "$build" -j2 --target preforkd preforkctl preforkd-echo preforkd-test-worker \
-  preforkd-core-bench preforkd-notify-bench >>"$build.log" 2>&1 || { tail -30 "$build.log" >&2; exit 1; }
+  preforkd-core-bench preforkd-notify-bench >>"$build/bench-build.log" 2>&1 ||
+  { tail -30 "$build/bench-build.log" >&2; exit 1; }
 mkdir -p "$tools"
 cc -O2 -Wall -o "$tools/minimal_worker" "$top/bench/minimal_worker.c"
 cc -O2 -Wall -o "$tools/probe" "$top/bench/probe.c"
@@ -96,7 +100,7 @@ for p in respawn start datapath reload; do
 done
 if want storm; then echo "== respawn storm: SIGKILL of 1000 workers at once"; core storm --workers 1000; fi
 if want idle; then echo "== idle: 100 workers, 10 s"; core idle; fi
-if want reload; then
+if want reload100; then
   echo "== reload of 100 preforkd-echo --http workers under keep-alive load (bench/reload_bench.sh)"
   text reload_bench "$top/bench/reload_bench.sh" "$build"
 fi
