@@ -158,7 +158,7 @@ def main():
 
 def plot(base, date, resp, start, dp):
     charts = []
-    gp = [f"set terminal pngcairo size 900,540 font 'sans,10'", "set grid", "set key left top"]
+    gp = ["set terminal pngcairo size 900,540 font 'sans,10' noenhanced", "set grid", "set key left top"]
     # respawn CDF
     if resp:
         series = []
