@@ -21,6 +21,7 @@ managers=${MANAGERS:-preforkd}
 samples=${SAMPLES:-200}
 tmp=$(mktemp -d)
 pids=""
+# shellcheck disable=SC2154 # p is the trap's own loop variable
 trap 'for p in $pids; do mgr_stop "$p"; done; rm -rf "$tmp"' EXIT
 
 # The worker each manager runs, for the tables.
@@ -35,7 +36,7 @@ emit() { printf '%s\n' "$1" >>"$BENCH_JSONL"; }
 
 respawn() {
   echo "== respawn: SIGKILL of the only worker -> first response from its replacement"
-  local list="preforkd preforkd-echo" m n blocks b dir port per
+  local list="preforkd preforkd-echo" m n blocks dir port per
   for m in $managers; do [ "$m" = preforkd ] || list="$list $m"; done
   for m in $list; do
     mgr_available "$m" || { echo "   $m: not installed, skipped"; continue; }
@@ -46,7 +47,7 @@ respawn() {
     # (the echo worker for preforkd-echo), so that drift hits both alike.
     : >"$dir/s"; : >"$dir/f"
     blocks=4; per=$(( (n + blocks - 1) / blocks ))
-    for b in $(seq $blocks); do
+    for _ in $(seq $blocks); do
       if [ "$m" = preforkd-echo ]; then
         "$tools/probe" floor "$per" -- "$bin/preforkd-echo" --http >>"$dir/f"
       else
@@ -62,7 +63,7 @@ respawn() {
 
 start() {
   echo "== start: exec of the manager -> N workers accepting"
-  local n m reps r dir out cmd ms rss list
+  local n m reps dir out cmd ms rss list
   for n in ${START_NS:-100 1000}; do
     list="floor preforkd"
     [ "$n" = 100 ] && for m in $managers; do [ "$m" = preforkd ] || list="$list $m"; done
@@ -71,7 +72,7 @@ start() {
       dir=$tmp/start-$m-$n; mkdir -p "$dir"; : >"$dir/ms"; : >"$dir/rss"
       reps=${START_REPS:-5}; [ "$n" = 1000 ] && reps=3
       case $m in floor | preforkd) ;; *) reps=${ANCHOR_START_REPS:-2} ;; esac
-      for r in $(seq "$reps"); do
+      for _ in $(seq "$reps"); do
         export BENCH_READY_FIFO=$dir/ready
         mapfile -t cmd < <(mgr_cmd "$m" "$n" "$(free_port)" "$dir")
         out=$(PROBE_LOG=$dir/log "$tools/probe" start "$n" "$dir/ready" -- "${cmd[@]}") ||
@@ -101,7 +102,7 @@ wrk_figures() {
 }
 
 datapath() {
-  local w=${DP_WORKERS:-2} secs=${DP_SECONDS:-3} m mode round list="floor preforkd" port conns f
+  local w=${DP_WORKERS:-2} secs=${DP_SECONDS:-3} m mode list="floor preforkd" port conns f
   for m in $managers; do [ "$m" = preforkd ] || list="$list $m"; done
   echo "== data path: wrk -t2, $w workers, keep-alive (-c64) and one request per connection (-c16)"
   declare -A ports
@@ -111,7 +112,7 @@ datapath() {
     mgr_start "$m" "$w" "${ports[$m]}" "$tmp/dp-$m"; pids="$pids $MGR_PID"
     echo "$MGR_PID" >"$tmp/dp-$m/pid"
   done
-  for round in 1 2 3; do  # every manager once per round: drift hits all alike
+  for _ in 1 2 3; do  # every manager once per round: drift hits all alike
     for mode in keepalive close; do
       [ $mode = close ] && conns=16 || conns=64
       for m in "${!ports[@]}"; do
@@ -130,15 +131,15 @@ datapath() {
 }
 
 reload() {
-  local w=${RELOAD_WORKERS:-8} k=${RELOADS:-3} m dir port wp t0 t1 r figs
+  local w=${RELOAD_WORKERS:-8} k=${RELOADS:-3} m dir port wp t0 t1 figs
   echo "== reload under load: $w workers, wrk -t2 -c16 one request per connection, $k reloads each"
   for m in $managers; do
     mgr_available "$m" || continue
     dir=$tmp/reload-$m; mkdir -p "$dir"; port=$(free_port)
-    BENCH_GENERATION=1
+    export BENCH_GENERATION=1  # read by mgr_cmd (managers.sh)
     mgr_start "$m" "$w" "$port" "$dir"; pids="$pids $MGR_PID"
     : >"$dir/r"
-    for r in $(seq "$k"); do
+    for _ in $(seq "$k"); do
       wrk_args "$port" 120 16 close
       wrk "${WRK[@]}" >"$dir/wrk" 2>&1 &  # wrk itself: SIGINT stops it, and it reports
       wp=$!

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2154  # bin, tools, top: set by the caller
 # The managers bench/compare.sh measures side by side (sourced, bash). Each
 # one runs N copies of a worker on one listening socket, 127.0.0.1:PORT:
 #
