@@ -7,9 +7,15 @@
 //   start     1000 workers of a trivial program: time until preforkd has
 //             exec'd them all, and preforkd's RSS.
 //   idle      preforkd's context switches over a quiet period with 100
-//             workers (target: 0 — no periodic wake-ups).
+//             workers (target: 0 — no periodic wake-ups), and its RSS.
+//   storm     1000 workers of a trivial program, all SIGKILLed at once: time
+//             until every one is replaced, and the latency of the control
+//             socket's `status` request sampled back to back meanwhile.
 //
-// Usage: preforkd-core-bench [respawn|start|idle|all] [--rounds N]
+// Lines starting with "@" are one JSON object each, for bench/run.sh.
+// (bench/compare.sh measures respawn and start against the anchors.)
+//
+// Usage: preforkd-core-bench [respawn|start|idle|storm|all] [--rounds N] [--workers N]
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -19,6 +25,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <set>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -162,20 +169,88 @@ void bench_idle(int seconds) {
   auto cpu0 = cpu_ticks(d.pid());
   std::this_thread::sleep_for(std::chrono::seconds(seconds));
   long after = ctx_switches(d.pid());
-  std::printf("idle: %ld wake-ups of preforkd in %d s with 100 workers, %llu CPU ticks\n",
-              after - before, seconds, cpu_ticks(d.pid()) - cpu0);
+  const unsigned long long ticks = cpu_ticks(d.pid()) - cpu0;
+  const long rss = rss_kib(d.pid());
+  std::printf("idle: %ld wake-ups of preforkd in %d s with 100 workers, %llu CPU ticks, RSS %.2f MiB\n",
+              after - before, seconds, ticks, static_cast<double>(rss) / 1024.0);
+  std::printf("@{\"bench\":\"idle\",\"workers\":100,\"seconds\":%d,\"wakeups\":%ld,\"cpu_ticks\":%llu,"
+              "\"rss_kib\":%ld}\n",
+              seconds, after - before, ticks, rss);
   d.stop();
+}
+
+// SIGKILL of all `workers` at once; until every slot has a live worker that
+// is not one of the killed ones, the control socket's status request is sent
+// back to back (one connection each, like preforkctl) and timed from connect
+// to the reply's last byte.
+void bench_storm(int workers) {
+  TempDir dir;
+  Preforkd d(dir,
+             "supervisor: { shutdown_timeout: 60s }\n"
+             "programs:\n  t:\n    command: " + bin("preforkd-test-worker") + "\n    workers: " +
+                 std::to_string(workers) + "\n    backoff: { reset_after: 0s }\n");
+  if (!d.wait_workers(static_cast<size_t>(workers), 60s)) {
+    std::fprintf(stderr, "storm: %d workers did not start\n", workers);
+    return;
+  }
+  std::this_thread::sleep_for(500ms);
+  auto victims = d.workers();
+  std::set<pid_t> killed(victims.begin(), victims.end());
+  std::vector<double> status_ms;
+  auto replaced = [&] {
+    auto now = d.workers();
+    if (now.size() != static_cast<size_t>(workers)) return false;
+    for (pid_t p : now)
+      if (killed.count(p) != 0) return false;
+    return true;
+  };
+  const auto t0 = Clock::now();
+  for (pid_t p : victims) kill(p, SIGKILL);
+  double all_ms = -1;
+  size_t failed = 0;
+  while (Ms(Clock::now() - t0).count() < 60000) {
+    auto s0 = Clock::now();
+    std::string reply = unix_request(d.control_socket(), R"({"cmd":"status"})", 30s);
+    status_ms.push_back(Ms(Clock::now() - s0).count());
+    if (reply.empty()) ++failed;
+    if (replaced()) {
+      all_ms = Ms(Clock::now() - t0).count();
+      break;
+    }
+  }
+  Stats s = stats(status_ms);
+  std::printf("storm: SIGKILL of %d workers -> all replaced in %.1f ms\n", workers, all_ms);
+  print("storm: status latency meanwhile", s);
+  std::printf("storm: %zu status requests, %zu without a reply; preforkd RSS %.2f MiB\n", status_ms.size(), failed,
+              static_cast<double>(rss_kib(d.pid())) / 1024.0);
+  std::string list;
+  char buf[32];
+  for (double v : status_ms) {
+    std::snprintf(buf, sizeof buf, "%s%.3f", list.empty() ? "" : ",", v);
+    list += buf;
+  }
+  std::printf("@{\"bench\":\"storm\",\"workers\":%d,\"replaced_ms\":%.3f,\"status_failed\":%zu,"
+              "\"status_ms\":[%s]}\n",
+              workers, all_ms, failed, list.c_str());
+  d.stop(60s);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string what = argc > 1 ? argv[1] : "all";
-  int rounds = 200;
-  for (int i = 2; i + 1 < argc; ++i)
+  int rounds = 200, workers = 1000;
+  for (int i = 2; i + 1 < argc; ++i) {
     if (std::string(argv[i]) == "--rounds") rounds = std::atoi(argv[i + 1]);
+    if (std::string(argv[i]) == "--workers") workers = std::atoi(argv[i + 1]);
+  }
+  if (what != "respawn" && what != "start" && what != "idle" && what != "storm" && what != "all") {
+    std::fprintf(stderr, "usage: preforkd-core-bench [respawn|start|idle|storm|all] [--rounds N] [--workers N]\n");
+    return 2;
+  }
   if (what == "respawn" || what == "all") bench_respawn(rounds);
   if (what == "start" || what == "all") bench_start(1000);
   if (what == "idle" || what == "all") bench_idle(10);
+  if (what == "storm" || what == "all") bench_storm(workers);
   return 0;
 }

@@ -14,7 +14,10 @@ build=$(cd "${1:-$top/build-bench}" && pwd)  # absolute: configs live in a temp 
 secs=5
 command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null; }
 tmp=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$tmp"' EXIT
+# By pid: dash's $(jobs -p) runs in a subshell, which has no jobs; and set -e
+# holds in the trap too, so a failed kill would fail the script.
+on_pid=""; off_pid=""
+trap 'kill $on_pid $off_pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
 
 rps() { wrk -t2 -c64 -d"${secs}s" "http://127.0.0.1:$1/" | awk '/Requests\/sec/ {print $2}'; }
 
@@ -60,3 +63,4 @@ print('  on/off: sums = %.3f, best = %.3f, per round = %s' % (
     sum(on) / sum(off), max(on) / max(off),
     ' '.join('%.3f' % (a / b) for a, b in zip(on, off))))"
 kill -TERM "$on_pid" "$off_pid"; wait "$on_pid" "$off_pid" || true
+on_pid=""; off_pid=""
