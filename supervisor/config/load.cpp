@@ -601,7 +601,19 @@ class Loader {
 
   void load_programs(const Entry& programs, std::vector<Program>& out) {
     if (!is_map(programs, "programs")) return;
+    std::string settingless;  // the last program written with no settings (`web:` alone)
     for (const Entry& e : entries(programs.value, nullptr)) {
+      // A program's key under-indented to the level of the programs reads
+      // as a program of that name: say what was most likely meant.
+      bool is_key = std::find(kProgramKeys.begin(), kProgramKeys.end(), e.key) != kProgramKeys.end();
+      if (is_key && !e.value.IsMap()) {
+        error(e.key_node.Mark(),
+              fmt::format("program \"{}\" has no settings (is \"{}:\" {})", e.key, e.key,
+                          settingless.empty() ? "meant to be indented under a program?"
+                                              : "indented under \"" + settingless + ":\"?"));
+        continue;
+      }
+      if (e.value.IsNull()) settingless = e.key;
       bool ok = true;
       if (!detail::valid_program_name(e.key)) {
         error(e.key_node.Mark(),

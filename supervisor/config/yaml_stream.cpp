@@ -7,7 +7,10 @@
 #include <yaml-cpp/mark.h>
 #include <yaml-cpp/parser.h>
 
+#include <algorithm>
+#include <optional>
 #include <sstream>
+#include <vector>
 
 namespace preforkd::config::detail {
 
@@ -60,6 +63,44 @@ class Shape : public YAML::EventHandler {
     }
   }
 };
+
+// The first tab in a line's leading blanks, on lines 0..upto (0-based;
+// -1: all), as a 1-based {line, column}.
+std::optional<std::pair<int, int>> indentation_tab(const std::string& text, int upto) {
+  int line = 0;
+  size_t start = 0;
+  while (start <= text.size() && (upto < 0 || line <= upto)) {
+    size_t end = text.find('\n', start);
+    if (end == std::string::npos) end = text.size();
+    for (size_t i = start; i < end && (text[i] == ' ' || text[i] == '\t'); ++i)
+      if (text[i] == '\t') return std::make_pair(line + 1, static_cast<int>(i - start) + 1);
+    start = end + 1;
+    ++line;
+  }
+  return std::nullopt;
+}
+
+// yaml-cpp's "end of map not found" on a line indented to no level that
+// is open above it (a key dedented by one space, say): say that.
+std::optional<std::string> misaligned(const std::string& text, const YAML::Exception& e) {
+  if (e.mark.is_null() || e.msg != YAML::ErrorMsg::END_OF_MAP) return std::nullopt;
+  std::istringstream in(text);
+  std::string line;
+  std::vector<size_t> levels;
+  for (int n = 0; std::getline(in, line); ++n) {
+    size_t indent = line.find_first_not_of(' ');
+    if (indent == std::string::npos || line[indent] == '#') continue;  // blank or a comment
+    if (n < e.mark.line) {
+      levels.push_back(indent);
+      continue;
+    }
+    if (n > e.mark.line || std::find(levels.begin(), levels.end(), indent) != levels.end()) return std::nullopt;
+    return fmt::format("invalid YAML: this line is indented by {} space(s), which lines it up with no key above "
+                       "it (the keys of one map must start in the same column)",
+                       indent);
+  }
+  return std::nullopt;
+}
 
 YamlIssue at(const YAML::Mark& mark, std::string message, bool fatal = true) {
   YamlIssue i;
@@ -122,7 +163,15 @@ YamlStream scan_yaml(const std::string& text) {
     // yaml-cpp 0.7 reports this as "bad file" at 1:1; neither is helpful.
     out.issues.push_back(YamlIssue{0, 0, "invalid YAML: nested too deeply", true});
   } catch (const YAML::Exception& e) {  // ParserException (syntax errors) and friends
-    out.issues.push_back(at(e.mark, "invalid YAML: " + e.msg));
+    // yaml-cpp says "end of map not found" for a tab in the indentation;
+    // name the tab instead, at the first one up to the error's line.
+    if (auto tab = indentation_tab(text, e.mark.is_null() ? -1 : e.mark.line))
+      out.issues.push_back(YamlIssue{tab->first, tab->second,
+                                     "a tab character is not allowed for indentation in YAML; use spaces", true});
+    else if (auto why = misaligned(text, e))
+      out.issues.push_back(at(e.mark, *why));
+    else
+      out.issues.push_back(at(e.mark, "invalid YAML: " + e.msg));
   }
   return out;
 }
