@@ -18,7 +18,7 @@ bool Program::operator==(const Program& o) const {
          start_timeout == o.start_timeout && watchdog_timeout == o.watchdog_timeout &&
          stop_signal == o.stop_signal && stop_timeout == o.stop_timeout &&
          kill_group == o.kill_group && orphans == o.orphans && notify_socket == o.notify_socket && max_requests == o.max_requests &&
-         max_memory == o.max_memory && stdout_target == o.stdout_target &&
+         max_memory == o.max_memory && ready_min == o.ready_min && stdout_target == o.stdout_target &&
          stderr_target == o.stderr_target;
 }
 
@@ -203,6 +203,7 @@ std::string dump(const Config& config) {
     line(2, fmt::format("notify_socket: {}", p.notify_socket));
     line(2, fmt::format("max_requests: {}", p.max_requests));
     line(2, fmt::format("max_memory: {}", p.max_memory));
+    line(2, fmt::format("ready_min: {}", p.ready_min));
     line(2, "stdout: " + output(p.stdout_target));
     line(2, "stderr: " + output(p.stderr_target));
   }

@@ -126,6 +126,7 @@ struct Program {
   bool notify_socket = true;  // NOTIFY_SOCKET (sd_notify) in the worker's environment
   uint64_t max_requests = 0;
   uint64_t max_memory = 0;  // bytes
+  uint32_t ready_min = 1;   // GET /readyz: ready workers this program needs (at most its wanted count)
   Output stdout_target;
   Output stderr_target;
 

@@ -250,7 +250,7 @@ const Keys kProgramKeys{
     "rlimits",       "restart",          "backoff",     "reload",       "ready",
     "start_timeout", "watchdog_timeout", "stop_signal", "stop_timeout", "kill_group",
     "max_requests",  "max_memory",       "stdout",      "stderr",
-    "orphans",       "notify_socket", "autoscale"};
+    "orphans",       "notify_socket", "autoscale",   "ready_min"};
 const Keys kWorkersKeys{"min", "max"};
 const Keys kAutoscaleKeys{"up_after", "down_after", "cooldown", "step"};
 const Keys kListenKeys{"address", "name"};
@@ -721,6 +721,14 @@ class Loader {
           } else {
             error(value_mark(e), fmt::format("{}: must be a whole number >= 0, got `{}`", kp, *s));
           }
+        }
+      } else if (k == "ready_min") {
+        if (auto s = scalar(e, kp)) {
+          auto n = parse_uint(*s);
+          if (n && *n <= 100000)
+            p.ready_min = static_cast<uint32_t>(*n);
+          else
+            error(value_mark(e), fmt::format("{}: must be a whole number from 0 to 100000, got `{}`", kp, *s));
         }
       } else if (k == "max_memory") {
         if (auto s = scalar(e, kp)) {

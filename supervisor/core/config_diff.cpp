@@ -47,6 +47,7 @@ ProgramDiff compare(const config::Program& a, const config::Program& b) {
   check(a.orphans != b.orphans, "orphans", d.in_place);  // read at each worker's exit
   check(a.max_requests != b.max_requests, "max_requests", d.in_place);
   check(a.max_memory != b.max_memory, "max_memory", d.in_place);
+  check(a.ready_min != b.ready_min, "ready_min", d.in_place);  // read by each GET /readyz
   if (d.replace.empty() && d.in_place.empty()) d.kind = ProgramDiff::Kind::Unchanged;
   return d;
 }

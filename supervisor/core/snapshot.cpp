@@ -12,6 +12,7 @@ Snapshot Policy::snapshot(TimePoint now) const {
   s.reloads_ok = reloads_ok_;
   s.reloads_failed = reloads_failed_;
   s.notify_unattributed = notify_unattributed_;
+  s.shutting_down = shutting_down_;
   for (const auto& p : programs_) {
     ProgramSnapshot ps;
     ps.name = p.name();
@@ -72,6 +73,7 @@ Snapshot Policy::snapshot(TimePoint now) const {
       ps.workers_min = as->min;
       ps.workers_max = as->max;
     }
+    ps.ready_min = p.config().ready_min;
     ps.starts = p.starts;
     for (size_t i = 0; i < ps.exits.size(); ++i) ps.exits[i] = p.exits[i];
     if (auto it = orphans_.totals().find(p.name()); it != orphans_.totals().end()) ps.orphans_total = it->second;
@@ -91,6 +93,21 @@ Snapshot Policy::snapshot(TimePoint now) const {
     (p == s.programs.end() ? s.orphans : p->orphans).push_back(std::move(os));
   }
   return s;
+}
+
+Readiness readiness(const Snapshot& s) {
+  if (s.shutting_down) return {false, "preforkd is shutting down\n"};
+  std::string short_of;
+  for (const auto& p : s.programs) {
+    uint32_t need = std::min(p.ready_min, p.workers_wanted);
+    auto ready = static_cast<uint32_t>(
+        std::count_if(p.workers.begin(), p.workers.end(), [](const WorkerSnapshot& w) { return w.state == "ready"; }));
+    if (ready >= need) continue;
+    short_of += p.name + ": " + std::to_string(ready) + " worker(s) ready, " + std::to_string(need) + " needed" +
+                (p.state == "crash-looping" ? " (crash-looping)" : "") + "\n";
+  }
+  if (!short_of.empty()) return {false, short_of};
+  return {true, "ready\n"};
 }
 
 std::string Policy::systemd_status() const {

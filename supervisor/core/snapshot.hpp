@@ -85,6 +85,7 @@ struct ProgramSnapshot {
   uint64_t autoscale_up = 0;       // autoscaling decisions, ever
   uint64_t autoscale_down = 0;
   std::optional<uint32_t> workers_min, workers_max;  // with workers: {min, max}
+  uint32_t ready_min = 1;          // config: what GET /readyz asks of this program
 };
 
 struct Snapshot {
@@ -100,6 +101,17 @@ struct Snapshot {
   // not read or not available.
   std::optional<uint64_t> host_listen_overflows;
   uint64_t notify_unattributed = 0;  // NOTIFY_SOCKET datagrams from no worker, dropped
+  bool shutting_down = false;
 };
+
+// GET /readyz: ready while preforkd is not shutting down and every program
+// has at least min(ready_min, the workers it is meant to run) workers in
+// state ready (a retiring one counts: it still serves). The reason names
+// each program that falls short, for the 503's body.
+struct Readiness {
+  bool ready = false;
+  std::string reason;
+};
+Readiness readiness(const Snapshot& s);
 
 }  // namespace preforkd::core

@@ -118,11 +118,16 @@ Daemon::Daemon(config::Config config, DaemonOptions options)
     control_ = std::make_unique<ControlServer>(config_.supervisor.control_socket, control_gid, on_request, warn);
   control_->attach(epoll_);
   if (const auto& m = config_.supervisor.metrics_address) {
-    auto render = [this] { return core::render_prometheus(outside_view(now())); };
+    MetricsHttp::Pages pages;
+    pages.metrics = [this] { return core::render_prometheus(outside_view(now())); };
+    pages.readiness = [this] {
+      core::Readiness r = core::readiness(policy_.snapshot(now()));  // no queue figures needed
+      return std::make_pair(r.ready, r.reason);
+    };
     if (adopted_metrics_)
-      metrics_ = std::make_unique<MetricsHttp>(std::move(adopted_metrics_), render, warn);
+      metrics_ = std::make_unique<MetricsHttp>(std::move(adopted_metrics_), std::move(pages), warn);
     else
-      metrics_ = std::make_unique<MetricsHttp>(to_spec(*m, 128, false), render, warn);
+      metrics_ = std::make_unique<MetricsHttp>(to_spec(*m, 128, false), std::move(pages), warn);
     metrics_->attach(epoll_);
     log_->info("preforkd: metrics on http://{}/metrics", metrics_->bound());
   }

@@ -27,12 +27,12 @@ void say(int fd, const std::string& text) { (void)sys::send_some(fd, text.data()
 
 }  // namespace
 
-MetricsHttp::MetricsHttp(const sys::ListenSpec& spec, std::function<std::string()> render, Logger warn)
-    : MetricsHttp(sys::bind_listener(spec), std::move(render), std::move(warn)) {}
+MetricsHttp::MetricsHttp(const sys::ListenSpec& spec, Pages pages, Logger warn)
+    : MetricsHttp(sys::bind_listener(spec), std::move(pages), std::move(warn)) {}
 
-MetricsHttp::MetricsHttp(sys::UniqueFd adopted, std::function<std::string()> render, Logger warn)
+MetricsHttp::MetricsHttp(sys::UniqueFd adopted, Pages pages, Logger warn)
     : listen_(std::move(adopted)),
-      render_(std::move(render)),
+      pages_(std::move(pages)),
       warn_(std::move(warn)),
       guard_("metrics", warn_, unavailable("preforkd is out of file descriptors")),
       crowded_(warn_) {
@@ -46,7 +46,7 @@ void MetricsHttp::attach(sys::Epoll& epoll) {
   epoll.add(listen_.get(), EPOLLIN, static_cast<uint64_t>(listen_.get()));
 }
 
-std::string MetricsHttp::respond(const std::string& head, const std::function<std::string()>& render) {
+std::string MetricsHttp::respond(const std::string& head, const Pages& pages) {
   auto line_end = head.find("\r\n");
   std::string line = head.substr(0, line_end);
   auto sp1 = line.find(' ');
@@ -58,8 +58,14 @@ std::string MetricsHttp::respond(const std::string& head, const std::function<st
   if (method != "GET" && !head_only)
     return response("405 Method Not Allowed", "only GET and HEAD\n", "text/plain", false, "Allow: GET, HEAD\r\n");
   std::string path = target.substr(0, target.find('?'));
-  if (path != "/metrics") return response("404 Not Found", "try /metrics\n", "text/plain", head_only);
-  return response("200 OK", render(), "text/plain; version=0.0.4; charset=utf-8", head_only);
+  if (path == "/metrics")
+    return response("200 OK", pages.metrics(), "text/plain; version=0.0.4; charset=utf-8", head_only);
+  if (path == "/healthz") return response("200 OK", "ok\n", "text/plain", head_only);
+  if (path == "/readyz") {
+    auto [ready, why] = pages.readiness();
+    return response(ready ? "200 OK" : "503 Service Unavailable", why, "text/plain", head_only);
+  }
+  return response("404 Not Found", "try /metrics, /healthz or /readyz\n", "text/plain", head_only);
 }
 
 void MetricsHttp::on_listen_readable() {
@@ -169,7 +175,7 @@ void MetricsHttp::read_request(int fd, Client& c) {
       c.in.append(buf, static_cast<size_t>(n));
       auto end = c.in.find("\r\n\r\n");
       if (end != std::string::npos && end + 4 <= kMaxHead) {
-        answer(c, respond(c.in, render_));
+        answer(c, respond(c.in, pages_));
         return;
       }
       if (end != std::string::npos || c.in.size() > kMaxHead) {

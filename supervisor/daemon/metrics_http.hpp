@@ -1,4 +1,5 @@
-// metrics_http.hpp — GET /metrics (Prometheus text 0.0.4) inside the loop.
+// metrics_http.hpp — GET /metrics (Prometheus text 0.0.4), and the health
+// endpoints GET /healthz and GET /readyz, inside the loop.
 //
 // Owns: the metrics listening socket and its short-lived connections. One
 // request per connection, answered then closed. Must never: block, or let
@@ -11,7 +12,9 @@
 // (ClientLimit), idle connections make room down to it, else 503 at once
 // (AcceptGuard). Being at the limit and being out of fds are logged once
 // per episode with counts, never once per connection. Anything but
-// GET/HEAD is 405; any path but /metrics is 404.
+// GET/HEAD is 405; any path but /metrics, /healthz and /readyz is 404.
+// /healthz is 200 whenever the loop answers; /readyz is 200 or 503 as
+// `readiness` says (core::readiness), with its reason as the body.
 // A client that cannot be watched (epoll_ctl fails) is dropped alone.
 #pragma once
 
@@ -20,6 +23,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <utility>
 
 #include "daemon/accept_guard.hpp"
 #include "sys/event_loop_fds.hpp"
@@ -37,11 +41,17 @@ class MetricsHttp {
 
   using Logger = AcceptGuard::Logger;
 
-  // Binds `spec` (throws sys::SysError); `render` produces the body on
-  // demand; `warn` gets the (once per cause) failures.
-  MetricsHttp(const sys::ListenSpec& spec, std::function<std::string()> render, Logger warn = {});
+  // What the paths answer, produced on demand.
+  struct Pages {
+    std::function<std::string()> metrics;                     // GET /metrics: the text
+    std::function<std::pair<bool, std::string>()> readiness;  // GET /readyz: ready?, and why
+  };
+
+  // Binds `spec` (throws sys::SysError); `warn` gets the (once per cause)
+  // failures.
+  MetricsHttp(const sys::ListenSpec& spec, Pages pages, Logger warn = {});
   // The in-place upgrade: the listening socket the previous binary served.
-  MetricsHttp(sys::UniqueFd adopted, std::function<std::string()> render, Logger warn = {});
+  MetricsHttp(sys::UniqueFd adopted, Pages pages, Logger warn = {});
   void attach(sys::Epoll& epoll);
   int listen_fd() const { return listen_.get(); }
   const std::string& bound() const { return bound_; }
@@ -54,7 +64,7 @@ class MetricsHttp {
   Clock::time_point expire(Clock::time_point now);
 
   // Pure: the response to one request head (exposed for tests).
-  static std::string respond(const std::string& head, const std::function<std::string()>& render);
+  static std::string respond(const std::string& head, const Pages& pages);
 
  private:
   struct Client {
@@ -80,7 +90,7 @@ class MetricsHttp {
 
   sys::UniqueFd listen_;
   std::string bound_;
-  std::function<std::string()> render_;
+  Pages pages_;
   sys::Epoll* epoll_ = nullptr;
   Logger warn_;
   AcceptGuard guard_;
