@@ -1,14 +1,15 @@
 #!/bin/sh
 # Autoscaling under a load that steps light -> heavy -> light (issue #12):
-# preforkd-echo --http --delay-ms DELAY_MS (each request holds its worker's
-# only I/O thread that long, and the worker reports BUSY=), three runs in one
-# go on the same schedule: `workers: MIN` (fixed-min), `workers: MAX`
-# (fixed-max) and `workers: { min: MIN, max: MAX }` with `autoscale:`
-# (autoscaled). Prints p50/p99 latency per phase, the workers and the
-# worker-seconds of each run, checks the targets (autoscaled heavy-phase p99
-# within 20% of fixed-max's, at most 60% of its worker-seconds), and writes
-# bench/results/autoscale-DATE.json and .png (workers and p99 per second over
-# time). Takes about 4 minutes with the defaults. Only 127.0.0.1 is used.
+# preforkd-echo --http --serial --delay-ms DELAY_MS (one request at a time per
+# worker, a connection accepted only when the worker is free, BUSY=1/BUSY=0
+# around each request), three runs in one go on the same schedule:
+# `workers: MIN` (fixed-min), `workers: MAX` (fixed-max) and
+# `workers: { min: MIN, max: MAX }` with `autoscale:` (autoscaled). Prints
+# p50/p99 latency per phase, the workers and the worker-seconds of each run,
+# checks the targets (autoscaled heavy-phase p99 within 20% of fixed-max's, at
+# most 60% of its worker-seconds), and writes bench/results/autoscale-DATE.json
+# and .png (workers and p99 per second over time). Takes about 4.5 minutes
+# with the defaults. Only 127.0.0.1 is used.
 #
 # The load (bench/autoscale/loadgen.c) is open loop by default: requests
 # arrive at random (Poisson) at a fixed rate per phase, each on a new
@@ -18,21 +19,30 @@
 # when the last one is answered (a slow pool then gets fewer requests, which
 # hides queueing; there for comparison).
 #
+# The autoscale settings (docs/benchmarks.md, "Autoscaling", says why):
+# scale up fast and far (up_after 50ms, step MAX-MIN: straight to max), down
+# one worker per down_after (1s) once one has been idle for that long. The
+# bench squeezes minutes of traffic into 85 s, so down_after is short; the
+# rule that a worker must have been idle without a break keeps it from
+# shrinking a pool that a steady load still uses.
+#
 # Usage: bench/autoscale.sh [BUILD_DIR]     (default build-bench, configured
 #        in Release when missing; run as root to install gnuplot when missing)
 # Environment (defaults in brackets):
-#   WORKER [echo]  echo: preforkd-echo --http --delay-ms DELAY_MS; sync:
-#                  bench/autoscale/syncworker.c DELAY_MS, which accepts a
-#                  connection only when it is free (see that file)
+#   WORKER [serial]  serial: preforkd-echo --http --serial --delay-ms DELAY_MS;
+#                  threaded: preforkd-echo --http --delay-ms DELAY_MS, which
+#                  accepts in a thread of its own whatever arrives and queues
+#                  it behind its I/O thread (the backlog leaves the kernel's
+#                  accept queue: for comparison)
 #   DELAY_MS [50]  per-request delay: one worker serves 1000/DELAY_MS req/s
-#   MIN [2] MAX [16]  the fixed-min and fixed-max counts, the autoscale bounds
+#   MIN [4] MAX [16]  the fixed-min and fixed-max counts, the autoscale bounds
 #   LOAD [open]    open (LIGHT/HEAVY in requests/s) or closed (in clients)
 #   LIGHT [10]     the light phases' load (closed: 1)
-#   HEAVY [224]    the heavy phase's load (closed: MAX); 224 req/s = 70% of
-#                  what 16 workers of 50 ms serve
-#   SCHEDULE [20,30,20]  seconds of light, heavy, light
-#   UP_AFTER [500ms] DOWN_AFTER [1s] COOLDOWN [2s] STEP [4]  the autoscaled
-#                  run's autoscale: settings
+#   HEAVY [160]    the heavy phase's load (closed: MAX); 160 req/s = half of
+#                  what 16 workers of 50 ms serve, twice what 4 serve
+#   SCHEDULE [30,30,25]  seconds of light, heavy, light
+#   UP_AFTER [50ms] DOWN_AFTER [1s] COOLDOWN [2s] STEP [MAX-MIN]  the
+#                  autoscaled run's autoscale: settings
 #   TIMEOUT_MS [5000]  a request with no reply by then is a failure (and
 #                  counts as slower than any reply in the percentiles)
 #   RUNS ["fixed-min fixed-max autoscaled"]  which runs, in this order
@@ -42,21 +52,21 @@ set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$top/build-bench}
 delay=${DELAY_MS:-50}
-min=${MIN:-2}
+min=${MIN:-4}
 max=${MAX:-16}
 load=${LOAD:-open}
-worker=${WORKER:-echo}
-case $worker in echo | sync) ;; *) echo "WORKER: expected echo or sync, got '$worker'" >&2; exit 2 ;; esac
+worker=${WORKER:-serial}
+case $worker in serial | threaded) ;; *) echo "WORKER: expected serial or threaded, got '$worker'" >&2; exit 2 ;; esac
 case $load in
-  open) light=${LIGHT:-10}; heavy=${HEAVY:-224}; unit=req/s ;;
+  open) light=${LIGHT:-10}; heavy=${HEAVY:-160}; unit=req/s ;;
   closed) light=${LIGHT:-1}; heavy=${HEAVY:-$max}; unit=clients ;;
   *) echo "LOAD: expected open or closed, got '$load'" >&2; exit 2 ;;
 esac
-schedule=${SCHEDULE:-20,30,20}
-up_after=${UP_AFTER:-500ms}
+schedule=${SCHEDULE:-30,30,25}
+up_after=${UP_AFTER:-50ms}
 down_after=${DOWN_AFTER:-1s}
 cooldown=${COOLDOWN:-2s}
-step=${STEP:-4}
+step=${STEP:-$((max - min))}
 timeout_ms=${TIMEOUT_MS:-5000}
 runs=${RUNS:-fixed-min fixed-max autoscaled}
 out=${OUT:-$top/bench/results}
@@ -78,10 +88,8 @@ cmake --build "$build" -j2 --target preforkd preforkctl preforkd-echo >"$tmp/bui
   { cat "$tmp/build.log" >&2; exit 1; }
 cc -O2 -Wall -o "$tmp/loadgen" "$top/bench/autoscale/loadgen.c" -lm
 case $worker in
-  echo) command="[$build/bin/preforkd-echo, --http, --delay-ms, \"$delay\"]" ;;
-  sync)
-    cc -O2 -Wall -pthread -I"$top/worker/include" -o "$tmp/syncworker" "$top/bench/autoscale/syncworker.c"
-    command="[$tmp/syncworker, \"$delay\"]" ;;
+  serial) command="[$build/bin/preforkd-echo, --http, --serial, --delay-ms, \"$delay\"]" ;;
+  threaded) command="[$build/bin/preforkd-echo, --http, --delay-ms, \"$delay\"]" ;;
 esac
 mkdir -p "$out"
 
@@ -149,8 +157,8 @@ YAML
 date=$(date -u +%Y%m%dT%H%M%SZ)
 model=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
 case $worker in
-  echo) what="preforkd-echo --http --delay-ms $delay" ;;
-  sync) what="bench/autoscale/syncworker.c $delay (accepts only when free)" ;;
+  serial) what="preforkd-echo --http --serial --delay-ms $delay" ;;
+  threaded) what="preforkd-echo --http --delay-ms $delay (threaded: accepts whatever arrives)" ;;
 esac
 echo "$what ($((1000 / delay)) req/s per worker); load $load:" \
      "light $light $unit for ${s1}s, heavy $heavy $unit for ${s2}s, light $light $unit for ${s3}s;" \

@@ -35,6 +35,11 @@ ScaleDecision Autoscaler::sample(const LoadSample& load, TimePoint now) {
   else if (pressure_since_ == kNever) pressure_since_ = now;
   if (!calm) calm_since_ = kNever;
   else if (calm_since_ == kNever) calm_since_ = now;
+  // Workers that say BUSY=: some one of them idle without a break for
+  // down_after. Per sample "some worker not busy" would hold between any two
+  // requests of a steady load and shrink a pool that is needed.
+  const bool idle_enough =
+      load.reporting == 0 || (load.idle_since != kNever && now >= load.idle_since && now - load.idle_since >= s_.down_after);
 
   ScaleDecision d;
   // Outside the bounds (a reload changed them): back inside at once.
@@ -58,11 +63,13 @@ ScaleDecision Autoscaler::sample(const LoadSample& load, TimePoint now) {
     d.reason = load.queue > 0 ? "queue " + std::to_string(load.queue) + " for " + seconds(held)
                               : "every reporting worker busy (" + std::to_string(load.busy) + ") for " + seconds(held);
     ++ups_;
-  } else if (calm && now - calm_since_ >= s_.down_after && load.wanted > s_.min && load.live >= load.wanted &&
-             may_turn(Dir::Down)) {
+  } else if (calm && now - calm_since_ >= s_.down_after && idle_enough && load.wanted > s_.min &&
+             load.live >= load.wanted && may_turn(Dir::Down)) {
     d.direction = Dir::Down;
     d.target = std::max<uint32_t>(s_.min, load.wanted - 1);
-    d.reason = "queue empty for " + seconds(std::chrono::duration_cast<Duration>(now - calm_since_));
+    d.reason = load.reporting > 0
+                   ? "a worker idle for " + seconds(std::chrono::duration_cast<Duration>(now - load.idle_since))
+                   : "queue empty for " + seconds(std::chrono::duration_cast<Duration>(now - calm_since_));
     ++downs_;
   } else {
     return d;

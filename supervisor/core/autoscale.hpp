@@ -2,18 +2,25 @@
 //
 // Owns: the autoscaling decision for one program with `workers: {min, max}`:
 // how long the pressure (a non-empty accept queue, or every reporting
-// worker busy) or the calm (an empty queue and some worker not busy) has
-// lasted, the cooldown between direction changes, and the reason text of
+// worker busy) or the calm (an empty queue and not every worker busy) has
+// lasted, how long the longest-idle worker has been idle, the cooldown between direction changes, and the reason text of
 // each decision. Must never: touch the OS or read the clock — samples come
 // in with `now` (the daemon measures the queue when the core asks), and a
 // decision is a target count that core/program applies with scale_to.
 //
 // Rules (preforkd(8), LOAD AWARENESS):
 //  - up by `step` (at most to `max`) once the pressure has lasted `up_after`;
-//  - down by one (at least to `min`) once the calm has lasted `down_after`,
-//    and only while every wanted worker is live: a worker in backoff (or
-//    still starting) is not capacity, and removing a healthy one then would
-//    shrink the pool twice;
+//  - down by one (at least to `min`) once the calm has lasted `down_after`
+//    and, when some worker reports BUSY=, once some worker has been idle
+//    without a break (its last word BUSY=0, no BUSY=1 since) for `down_after`
+//    too: the pool shrinks only when a worker had nothing to do for that
+//    long, not whenever one is between two requests (a steady load short of
+//    saturation keeps every worker busy part of each second, and must not
+//    make the pool flap). Programs whose workers never say BUSY= keep the
+//    queue-only rule. Only while every wanted worker is live: a worker in
+//    backoff (or still starting) is not capacity, and removing a healthy one
+//    then would shrink the pool twice. Which worker goes is core/program's
+//    choice: the longest idle (else the highest slot);
 //  - after a decision both clocks restart: each further step needs a full
 //    up_after (or down_after) of its own;
 //  - at most one direction change per `cooldown`; `preforkctl scale` (or a
@@ -45,13 +52,16 @@ struct LoadSample {
   uint32_t reporting = 0;  // workers that said BUSY= at all
   uint32_t live = 0;       // wanted workers with a process that is not in backoff
   uint32_t wanted = 0;     // the current wanted count
+  // When the longest-idle worker said BUSY=0 (the earliest such time among
+  // the wanted workers whose last word is BUSY=0); kNever when none is idle.
+  TimePoint idle_since = kNever;
 };
 
 struct ScaleDecision {
   enum class Direction { None, Up, Down };
   Direction direction = Direction::None;
   uint32_t target = 0;  // with Up or Down
-  std::string reason;   // "queue 37 for 1.0s" / "every reporting worker busy for 1.0s" / "queue empty for 30.0s"
+  std::string reason;   // "queue 37 for 1.0s" / "every reporting worker busy for 1.0s" / "queue empty for 30.0s" / "a worker idle for 31.2s"
 };
 
 class Autoscaler {

@@ -342,7 +342,10 @@ void Policy::load_measured(ProgramId program, uint64_t queue, TimePoint now, Act
   for (const auto& sl : p->slots) {
     count(sl.m);
     // Capacity: a wanted worker with a process; one in backoff is not.
-    if (sl.phase != SlotPhase::Removing && sl.m.worker.want == Want::Up && has_process(sl.m.worker)) ++s.live;
+    if (sl.phase != SlotPhase::Removing && sl.m.worker.want == Want::Up && has_process(sl.m.worker)) {
+      ++s.live;
+      if (sl.m.busy == Busy::Idle) s.idle_since = std::min(s.idle_since, sl.m.idle_since);
+    }
   }
   ScaleDecision d = p->autoscaler->sample(s, now);
   if (d.direction == ScaleDecision::Direction::None) return;
@@ -350,7 +353,7 @@ void Policy::load_measured(ProgramId program, uint64_t queue, TimePoint now, Act
   ++p->autoscale_total[up ? 0 : 1];
   c.log(LogLevel::Info, p->name() + ": " + d.reason + ", scaling " + (up ? "up" : "down") + " to " +
                             std::to_string(d.target));
-  p->scale_to(d.target, c, /*idle_first=*/true);  // a worker that said BUSY=0 goes first
+  p->scale_to(d.target, c, /*idle_first=*/true);  // the longest-idle worker goes first
 }
 
 void Policy::tick(TimePoint now, Actions& out) {

@@ -280,6 +280,7 @@ void ProgramState::set_busy(Member& m, Busy b, TimePoint now) {
   if (m.busy == Busy::Busy && b != Busy::Busy && now > m.busy_since)
     busy_seconds_done += std::chrono::duration<double>(now - m.busy_since).count();
   if (b == Busy::Busy && m.busy != Busy::Busy) m.busy_since = now;  // BUSY=1 twice: the first counts
+  if (b == Busy::Idle && m.busy != Busy::Idle) m.idle_since = now;  // BUSY=0 twice: the first counts
   m.busy = b;
 }
 
@@ -391,6 +392,7 @@ void ProgramState::take_back(int slot, Ctx& c) {
   s.m.draining = r->draining;
   s.m.busy = std::exchange(r->busy, Busy::Unknown);
   s.m.busy_since = r->busy_since;
+  s.m.idle_since = r->idle_since;
   // The retiree record is now empty: marked for collect().
   r->proc = 0;
   r->worker.pid = 0;
@@ -437,18 +439,18 @@ void ProgramState::add_worker(Ctx& c) {
 
 void ProgramState::remove_worker(Ctx& c, bool idle_first) {
   size_t pick = slots.size();
-  if (idle_first)
-    for (size_t i = slots.size(); i-- > 0;)
-      if (slots[i].phase == SlotPhase::Active && has_process(slots[i].m.worker) && slots[i].m.busy == Busy::Idle) {
-        pick = i;
-        break;
-      }
+  if (idle_first)  // the longest idle; from the top, so that a tie goes to the highest slot
+    for (size_t i = slots.size(); i-- > 0;) {
+      const Member& m = slots[i].m;
+      if (slots[i].phase != SlotPhase::Active || !has_process(m.worker) || m.busy != Busy::Idle) continue;
+      if (pick == slots.size() || m.idle_since < slots[pick].m.idle_since) pick = i;
+    }
   for (size_t i = slots.size(); i-- > 0;) {
     if (slots[i].phase == SlotPhase::Removing) continue;
     if (pick < slots.size() && i != pick) continue;
     int n = static_cast<int>(i);
     c.log(LogLevel::Info, name() + ": scaling down, stopping " + tag(n) +
-                              (pick < slots.size() ? " (it said BUSY=0)" : ""));
+                              (pick < slots.size() ? " (the longest idle)" : ""));
     slot_event(n, SlotEvent::Remove, c);
     // reuseport: preforkd lets go of the slot's own sockets now; once the
     // worker closes its copy, the kernel moves what is still queued on them

@@ -58,6 +58,7 @@ struct Member {
   bool draining = false;    // said STOPPING=1 (shown, not acted on)
   Busy busy = Busy::Unknown;
   TimePoint busy_since{};   // while Busy: when it said BUSY=1
+  TimePoint idle_since{};   // while Idle: when it said BUSY=0 (the first of a run of them)
 };
 
 struct Slot {
@@ -150,7 +151,8 @@ struct ProgramState {
   void stop_retirees(int slot, StopReason reason, Ctx& c);  // slot -1: all
   void add_worker(Ctx& c);
   // Stops one slot's worker for good: the highest slot, or with `idle_first`
-  // (autoscaling) the highest one whose worker last said BUSY=0, if any.
+  // (autoscaling) the one whose worker has been idle longest (last word
+  // BUSY=0, the earliest; ties: the highest slot), if any is idle.
   void remove_worker(Ctx& c, bool idle_first = false);
   void scale_to(size_t target, Ctx& c, bool idle_first = false);
   void stop_all(StopReason reason, Want want, Ctx& c);  // operator stop, shutdown, removal

@@ -1,5 +1,6 @@
 // core::Autoscaler (core/autoscale.hpp) on a fake clock: when it scales up
-// and down, its bounds, its cooldown, and no oscillation under a square wave.
+// and down, its bounds, its cooldown, and no oscillation under a square wave;
+// with workers that say BUSY=, down only after one was idle for down_after.
 #include <doctest/doctest.h>
 
 #include <functional>
@@ -208,4 +209,142 @@ TEST_CASE("autoscale: the sampling period is up_after / 4, between 50 ms and 1 s
   CHECK(Autoscaler(s).period() == 50ms);
   s.up_after = 10s;
   CHECK(Autoscaler(s).period() == 1000ms);
+}
+
+namespace {
+
+// Workers that say BUSY=: `wanted` of them, worker i busy when busy(i, t)
+// says so (t: time since the start); idle_since is when the longest-idle one
+// last went idle, as core/policy computes it from the workers' BUSY= lines.
+struct Workers {
+  std::vector<bool> busy;
+  std::vector<TimePoint> idle_since;
+  LoadSample sample(uint32_t wanted, TimePoint now, Duration t, uint64_t q,
+                    const std::function<bool(uint32_t, Duration)>& is_busy) {
+    busy.resize(wanted, false);
+    idle_since.resize(wanted, now);
+    LoadSample s = queue(q);
+    s.reporting = wanted;
+    for (uint32_t i = 0; i < wanted; ++i) {
+      bool b = is_busy(i, t);
+      if (!b && busy[i]) idle_since[i] = now;
+      busy[i] = b;
+      if (b) ++s.busy;
+      else s.idle_since = std::min(s.idle_since, idle_since[i]);
+    }
+    return s;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("autoscale: a steady 70% load - every worker busy part of each second - does not scale down") {
+  auto s = settings(2, 16);
+  s.up_after = 500ms;
+  s.down_after = 1s;  // even a short one
+  s.cooldown = 0ms;
+  Run r(s, 16);
+  Workers w;
+  // Worker i busy 700 ms of every second, the workers staggered: some are
+  // always idle and the queue is always empty, but none is idle for long.
+  auto busy = [](uint32_t i, Duration t) { return (t + Duration{i * 61}) % 1000ms < 700ms; };
+  r.go(300s, [&](Duration t) { return w.sample(r.wanted, r.now, t, 0, busy); });
+  CHECK(r.events.empty());
+  CHECK(r.wanted == 16);
+  // The same load with the per-sample rule it replaces ("the queue empty and
+  // some worker not busy for down_after") would have taken workers away.
+  Autoscaler old_rule(s);
+  LoadSample queue_only = queue(0);
+  queue_only.wanted = queue_only.live = 16;
+  old_rule.sample(queue_only, TimePoint{} + 10s);
+  CHECK(old_rule.sample(queue_only, TimePoint{} + 11s).direction == Dir::Down);
+}
+
+TEST_CASE("autoscale: with BUSY= workers, down once one has been idle for down_after, with the reason") {
+  auto s = settings(2, 8);
+  s.down_after = 5s;
+  Autoscaler a(s);
+  TimePoint t = TimePoint{} + 100s;
+  LoadSample l = queue(0);
+  l.wanted = l.live = l.reporting = 4;
+  l.busy = 3;
+  l.idle_since = t + 2s;  // the one idle worker went idle 2 s after the queue emptied
+  CHECK(a.sample(l, t).direction == Dir::None);
+  CHECK(a.sample(l, t + 5s).direction == Dir::None);  // the queue for 5 s, the worker for 3 s
+  CHECK(a.sample(l, t + 6900ms).direction == Dir::None);
+  auto d = a.sample(l, t + 7s);
+  CHECK(d.direction == Dir::Down);
+  CHECK(d.target == 3);
+  CHECK(d.reason == "a worker idle for 5.0s");
+  // Every further step needs a down_after of its own, even with workers
+  // idle for longer.
+  l.wanted = l.live = 3;
+  CHECK(a.sample(l, t + 11s).direction == Dir::None);
+  CHECK(a.sample(l, t + 12s).direction == Dir::Down);
+  // No worker idle (all busy, or none reporting idle): no step down.
+  Autoscaler b(s);
+  LoadSample none = queue(0);
+  none.wanted = none.live = none.reporting = 4;
+  none.busy = 2;  // two busy, two that have not said BUSY=0 since: idle_since kNever
+  b.sample(none, t);
+  CHECK(b.sample(none, t + 60s).direction == Dir::None);
+}
+
+TEST_CASE("autoscale: BUSY= workers - never below min nor above max, one idle worker at a time") {
+  auto s = settings(3, 9);
+  s.down_after = 2s;
+  s.step = 4;
+  s.cooldown = 5s;
+  Run r(s, 3);
+  Workers w;
+  // 60 s of every worker busy, a queue too, then 120 s of nothing.
+  r.go(180s, [&](Duration t) {
+    bool heavy = t < 60s;
+    return w.sample(r.wanted, r.now, t, heavy ? 50 : 0, [&](uint32_t, Duration) { return heavy; });
+  });
+  CHECK(r.highest == 9);
+  CHECK(r.lowest == 3);
+  CHECK(r.wanted == 3);
+  size_t downs = 0;
+  for (const auto& e : r.events)
+    if (e.direction == Dir::Down) ++downs;
+  CHECK(downs == 6);
+}
+
+TEST_CASE("autoscale: BUSY= workers under a square wave - no oscillation") {
+  SUBCASE("busy and idle phases shorter than down_after: it only ever goes up") {
+    auto s = settings(2, 10);
+    s.down_after = 5s;
+    s.cooldown = 0ms;
+    Run r(s, 2);
+    Workers w;
+    r.go(300s, [&](Duration t) {
+      bool on = (t / 3s) % 2 == 0;
+      return w.sample(r.wanted, r.now, t, on ? 20 : 0, [&](uint32_t, Duration) { return on; });
+    });
+    CHECK(!r.events.empty());
+    for (const auto& e : r.events) CHECK(e.direction == Dir::Up);
+    CHECK(r.highest <= 10);
+  }
+  SUBCASE("longer phases: direction changes at least a cooldown apart, within min and max") {
+    auto s = settings(2, 10);
+    s.down_after = 1s;
+    s.cooldown = 10s;
+    Run r(s, 2);
+    Workers w;
+    r.go(300s, [&](Duration t) {
+      bool on = (t / 4s) % 2 == 0;
+      return w.sample(r.wanted, r.now, t, on ? 20 : 0, [&](uint32_t, Duration) { return on; });
+    });
+    int changes = 0;
+    for (size_t i = 1; i < r.events.size(); ++i)
+      if (r.events[i].direction != r.events[i - 1].direction) {
+        ++changes;
+        CHECK(r.events[i].at - r.events[i - 1].at >= 10s);
+      }
+    CHECK(changes >= 2);
+    CHECK(changes <= 300 / 10);
+    CHECK(r.highest <= 10);
+    CHECK(r.lowest >= 2);
+  }
 }

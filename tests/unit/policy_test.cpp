@@ -1398,7 +1398,7 @@ TEST_CASE("policy: autoscaling - a sampling deadline only with workers: {min, ma
   }
 }
 
-TEST_CASE("policy: autoscaling down stops a worker that said BUSY=0, not the highest slot, and hides the hole") {
+TEST_CASE("policy: autoscaling down stops the worker idle longest, once idle for down_after, and hides the hole") {
   auto p = program("web", 3);
   p.autoscale = config::Autoscale{1, 3};
   p.autoscale->down_after = 1000ms;
@@ -1407,14 +1407,34 @@ TEST_CASE("policy: autoscaling down stops a worker that said BUSY=0, not the hig
   w.start();
   w.ready_all("web");
   auto pids = w.pids("web");
-  w.line(pids[0], "BUSY=1");
-  w.line(pids[1], "BUSY=0");  // the only idle one
-  w.line(pids[2], "BUSY=1");
   core::ProgramId id = w.prog("web").id;
-  for (int i = 0; i <= 5 && w.prog("web").wanted() == 3; ++i) {  // an empty queue for 1 s
+  auto measure = [&] {
     Actions out;
     w.policy.load_measured(id, 0, w.now, out);
     w.apply(std::move(out));
+  };
+  // Every worker between two requests all the time, the queue empty: each
+  // one idle for a moment at every sample, none for long. No step down.
+  for (int i = 0; i < 40; ++i) {
+    for (auto pid : pids) w.line(pid, "BUSY=1");
+    w.now += 100ms;
+    for (auto pid : pids) w.line(pid, "BUSY=0");
+    w.now += 150ms;
+    measure();
+  }
+  CHECK(w.prog("web").wanted() == 3);
+  CHECK(w.prog("web").autoscale_total[1] == 0);
+  // Now slot 1 goes idle first, slot 0 and slot 2 later: slot 1 (not the
+  // highest) is the one stopped, one down_after after it went idle.
+  for (auto pid : pids) w.line(pid, "BUSY=1");
+  w.now += 100ms;
+  w.line(pids[1], "BUSY=0");
+  w.now += 300ms;
+  w.line(pids[0], "BUSY=0");
+  w.line(pids[2], "BUSY=0");
+  w.line(pids[2], "BUSY=0");  // said twice: the first one counts
+  for (int i = 0; i <= 8 && w.prog("web").wanted() == 3; ++i) {
+    measure();
     w.now += 250ms;
   }
   CHECK(w.prog("web").wanted() == 2);
@@ -1422,6 +1442,9 @@ TEST_CASE("policy: autoscaling down stops a worker that said BUSY=0, not the hig
   CHECK(w.signals_to(pids[0]) == 0);
   CHECK(w.signals_to(pids[2]) == 0);
   CHECK(w.prog("web").autoscale_total[1] == 1);
+  CHECK(std::any_of(w.logs.begin(), w.logs.end(), [](const std::string& l) {
+    return l.find("web: a worker idle for 1.") != std::string::npos && l.find("scaling down to 2") != std::string::npos;
+  }));
   // It exited on SIGTERM (the harness's processes do): slot 1 is a hole below slot 2.
   auto snap = w.policy.snapshot(w.now).programs.at(0);
   CHECK(snap.workers_wanted == 2);

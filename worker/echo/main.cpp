@@ -3,7 +3,8 @@
 // listening sockets it inherits from preforkd (or systemd), speaking the worker
 // protocol (READY=1, STOPPING=1, WATCHDOG=1, STATUS=, and the COUNTER_/GAUGE_
 // lines described in server.hpp). `--http` answers every HTTP/1.x
-// request with a fixed 200 instead, for load tests. Run standalone with
+// request with a fixed 200 instead, for load tests; `--http --serial` serves one
+// request at a time and accepts only when free (serial.cpp). Run standalone with
 // `--listen ADDR` to compare against the supervised setup.
 //
 // main() is the table of contents: parse, open sockets, serve, map errors to exit
@@ -29,7 +30,8 @@ using preforkd::echo::UsageError;
 constexpr int kBacklog = 1024;
 
 constexpr char kUsage[] =
-    "usage: preforkd-echo [--http] [--delay-ms N] [--io-threads N] [--no-stats] [--fail-after MS] [--listen ADDR]...\n"
+    "usage: preforkd-echo [--http [--serial]] [--delay-ms N] [--io-threads N] [--no-stats] [--fail-after MS]\n"
+    "                     [--listen ADDR]...\n"
     "\n"
     "Echoes every byte back to each client (or, with --http, answers every HTTP/1.x\n"
     "request with a fixed 200), on the listening sockets inherited from preforkd or\n"
@@ -39,7 +41,12 @@ constexpr char kUsage[] =
     "                       when no socket is inherited\n"
     "      --http           HTTP/1.1 mode: keep-alive, pipelining, fixed \"ok\" body\n"
     "      --delay-ms N     http: spend N ms on each request before answering, holding\n"
-    "                       its I/O thread (a slow synchronous worker, for load tests)\n"
+    "                       its I/O thread (a slow synchronous worker, for load tests)\n"    "      --serial         http: one request at a time, one thread, and accept a\n"
+    "                       connection only when free, so what cannot be served yet\n"
+    "                       waits in the kernel's accept queue (like gunicorn's sync\n"
+    "                       worker or PHP-FPM); BUSY=1/BUSY=0 around each request;\n"
+    "                       every reply says \"Connection: close\" (no keep-alive);\n"
+    "                       SIGTERM is taken between two requests\n"
     "  -t, --io-threads N   epoll I/O threads (default 1; preforkd scales by workers)\n"
     "      --no-stats       neither count nor send the requests, connections, bytes_in,\n"
     "                       bytes_out counters, the active_connections gauge and BUSY=\n"
@@ -55,10 +62,11 @@ struct Options {
 };
 
 Options parse_options(int argc, char** argv) {
-  enum { kHttp = 256, kNoStats, kDelay, kFailAfter };
+  enum { kHttp = 256, kNoStats, kDelay, kFailAfter, kSerial };
   static const option long_options[] = {
       {"listen", required_argument, nullptr, 'l'},
       {"http", no_argument, nullptr, kHttp},
+      {"serial", no_argument, nullptr, kSerial},
       {"io-threads", required_argument, nullptr, 't'},
       {"no-stats", no_argument, nullptr, kNoStats},
       {"delay-ms", required_argument, nullptr, kDelay},
@@ -77,6 +85,9 @@ Options parse_options(int argc, char** argv) {
         break;
       case kHttp:
         opt.server.mode = preforkd::echo::Mode::Http;
+        break;
+      case kSerial:
+        opt.server.serial = true;
         break;
       case kNoStats:
         opt.server.stats = false;
@@ -115,6 +126,7 @@ Options parse_options(int argc, char** argv) {
     }
   }
   if (optind < argc) throw UsageError(std::string("unexpected argument '") + argv[optind] + "'");
+  if (opt.server.serial && opt.server.mode != preforkd::echo::Mode::Http) throw UsageError("--serial needs --http");
   return opt;
 }
 
@@ -151,6 +163,7 @@ int main(int argc, char** argv) {
   try {
     Options opt = parse_options(argc, argv);
     std::vector<Listener> listeners = open_listeners(opt);
+    if (opt.server.serial) return preforkd::echo::serve_serial(listeners, opt.server);  // closes them too
     return preforkd::echo::serve(listeners, opt.server);  // closes the listeners
   } catch (const UsageError& e) {
     std::fprintf(stderr, "preforkd-echo: %s\nTry 'preforkd-echo --help'.\n", e.what());

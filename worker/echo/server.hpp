@@ -56,6 +56,9 @@ struct ServerOptions {
   // --fail-after: after this long (from READY=1), drain as after TERM and
   // exit 4 — a build that breaks some time after it started. < 0: never.
   std::chrono::milliseconds fail_after{-1};
+  // --serial (http only): one request at a time, accepting only when free
+  // (serial.cpp); io_threads is then unused.
+  bool serial = false;
 };
 
 // Serves `listeners` until SIGTERM/SIGINT, closes them once accepting stopped,
@@ -65,5 +68,10 @@ struct ServerOptions {
 // exists (it sets the signal mask that every thread inherits). Throws
 // std::runtime_error if the threads cannot start.
 int serve(std::vector<Listener>& listeners, const ServerOptions& options);
+
+// --serial: the same contract as serve() (exit codes 0, 1, 4; STOPPING=1;
+// closes the listeners), in one thread serving one connection at a time; a
+// SIGTERM is taken between two requests. See serial.cpp.
+int serve_serial(std::vector<Listener>& listeners, const ServerOptions& options);
 
 }  // namespace preforkd::echo
