@@ -35,10 +35,15 @@ constexpr size_t kDrainBudget = 1024 * 1024;
 // After an event, the policy is asked again until it has nothing more to do;
 // this bounds a (buggy) policy that would never settle.
 constexpr int kMaxSettleRounds = 64;
-// Spawning stops for this iteration once it has run this long (after at
-// least one spawn); the rest go first in the next iteration, after a
+// Spawning stops for this iteration once it has run this long, or as long
+// as this iteration's collecting took if that was longer (after at least
+// one spawn); the rest go first in the next iteration, after a
 // non-blocking look at every other event.
 constexpr auto kSpawnSlice = std::chrono::milliseconds(10);
+constexpr auto kSpawnSliceMax = std::chrono::milliseconds(40);
+// At most this many children are reaped (and their deaths acted on) per
+// iteration; the rest are reaped in the next one.
+constexpr size_t kReapBatch = 128;
 
 spdlog::level::level_enum to_spdlog(core::LogLevel l) {
   switch (l) {
@@ -200,7 +205,7 @@ int Daemon::run() {
     log_->info("preforkd {} (pid {}): starting", kVersion, sys::self_pid());
     policy_.start(now(), actions_);
   }
-  begin_acting();
+  begin_acting(core::Duration{0});
   settle();
   timer_.arm(policy_.next_deadline());
   report_systemd_status();
@@ -227,12 +232,13 @@ void Daemon::iteration() {
   epoll_event events[64];
   int n = 0;
   try {
-    n = epoll_.wait(events, 64, deferred_.empty() ? -1 : 0);
+    n = epoll_.wait(events, 64, deferred_.empty() && !reap_more_ ? -1 : 0);
   } catch (const sys::SysError& e) {
     // EBADF/EINVAL on our own epoll fd: a broken invariant, not a runtime failure.
     throw sys::FatalError(e.what());
   }
   // 1. Collect: every event goes to the policy; its decisions wait in actions_.
+  const TimePoint collect_start = now();
   for (int i = 0; i < n; ++i) {
     try {
       dispatch(events[i].data.u64, events[i].events);
@@ -240,9 +246,10 @@ void Daemon::iteration() {
       log_once(std::string("event: ") + e.what(), std::string("preforkd: contained an error handling an event: ") + e.what());
     }
   }
+  const auto collected_for = std::chrono::duration_cast<core::Duration>(now() - collect_start);
   reap();  // every iteration, whatever woke us (T2)
   // 2. Act.
-  begin_acting();
+  begin_acting(collected_for);
   settle();
   auto t = now();
   if (upgrade_check_pid_ > 0 && t >= upgrade_check_deadline_) {
@@ -380,7 +387,10 @@ void Daemon::close_proc_pipes(core::ProcId proc) {
 // ---- reaping (T2, T4, T20) ----
 
 void Daemon::reap() {
-  for (const auto& r : sys::reap_all()) {
+  // A bounded batch: a storm of 1000 deaths is acted on over several
+  // iterations (which then poll without blocking), so that control
+  // requests and signals are served in between.
+  for (const auto& r : sys::reap_some(kReapBatch, reap_more_)) {
     if (r.pid == upgrade_check_pid_) {
       on_upgrade_check_exit(r.status);  // may exec the new binary and never return
       continue;
@@ -399,8 +409,12 @@ void Daemon::reap() {
 
 // ---- applying decisions ----
 
-void Daemon::begin_acting() {
-  spawn_slice_end_ = now() + kSpawnSlice;
+void Daemon::begin_acting(core::Duration collected_for) {
+  // As long as collecting the events took (at least kSpawnSlice, at most
+  // kSpawnSliceMax): when a flood of events (chatty workers) makes the
+  // iterations long, spawning still gets about half of the loop's time,
+  // and a start is not starved.
+  spawn_slice_end_ = now() + std::clamp<core::Duration>(collected_for, kSpawnSlice, kSpawnSliceMax);
   spawns_this_iteration_ = 0;
   if (deferred_.empty()) return;
   // Decided before this iteration's events: they go first.

@@ -147,7 +147,7 @@ class Daemon {
   std::optional<core::ProcId> notify_sender(pid_t pid) const;
   void reap();
   void settle();
-  void begin_acting();  // a fresh spawn slice; what was deferred goes first  // applies pending actions and ticks the policy until nothing is left to do
+  void begin_acting(core::Duration collected_for);  // a fresh spawn slice; what was deferred goes first  // applies pending actions and ticks the policy until nothing is left to do
   void apply(const core::Action& a);
   void spawn(const core::Action& a);
   void spawn_now(const core::Action& a);
@@ -220,6 +220,7 @@ class Daemon {
   core::Actions deferred_;
   core::TimePoint spawn_slice_end_{};
   int spawns_this_iteration_ = 0;
+  bool reap_more_ = false;  // the last reap() stopped at kReapBatch: poll, do not block
   std::set<std::string> causes_logged_;   // log_once
   std::optional<std::string> pidfile_;
   std::unique_ptr<ControlServer> control_;

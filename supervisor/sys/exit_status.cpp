@@ -24,8 +24,18 @@ std::string ExitStatus::to_string() const {
 }
 
 std::vector<Reaped> reap_all() {
+  bool more = false;
+  return reap_some(SIZE_MAX, more);
+}
+
+std::vector<Reaped> reap_some(size_t max, bool& more) {
   std::vector<Reaped> out;
+  more = false;
   for (;;) {
+    if (out.size() >= max) {
+      more = true;
+      break;
+    }
     int status = 0;
     pid_t pid = retry_on_eintr([&] { return ::waitpid(-1, &status, WNOHANG); });
     if (pid <= 0) break;  // 0: children left but none exited; -1/ECHILD: no children

@@ -38,5 +38,8 @@ struct Reaped {
 // so this runs every loop iteration, whatever woke the loop. It identifies
 // nothing: the caller looks each pid up (T20: unknown pids are orphans).
 std::vector<Reaped> reap_all();
+// At most `max` of them; `more` tells whether the budget ran out (others
+// may be left for the next call).
+std::vector<Reaped> reap_some(size_t max, bool& more);
 
 }  // namespace preforkd::sys
