@@ -182,7 +182,7 @@ echo
 # shellcheck disable=SC2086 # $specs: one word per run
 python3 "$top/bench/autoscale/analyze.py" --phases "$phases" --timeout-ms "$timeout_ms" --unit "$unit" \
   --json "$out/autoscale-$date.json" --png "$out/autoscale-$date.png" \
-  --title "preforkd autoscaling: $worker worker, $delay ms a request; $load load $light/$heavy/$light $unit; up_after $up_after, down_after $down_after, cooldown $cooldown, step $step, target_utilization $target_util" \
+  --title "preforkd autoscaling: $worker worker, $delay ms/request; $load load $light/$heavy/$light $unit; up_after $up_after, down_after $down_after, cooldown $cooldown, step $step, util $target_util" \
   --meta date="$date" --meta nproc="$(nproc)" --meta cpu="$model" --meta kernel="$(uname -r)" \
   --meta worker="$what" --meta delay_ms="$delay" --meta load="$load" --meta schedule="$schedule" \
   --meta min="$min" --meta max="$max" --meta timeout_ms="$timeout_ms" \
