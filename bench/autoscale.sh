@@ -21,10 +21,15 @@
 #
 # The autoscale settings (docs/benchmarks.md, "Autoscaling", says why):
 # scale up fast and far (up_after 50ms, step MAX-MIN: straight to max), down
-# one worker per down_after (1s) once one has been idle for that long. The
-# bench squeezes minutes of traffic into 85 s, so down_after is short; the
+# one worker per down_after (1s) once one has been idle for that long and the
+# rest would have been at most target_utilization (40%) busy over that second.
+# The bench squeezes minutes of traffic into 85 s, so down_after is short; the
 # rule that a worker must have been idle without a break keeps it from
-# shrinking a pool that a steady load still uses.
+# shrinking a pool between two requests, and the utilization bound from
+# shrinking one that a steady load still needs (8 busy of 16: its last
+# workers in accept order are idle for a second now and then). 40% rather
+# than the default 50%: the mean busy workers over a 1 s window of a
+# Poisson load of 8 varies by about +-0.6, and 15 x 50% = 7.5 is within it.
 #
 # Usage: bench/autoscale.sh [BUILD_DIR]     (default build-bench, configured
 #        in Release when missing; run as root to install gnuplot when missing)
@@ -41,8 +46,8 @@
 #   HEAVY [160]    the heavy phase's load (closed: MAX); 160 req/s = half of
 #                  what 16 workers of 50 ms serve, twice what 4 serve
 #   SCHEDULE [30,30,25]  seconds of light, heavy, light
-#   UP_AFTER [50ms] DOWN_AFTER [1s] COOLDOWN [2s] STEP [MAX-MIN]  the
-#                  autoscaled run's autoscale: settings
+#   UP_AFTER [50ms] DOWN_AFTER [1s] COOLDOWN [2s] STEP [MAX-MIN]
+#   TARGET_UTIL [40%]  the autoscaled run's autoscale: settings
 #   TIMEOUT_MS [5000]  a request with no reply by then is a failure (and
 #                  counts as slower than any reply in the percentiles)
 #   RUNS ["fixed-min fixed-max autoscaled"]  which runs, in this order
@@ -67,6 +72,7 @@ up_after=${UP_AFTER:-50ms}
 down_after=${DOWN_AFTER:-1s}
 cooldown=${COOLDOWN:-2s}
 step=${STEP:-$((max - min))}
+target_util=${TARGET_UTIL:-40%}
 timeout_ms=${TIMEOUT_MS:-5000}
 runs=${RUNS:-fixed-min fixed-max autoscaled}
 out=${OUT:-$top/bench/results}
@@ -119,7 +125,7 @@ run() {
     fixed-max) workers=$max; autoscale="" ; initial=$max ;;
     autoscaled)
       workers="{ min: $min, max: $max }"; initial=$min
-      autoscale="autoscale: { up_after: $up_after, down_after: $down_after, cooldown: $cooldown, step: $step }" ;;
+      autoscale="autoscale: { up_after: $up_after, down_after: $down_after, cooldown: $cooldown, step: $step, target_utilization: $target_util }" ;;
   esac
   cat >"$dir/p.yaml" <<YAML
 supervisor: { control_socket: $dir/ctl.sock, metrics: "127.0.0.1:$mport", shutdown_timeout: 2s }
@@ -164,7 +170,7 @@ echo "$what ($((1000 / delay)) req/s per worker); load $load:" \
      "light $light $unit for ${s1}s, heavy $heavy $unit for ${s2}s, light $light $unit for ${s3}s;" \
      "one connection per request, timeout ${timeout_ms} ms"
 echo "fixed-min: workers: $min; fixed-max: workers: $max; autoscaled: workers: { min: $min, max: $max }," \
-     "autoscale: { up_after: $up_after, down_after: $down_after, cooldown: $cooldown, step: $step }"
+     "autoscale: { up_after: $up_after, down_after: $down_after, cooldown: $cooldown, step: $step, target_utilization: $target_util }"
 echo "$(nproc) CPU(s) ($model), kernel $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg) at the start"
 specs=""
 for r in $runs; do
@@ -176,7 +182,7 @@ echo
 # shellcheck disable=SC2086 # $specs: one word per run
 python3 "$top/bench/autoscale/analyze.py" --phases "$phases" --timeout-ms "$timeout_ms" --unit "$unit" \
   --json "$out/autoscale-$date.json" --png "$out/autoscale-$date.png" \
-  --title "preforkd autoscaling: $worker worker, $delay ms a request; $load load $light/$heavy/$light $unit; up_after $up_after, down_after $down_after, cooldown $cooldown, step $step" \
+  --title "preforkd autoscaling: $worker worker, $delay ms/request; $load load $light/$heavy/$light $unit; up_after $up_after, down_after $down_after, cooldown $cooldown, step $step, util $target_util" \
   --meta date="$date" --meta nproc="$(nproc)" --meta cpu="$model" --meta kernel="$(uname -r)" \
   --meta worker="$what" --meta delay_ms="$delay" --meta load="$load" --meta schedule="$schedule" \
   --meta min="$min" --meta max="$max" --meta timeout_ms="$timeout_ms" \

@@ -164,9 +164,10 @@ std::string dump(const Config& config) {
     line(2, fmt::format("workers: {}", p.workers));
     if (p.autoscale) {
       const Autoscale& a = *p.autoscale;
-      line(2, fmt::format("autoscale: {{min: {}, max: {}, up_after: {}, down_after: {}, cooldown: {}, step: {}}}", a.min,
-                          a.max, format_duration(a.up_after), format_duration(a.down_after),
-                          format_duration(a.cooldown), a.step));
+      line(2, fmt::format("autoscale: {{min: {}, max: {}, up_after: {}, down_after: {}, cooldown: {}, step: {}, "
+                          "target_utilization: {}%}}",
+                          a.min, a.max, format_duration(a.up_after), format_duration(a.down_after),
+                          format_duration(a.cooldown), a.step, a.target_utilization));
     }
     line(2, p.listen.empty() ? "listen: []" : "listen:");
     for (const auto& l : p.listen) {

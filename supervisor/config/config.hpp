@@ -62,9 +62,10 @@ struct Autoscale {
   Duration down_after{30000};
   Duration cooldown{10000};
   uint32_t step = 1;
+  uint32_t target_utilization = 50;  // percent: scale down only if the rest stay at most this busy
   bool operator==(const Autoscale& o) const {
     return min == o.min && max == o.max && up_after == o.up_after && down_after == o.down_after &&
-           cooldown == o.cooldown && step == o.step;
+           cooldown == o.cooldown && step == o.step && target_utilization == o.target_utilization;
   }
   bool operator!=(const Autoscale& o) const { return !(*this == o); }
 };

@@ -252,7 +252,7 @@ const Keys kProgramKeys{
     "max_requests",  "max_memory",       "stdout",      "stderr",
     "orphans",       "notify_socket", "autoscale",   "ready_min"};
 const Keys kWorkersKeys{"min", "max"};
-const Keys kAutoscaleKeys{"up_after", "down_after", "cooldown", "step"};
+const Keys kAutoscaleKeys{"up_after", "down_after", "cooldown", "step", "target_utilization"};
 const Keys kListenKeys{"address", "name"};
 const Keys kBackoffKeys{"min", "max", "reset_after"};
 const Keys kReloadKeys{"batch", "settle", "guard"};
@@ -818,6 +818,18 @@ class Loader {
       const std::string key_path = kp + "." + e.key;
       if (e.key == "step") {
         if (auto n = whole(e, key_path, 1, 10000)) p.autoscale->step = static_cast<uint32_t>(*n);
+        continue;
+      }
+      if (e.key == "target_utilization") {
+        auto s = scalar(e, key_path);
+        if (!s) continue;
+        const auto n = !s->empty() && s->back() == '%' ? parse_uint(std::string_view(*s).substr(0, s->size() - 1))
+                                                       : std::nullopt;
+        if (!n || *n < 1 || *n > 100) {
+          error(value_mark(e), fmt::format("{}: expected a percentage from 1% to 100% like `50%`, got `{}`", key_path, *s));
+          continue;
+        }
+        p.autoscale->target_utilization = static_cast<uint32_t>(*n);
         continue;
       }
       auto d = duration(e, key_path);

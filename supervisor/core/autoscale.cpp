@@ -19,6 +19,22 @@ Duration Autoscaler::period() const {
   return std::clamp<Duration>(s_.up_after / 4, Duration{50}, Duration{1000});
 }
 
+void Autoscaler::record(TimePoint now, double busy_seconds) {
+  // A counter that went back (it never should): the history is useless.
+  if (!marks_.empty() && (busy_seconds < marks_.back().busy_seconds || now < marks_.back().at)) marks_.clear();
+  const Duration spacing = std::max<Duration>(s_.down_after / 16, Duration{1});
+  if (marks_.empty() || now - marks_.back().at >= spacing) marks_.push_back({now, busy_seconds});
+  // Keep one mark at least down_after old (the window's start), none older.
+  while (marks_.size() >= 2 && now - marks_[1].at >= s_.down_after) marks_.pop_front();
+}
+
+double Autoscaler::mean_busy(TimePoint now, double busy_seconds, Duration* window) const {
+  if (marks_.empty() || now - marks_.front().at < s_.down_after) return -1;
+  const auto span = std::chrono::duration_cast<Duration>(now - marks_.front().at);
+  if (window != nullptr) *window = span;
+  return std::max(0.0, busy_seconds - marks_.front().busy_seconds) / std::chrono::duration<double>(span).count();
+}
+
 void Autoscaler::manual(TimePoint now) {
   last_change_ = now;
   hold_until_ = now + s_.cooldown;
@@ -40,6 +56,17 @@ ScaleDecision Autoscaler::sample(const LoadSample& load, TimePoint now) {
   // requests of a steady load and shrink a pool that is needed.
   const bool idle_enough =
       load.reporting == 0 || (load.idle_since != kNever && now >= load.idle_since && now - load.idle_since >= s_.down_after);
+  // ... and the workers that would remain would have carried the last
+  // down_after's load at no more than target_utilization: an idle worker is
+  // not proof that it is spare (the last ones in accept order idle now and
+  // then under a steady load half the pool's size).
+  record(now, load.busy_seconds);
+  Duration window{0};
+  const double mean = mean_busy(now, load.busy_seconds, &window);
+  const bool light_enough =
+      load.reporting == 0 ||
+      (mean >= 0 && load.wanted > 0 &&
+       mean <= static_cast<double>(load.wanted - 1) * static_cast<double>(s_.target_utilization) / 100.0 + 1e-9);
 
   ScaleDecision d;
   // Outside the bounds (a reload changed them): back inside at once.
@@ -63,13 +90,18 @@ ScaleDecision Autoscaler::sample(const LoadSample& load, TimePoint now) {
     d.reason = load.queue > 0 ? "queue " + std::to_string(load.queue) + " for " + seconds(held)
                               : "every reporting worker busy (" + std::to_string(load.busy) + ") for " + seconds(held);
     ++ups_;
-  } else if (calm && now - calm_since_ >= s_.down_after && idle_enough && load.wanted > s_.min &&
+  } else if (calm && now - calm_since_ >= s_.down_after && idle_enough && light_enough && load.wanted > s_.min &&
              load.live >= load.wanted && may_turn(Dir::Down)) {
     d.direction = Dir::Down;
     d.target = std::max<uint32_t>(s_.min, load.wanted - 1);
-    d.reason = load.reporting > 0
-                   ? "a worker idle for " + seconds(std::chrono::duration_cast<Duration>(now - load.idle_since))
-                   : "queue empty for " + seconds(std::chrono::duration_cast<Duration>(now - calm_since_));
+    if (load.reporting > 0) {
+      char busy[32];
+      std::snprintf(busy, sizeof busy, "%.1f", mean);
+      d.reason = "a worker idle for " + seconds(std::chrono::duration_cast<Duration>(now - load.idle_since)) + ", " +
+                 busy + " busy on average over " + seconds(window);
+    } else {
+      d.reason = "queue empty for " + seconds(std::chrono::duration_cast<Duration>(now - calm_since_));
+    }
     ++downs_;
   } else {
     return d;

@@ -16,8 +16,18 @@
 //    too: the pool shrinks only when a worker had nothing to do for that
 //    long, not whenever one is between two requests (a steady load short of
 //    saturation keeps every worker busy part of each second, and must not
-//    make the pool flap). Programs whose workers never say BUSY= keep the
-//    queue-only rule. Only while every wanted worker is live: a worker in
+//    make the pool flap);
+//  - and, with BUSY= workers, only when the workers that would remain would
+//    have carried the load of the last `down_after` at no more than
+//    `target_utilization`: mean busy workers over that window (from the
+//    program's busy-seconds counter) <= (wanted - 1) x target_utilization.
+//    An idle worker is not proof that it is spare: under a steady load at
+//    half of 16 workers, the last ones in accept order sit idle for a second
+//    now and then, and taking one away makes bursts queue. Programs whose
+//    workers never say BUSY= keep the queue-only rule. Scale-up does not use
+//    the figure: it waits for evidence of waiting (a queue, every worker
+//    busy), and a mean over a short up_after is mostly noise. Only while
+//    every wanted worker is live: a worker in
 //    backoff (or still starting) is not capacity, and removing a healthy one
 //    then would shrink the pool twice. Which worker goes is core/program's
 //    choice: the longest idle (else the highest slot);
@@ -30,6 +40,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <string>
 
 #include "core/worker.hpp"
@@ -43,6 +54,7 @@ struct AutoscaleSettings {
   Duration down_after{30000};
   Duration cooldown{10000};
   uint32_t step = 1;
+  uint32_t target_utilization = 50;  // percent, 1-100
 };
 
 // What the daemon and the core know at one sample.
@@ -55,13 +67,17 @@ struct LoadSample {
   // When the longest-idle worker said BUSY=0 (the earliest such time among
   // the wanted workers whose last word is BUSY=0); kNever when none is idle.
   TimePoint idle_since = kNever;
+  // Seconds the program's workers have been busy, ever (a counter that only
+  // grows: ProgramState::busy_seconds); its rate is the mean busy workers.
+  double busy_seconds = 0;
 };
 
 struct ScaleDecision {
   enum class Direction { None, Up, Down };
   Direction direction = Direction::None;
   uint32_t target = 0;  // with Up or Down
-  std::string reason;   // "queue 37 for 1.0s" / "every reporting worker busy for 1.0s" / "queue empty for 30.0s" / "a worker idle for 31.2s"
+  std::string reason;   // "queue 37 for 1.0s" / "every reporting worker busy for 1.0s" / "queue empty for 30.0s" /
+                        // "a worker idle for 31.2s, 2.1 busy on average over 30.0s"
 };
 
 class Autoscaler {
@@ -77,6 +93,11 @@ class Autoscaler {
   // How often to sample (see the rules above).
   Duration period() const;
 
+  // Mean busy workers over the last down_after (at least; the window starts
+  // at a checkpoint up to down_after / 16 older), or -1 before the samples
+  // cover down_after. `window` gets the window's length.
+  double mean_busy(TimePoint now, double busy_seconds, Duration* window = nullptr) const;
+
   uint64_t ups() const { return ups_; }
   uint64_t downs() const { return downs_; }
 
@@ -88,6 +109,15 @@ class Autoscaler {
   TimePoint last_change_ = kNever;  // of the last decision taken, automatic or not
   TimePoint hold_until_{};          // after a manual change: no decision before
   uint64_t ups_ = 0, downs_ = 0;
+  // Checkpoints of LoadSample::busy_seconds, one per down_after / 16 at most,
+  // oldest first, the oldest the newest one at least down_after old: bounded
+  // (about 18) whatever the sampling period and down_after.
+  struct Mark {
+    TimePoint at;
+    double busy_seconds;
+  };
+  std::deque<Mark> marks_;
+  void record(TimePoint now, double busy_seconds);
 };
 
 }  // namespace preforkd::core

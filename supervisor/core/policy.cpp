@@ -299,7 +299,7 @@ void Policy::check_memory(Ctx& c) {
 namespace {
 
 AutoscaleSettings settings_of(const config::Autoscale& a) {
-  return AutoscaleSettings{a.min, a.max, a.up_after, a.down_after, a.cooldown, a.step};
+  return AutoscaleSettings{a.min, a.max, a.up_after, a.down_after, a.cooldown, a.step, a.target_utilization};
 }
 
 }  // namespace
@@ -334,6 +334,7 @@ void Policy::load_measured(ProgramId program, uint64_t queue, TimePoint now, Act
   LoadSample s;
   s.queue = queue;
   s.wanted = static_cast<uint32_t>(p->wanted());
+  s.busy_seconds = p->busy_seconds(now);
   auto count = [&](const Member& m) {
     if (!has_process(m.worker) || m.busy == Busy::Unknown) return;
     ++s.reporting;

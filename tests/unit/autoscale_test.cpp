@@ -1,6 +1,7 @@
 // core::Autoscaler (core/autoscale.hpp) on a fake clock: when it scales up
 // and down, its bounds, its cooldown, and no oscillation under a square wave;
-// with workers that say BUSY=, down only after one was idle for down_after.
+// with workers that say BUSY=, down only after one was idle for down_after
+// and only if the rest would have been at most target_utilization busy.
 #include <doctest/doctest.h>
 
 #include <functional>
@@ -216,11 +217,17 @@ namespace {
 // Workers that say BUSY=: `wanted` of them, worker i busy when busy(i, t)
 // says so (t: time since the start); idle_since is when the longest-idle one
 // last went idle, as core/policy computes it from the workers' BUSY= lines.
+// busy_seconds integrates the busy count between samples, as the program's
+// counter does between BUSY= lines.
 struct Workers {
   std::vector<bool> busy;
   std::vector<TimePoint> idle_since;
+  double busy_seconds = 0;
+  TimePoint last = kNever;
+  uint32_t last_busy = 0;
   LoadSample sample(uint32_t wanted, TimePoint now, Duration t, uint64_t q,
                     const std::function<bool(uint32_t, Duration)>& is_busy) {
+    if (last != kNever) busy_seconds += last_busy * std::chrono::duration<double>(now - last).count();
     busy.resize(wanted, false);
     idle_since.resize(wanted, now);
     LoadSample s = queue(q);
@@ -232,6 +239,9 @@ struct Workers {
       if (b) ++s.busy;
       else s.idle_since = std::min(s.idle_since, idle_since[i]);
     }
+    last = now;
+    last_busy = s.busy;
+    s.busy_seconds = busy_seconds;
     return s;
   }
 };
@@ -275,7 +285,7 @@ TEST_CASE("autoscale: with BUSY= workers, down once one has been idle for down_a
   auto d = a.sample(l, t + 7s);
   CHECK(d.direction == Dir::Down);
   CHECK(d.target == 3);
-  CHECK(d.reason == "a worker idle for 5.0s");
+  CHECK(d.reason == "a worker idle for 5.0s, 0.0 busy on average over 7.0s");
   // Every further step needs a down_after of its own, even with workers
   // idle for longer.
   l.wanted = l.live = 3;
@@ -347,4 +357,129 @@ TEST_CASE("autoscale: BUSY= workers under a square wave - no oscillation") {
     CHECK(r.highest <= 10);
     CHECK(r.lowest >= 2);
   }
+}
+
+namespace {
+
+// 8 workers busy at any time, the way an accept order that favours the first
+// workers spreads it over a pool of n (> 8): workers 0-5 always busy, and of
+// workers 6..n-1 two at a time, for a second each in turn; with n = 16 each
+// of those is idle for 4 s of every 5 (far longer than down_after). From
+// `light_from` on: only worker 0 busy.
+bool eight_busy(uint32_t i, Duration t, uint32_t n, Duration light_from = Duration::max()) {
+  if (t >= light_from) return i == 0;
+  if (i < 6) return true;
+  const auto k = static_cast<uint32_t>(t / 1s);
+  return i == 6 + (2 * k) % (n - 6) || i == 6 + (2 * k + 1) % (n - 6);
+}
+
+AutoscaleSettings bench_like(uint32_t min, uint32_t max) {
+  auto s = settings(min, max);
+  s.up_after = 50ms;
+  s.down_after = 1s;
+  s.cooldown = 2s;
+  s.step = max - min;
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("autoscale: a steady 50% load on 16 workers, some idle for seconds, does not scale down") {
+  auto s = bench_like(4, 16);
+  REQUIRE(s.target_utilization == 50);  // the default
+  Run r(s, 16);
+  Workers w;
+  r.go(120s, [&](Duration t) { return w.sample(r.wanted, r.now, t, 0, [&](uint32_t i, Duration t) { return eight_busy(i, t, r.wanted); }); });
+  CHECK(r.events.empty());
+  CHECK(r.wanted == 16);
+  // What stops it is the utilization bound: 15 workers would be 53% busy.
+  // Allowing 60%, the same load gives back the workers beyond 8 / 0.6 + 1.
+  s.target_utilization = 60;
+  Run loose(s, 16);
+  Workers w2;
+  loose.go(120s, [&](Duration t) {
+    return w2.sample(loose.wanted, loose.now, t, 0, [&](uint32_t i, Duration t) { return eight_busy(i, t, loose.wanted); });
+  });
+  REQUIRE(loose.events.size() == 2);  // 15 left would be 53% busy, 14 57%, 13 62%
+  for (const auto& e : loose.events) CHECK(e.direction == Dir::Down);
+  CHECK(loose.wanted == 14);
+}
+
+TEST_CASE("autoscale: with a steady load it settles at the smallest pool the rest carry at target_utilization") {
+  // 8 busy all the time, the others idle for ever: down while
+  // 8 <= (n - 1) x 75%, i.e. to 11 (10 left would be 80% busy).
+  auto s = settings(2, 24);
+  s.down_after = 2s;
+  s.cooldown = 0ms;
+  s.target_utilization = 75;
+  Run r(s, 24);
+  Workers w;
+  r.go(200s, [&](Duration t) { return w.sample(r.wanted, r.now, t, 0, [](uint32_t i, Duration) { return i < 8; }); });
+  CHECK(r.wanted == 11);
+  CHECK(r.lowest == 11);
+  REQUIRE(!r.events.empty());
+  CHECK(r.events.back().target == 11);
+  // The reason names the load it went by.
+  Autoscaler a(s);
+  Workers w3;
+  TimePoint t0 = TimePoint{} + 50s;
+  ScaleDecision d;
+  for (TimePoint t = t0; t < t0 + 10s && d.direction == Dir::None; t += a.period())
+    d = a.sample([&] {
+      auto l = w3.sample(24, t, std::chrono::duration_cast<Duration>(t - t0), 0, [](uint32_t i, Duration) { return i < 8; });
+      l.wanted = l.live = 24;
+      return l;
+    }(), t);
+  CHECK(d.direction == Dir::Down);
+  CHECK(d.reason.find(", 8.0 busy on average over 2.") != std::string::npos);
+}
+
+TEST_CASE("autoscale: after a drop to light load, down to min one step per down_after") {
+  auto s = bench_like(4, 16);
+  Run r(s, 16);
+  Workers w;
+  r.go(60s, [&](Duration t) {
+    return w.sample(r.wanted, r.now, t, 0, [&](uint32_t i, Duration t) { return eight_busy(i, t, r.wanted, 30s); });
+  });
+  CHECK(r.wanted == 4);
+  CHECK(r.lowest == 4);
+  REQUIRE(r.events.size() == 12);
+  for (size_t i = 0; i < r.events.size(); ++i) {
+    CHECK(r.events[i].direction == Dir::Down);
+    CHECK(r.events[i].target == 15 - i);
+    CHECK(r.events[i].at >= TimePoint{} + 1000s + 30s);  // none under the heavy load
+    if (i > 0) CHECK(r.events[i].at - r.events[i - 1].at >= 1s);
+  }
+  // One step per down_after (and a sample period), not slower.
+  CHECK(r.events.back().at - r.events.front().at <= 11 * (1s + s.up_after));
+}
+
+TEST_CASE("autoscale: BUSY= workers, heavy and light phases - up at once, no scale-down under the heavy load") {
+  // 10 s heavy (the pool short of 16: a queue and every worker busy; at 16,
+  // 8 busy), 10 s light (one busy), over and over.
+  auto s = bench_like(4, 16);
+  Run r(s, 4);
+  Workers w;
+  r.go(200s, [&](Duration t) {
+    const bool heavy = (t / 10s) % 2 == 1;
+    if (heavy && r.wanted < 16)
+      return w.sample(r.wanted, r.now, t, 10, [](uint32_t, Duration) { return true; });
+    return w.sample(r.wanted, r.now, t, 0, [&](uint32_t i, Duration t) { return heavy ? eight_busy(i, t, r.wanted) : i == 0; });
+  });
+  CHECK(r.highest == 16);
+  CHECK(r.lowest == 4);
+  int changes = 0;
+  for (size_t i = 0; i < r.events.size(); ++i) {
+    const auto t = r.events[i].at - (TimePoint{} + 1000s);
+    const bool heavy = (t / 10s) % 2 == 1;
+    if (r.events[i].direction == Dir::Down) CHECK_FALSE(heavy);  // never gives back a worker the load needs
+    if (r.events[i].direction == Dir::Up) CHECK(heavy);
+    if (i > 0 && r.events[i].direction != r.events[i - 1].direction) {
+      ++changes;
+      CHECK(r.events[i].at - r.events[i - 1].at >= s.cooldown);
+    }
+  }
+  // One up per heavy phase, downs only in the light ones: 2 changes a cycle at most.
+  CHECK(changes <= 200 / 10);
+  CHECK(r.a.ups() == 10);
 }

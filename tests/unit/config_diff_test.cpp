@@ -149,4 +149,7 @@ TEST_CASE("config_diff: a change of min/max or of an autoscale tunable applies i
   b = a;
   b.autoscale->cooldown = config::Duration{1000};
   CHECK(of(core::diff(with({a}), with({b})), "w").in_place == std::vector<std::string>{"workers"});
+  b = a;
+  b.autoscale->target_utilization = 30;
+  CHECK(of(core::diff(with({a}), with({b})), "w").in_place == std::vector<std::string>{"workers"});
 }

@@ -890,12 +890,17 @@ TEST_CASE("workers: {min, max} turns autoscaling on - a plain number keeps the f
   CHECK(a.autoscale->down_after == 30000ms);
   CHECK(a.autoscale->cooldown == 10000ms);
   CHECK(a.autoscale->step == 1);
+  CHECK(a.autoscale->target_utilization == 50);
   Program t = only_program("programs:\n  w:\n    command: /bin/true\n    autoscale: { up_after: 500ms, down_after: 1m, "
-                           "cooldown: 0s, step: 3 }\n    workers: { min: 0, max: 4 }\n");
+                           "cooldown: 0s, step: 3, target_utilization: 40% }\n    workers: { min: 0, max: 4 }\n");
   REQUIRE(t.autoscale.has_value());
   CHECK(t.autoscale->up_after == 500ms);
   CHECK(t.autoscale->down_after == 60000ms);
   CHECK(t.autoscale->cooldown == 0ms);
   CHECK(t.autoscale->step == 3);
+  CHECK(t.autoscale->target_utilization == 40);
   CHECK_FALSE(a == t);
+  Program u = t;
+  u.autoscale->target_utilization = 41;
+  CHECK_FALSE(u == t);
 }

@@ -1463,6 +1463,40 @@ TEST_CASE("policy: autoscaling down stops the worker idle longest, once idle for
   CHECK(w.pids("web")[1] != pids[1]);
 }
 
+TEST_CASE("policy: autoscaling down also needs the remaining workers at most target_utilization busy") {
+  // Slots 0 and 2 busy without a break, slot 1 idle for ever: a worker idle
+  // for down_after, but the 2 that would remain would be 100% busy.
+  auto run = [](uint32_t target) {
+    auto p = program("web", 3);
+    p.autoscale = config::Autoscale{1, 3};
+    p.autoscale->down_after = 1000ms;
+    p.autoscale->cooldown = 0ms;
+    p.autoscale->target_utilization = target;
+    World w({p});
+    w.start();
+    w.ready_all("web");
+    auto pids = w.pids("web");
+    core::ProgramId id = w.prog("web").id;
+    w.line(pids[0], "BUSY=1");
+    w.line(pids[1], "BUSY=0");
+    w.line(pids[2], "BUSY=1");
+    for (int i = 0; i < 40 && w.prog("web").wanted() == 3; ++i) {
+      Actions out;
+      w.policy.load_measured(id, 0, w.now, out);
+      w.apply(std::move(out));
+      w.now += 250ms;
+    }
+    return std::make_pair(w.prog("web").wanted(), w.logs);
+  };
+  CHECK(run(50).first == 3);  // 2 busy > (3 - 1) x 50%
+  auto [wanted, logs] = run(100);
+  CHECK(wanted == 2);          // 2 busy <= (3 - 1) x 100%
+  CHECK(std::any_of(logs.begin(), logs.end(), [](const std::string& l) {
+    return l.find("web: a worker idle for ") != std::string::npos &&
+           l.find("s, 2.0 busy on average over 1.") != std::string::npos;
+  }));
+}
+
 // ---- 11. sd_notify keys through the same lines ----
 
 TEST_CASE("policy: EXTEND_TIMEOUT_USEC gives a starting worker more time, MAINPID= and RELOADING=1 are no errors") {
