@@ -389,7 +389,7 @@ TEST_CASE("autoscale: a steady 50% load on 16 workers, some idle for seconds, do
   REQUIRE(s.target_utilization == 50);  // the default
   Run r(s, 16);
   Workers w;
-  r.go(120s, [&](Duration t) { return w.sample(r.wanted, r.now, t, 0, [&](uint32_t i, Duration t) { return eight_busy(i, t, r.wanted); }); });
+  r.go(120s, [&](Duration t) { return w.sample(r.wanted, r.now, t, 0, [&](uint32_t i, Duration at) { return eight_busy(i, at, r.wanted); }); });
   CHECK(r.events.empty());
   CHECK(r.wanted == 16);
   // What stops it is the utilization bound: 15 workers would be 53% busy.
@@ -398,7 +398,7 @@ TEST_CASE("autoscale: a steady 50% load on 16 workers, some idle for seconds, do
   Run loose(s, 16);
   Workers w2;
   loose.go(120s, [&](Duration t) {
-    return w2.sample(loose.wanted, loose.now, t, 0, [&](uint32_t i, Duration t) { return eight_busy(i, t, loose.wanted); });
+    return w2.sample(loose.wanted, loose.now, t, 0, [&](uint32_t i, Duration at) { return eight_busy(i, at, loose.wanted); });
   });
   REQUIRE(loose.events.size() == 2);  // 15 left would be 53% busy, 14 57%, 13 62%
   for (const auto& e : loose.events) CHECK(e.direction == Dir::Down);
@@ -439,7 +439,7 @@ TEST_CASE("autoscale: after a drop to light load, down to min one step per down_
   Run r(s, 16);
   Workers w;
   r.go(60s, [&](Duration t) {
-    return w.sample(r.wanted, r.now, t, 0, [&](uint32_t i, Duration t) { return eight_busy(i, t, r.wanted, 30s); });
+    return w.sample(r.wanted, r.now, t, 0, [&](uint32_t i, Duration at) { return eight_busy(i, at, r.wanted, 30s); });
   });
   CHECK(r.wanted == 4);
   CHECK(r.lowest == 4);
