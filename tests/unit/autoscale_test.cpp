@@ -464,7 +464,7 @@ TEST_CASE("autoscale: BUSY= workers, heavy and light phases - up at once, no sca
     const bool heavy = (t / 10s) % 2 == 1;
     if (heavy && r.wanted < 16)
       return w.sample(r.wanted, r.now, t, 10, [](uint32_t, Duration) { return true; });
-    return w.sample(r.wanted, r.now, t, 0, [&](uint32_t i, Duration t) { return heavy ? eight_busy(i, t, r.wanted) : i == 0; });
+    return w.sample(r.wanted, r.now, t, 0, [&](uint32_t i, Duration at) { return heavy ? eight_busy(i, at, r.wanted) : i == 0; });
   });
   CHECK(r.highest == 16);
   CHECK(r.lowest == 4);
