@@ -135,7 +135,7 @@ struct Program {
 };
 
 struct Supervisor {
-  std::string control_socket = "/run/preforkd/preforkd.sock";  // absolute after load
+  std::string control_socket = "/run/preforkd/preforkd.sock";  // absolute after load; default <LoadOptions::runtime_dir>/preforkd.sock
   std::optional<std::string> control_group;
   std::optional<std::string> pidfile;  // absolute after load
   LogLevel log_level = LogLevel::Info;
@@ -170,6 +170,10 @@ struct LoadOptions {
   // passes the folder of its own binary and <that>/../lib/preforkd, so the
   // shipped config finds preforkd-echo in the build tree and in the package.
   std::vector<std::string> extra_command_dirs;
+  // Folder of the default control socket (`<runtime_dir>/preforkd.sock`) when
+  // the file does not set `supervisor.control_socket`. preforkd and preforkctl
+  // pass the same folder, so the client finds the daemon.
+  std::string runtime_dir = "/run/preforkd";
 };
 
 struct LoadResult {

@@ -494,6 +494,7 @@ class Loader {
   // ---- document ----------------------------------------------------------
 
   void parse(const std::string& text, Config& config) {
+    config.supervisor.control_socket = options_.runtime_dir + "/preforkd.sock";
     // Never YAML::LoadAll: on a `,` where a document should start, yaml-cpp
     // 0.7 loops forever, a node more each time (yaml_stream.hpp). The whole
     // stream is read first without building a tree, bounded in size and
