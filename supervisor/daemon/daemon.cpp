@@ -178,6 +178,7 @@ void Daemon::unwatch(uint64_t token) {
   auto it = handlers_.find(token);
   if (it == handlers_.end()) return;
   if (it->second.pipe && it->second.pipe->fd) epoll_.remove(it->second.pipe->fd.get());
+  if (it->second.fd >= 0) epoll_.remove(it->second.fd);
   handlers_.erase(it);
 }
 
@@ -209,7 +210,7 @@ int Daemon::run() {
   settle();
   timer_.arm(policy_.next_deadline());
   report_systemd_status();
-  while (!policy_.finished() || !deferred_.empty()) {
+  while (!policy_.finished() || !deferred_.empty() || !starting_.empty()) {
     log_->flush();  // info lines are flushed when the loop goes idle
     // "We must not die" (s6-svscan): whatever one iteration throws is logged
     // and contained; the workers never pay for a bug in a handler.
@@ -232,7 +233,10 @@ void Daemon::iteration() {
   epoll_event events[64];
   int n = 0;
   try {
-    n = epoll_.wait(events, 64, deferred_.empty() && !reap_more_ ? -1 : 0);
+    // Poll without blocking while deferred work can go on now; with the
+    // starts in flight at their limit, their watch fds wake us.
+    bool more = reap_more_ || (!deferred_.empty() && starting_.size() < kMaxStarting);
+    n = epoll_.wait(events, 64, more ? 0 : -1);
   } catch (const sys::SysError& e) {
     // EBADF/EINVAL on our own epoll fd: a broken invariant, not a runtime failure.
     throw sys::FatalError(e.what());
@@ -283,6 +287,7 @@ void Daemon::dispatch(uint64_t token, uint32_t events) {
     case Handler::Kind::Timer: timer_.acknowledge(); break;
     case Handler::Kind::Pipe: on_pipe_readable(token, kReadBudget); break;
     case Handler::Kind::NotifySocket: on_notify_socket_readable(); break;
+    case Handler::Kind::Starting: finish_start(it->second.pid, false); break;
   }
 }
 
@@ -395,6 +400,7 @@ void Daemon::reap() {
       on_upgrade_check_exit(r.status);  // may exec the new binary and never return
       continue;
     }
+    finish_start(r.pid, true);  // gone before its start's watch fd was read
     auto proc = policy_.proc_of_pid(r.pid);
     if (!proc) {
       // T20: an orphan that landed on us, never a worker.
@@ -429,9 +435,11 @@ void Daemon::settle() {
       actions_.clear();
       for (size_t i = 0; i < batch.size(); ++i) {
         const core::Action& a = batch[i];
-        if (a.kind == core::Action::Kind::Spawn && spawns_this_iteration_ > 0 && now() >= spawn_slice_end_) {
-          // The slice is used up: this spawn and everything decided after
-          // it (READY=1 after the last start, say) wait, in order.
+        if (a.kind == core::Action::Kind::Spawn &&
+            ((spawns_this_iteration_ > 0 && now() >= spawn_slice_end_) || starting_.size() >= kMaxStarting)) {
+          // The slice is used up, or kMaxStarting children have not exec'd
+          // yet: this spawn and everything decided after it (READY=1 after
+          // the last start, say) wait, in order.
           deferred_.insert(deferred_.end(), batch.begin() + static_cast<std::ptrdiff_t>(i), batch.end());
           deferred_.insert(deferred_.end(), actions_.begin(), actions_.end());
           actions_.clear();

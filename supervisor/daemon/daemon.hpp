@@ -117,11 +117,23 @@ class Daemon {
   // finds nothing. Control and metrics clients use their fd as token (below
   // kHandlerBit) and are routed to their servers.
   struct Handler {
-    enum class Kind { Signal, Timer, Pipe, NotifySocket };
+    enum class Kind { Signal, Timer, Pipe, NotifySocket, Starting };
     Kind kind = Kind::Pipe;
     std::unique_ptr<Pipe> pipe;  // Kind::Pipe
+    pid_t pid = 0;               // Kind::Starting: the child whose watch fd this is
+    int fd = -1;                 // Kind::Starting: that fd (owned by the StartingChild)
   };
   static constexpr uint64_t kHandlerBit = uint64_t{1} << 40;
+
+  // A worker between clone and execve (sys::spawn_async): its stack and
+  // plan live here until it has left preforkd's memory (watch fd EOF, or
+  // reaped). The policy knows it from the clone on.
+  struct Starting {
+    std::string who;       // "web[2] 1234"
+    std::string slot_tag;  // "web[2]"
+    std::unique_ptr<sys::StartingChild> child;
+    uint64_t watch_token = 0;  // its watch fd
+  };
 
   // ---- set-up (daemon.cpp) ----
   Resources make_resources(const config::Program& cfg, std::vector<ListenerRef> listeners);
@@ -151,6 +163,9 @@ class Daemon {
   void apply(const core::Action& a);
   void spawn(const core::Action& a);
   void spawn_now(const core::Action& a);
+  // The child has left preforkd's memory (watch fd EOF, or reaped): logs
+  // why it failed, if it did, and releases what it ran on.
+  void finish_start(pid_t pid, bool reaped);
   void on_control_request(ControlServer::ClientId client, const std::string& line);
   void report_systemd_status();
   void reopen_log();
@@ -220,6 +235,13 @@ class Daemon {
   core::Actions deferred_;
   core::TimePoint spawn_slice_end_{};
   int spawns_this_iteration_ = 0;
+  // Starts in flight, by pid; at most kMaxStarting at a time (a Spawn waits
+  // in deferred_ beyond that), which bounds the stacks they hold.
+  static constexpr size_t kMaxStarting = 64;
+  std::map<pid_t, Starting> starting_;
+  // Per slot ("web[2]"): the reason its last start failed at or before
+  // execve, while that repeats (said once).
+  std::map<std::string, std::string> start_failures_;
   bool reap_more_ = false;  // the last reap() stopped at kReapBatch: poll, do not block
   std::set<std::string> causes_logged_;   // log_once
   std::optional<std::string> pidfile_;

@@ -1,6 +1,8 @@
 // spawn_worker.cpp — carrying out a Spawn action: the slot's sockets, the
 // pipes (watched before the fork, so a worker whose notify pipe cannot be
-// read is never started), the SpawnRequest, and the answer to the policy.
+// read is never started), the SpawnRequest, the clone (sys::spawn_async),
+// and the answer to the policy once the child has exec'd or failed.
+#include <cstdio>
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -70,16 +72,60 @@ void Daemon::spawn_now(const core::Action& a) {
     }
     tokens.push_back(token);
   }
-  sys::SpawnResult result = sys::spawn(req);
+  // The clone returns at once, with the pid: the policy hears of the worker
+  // now, as after a fork. The child may still fail before or at its execve;
+  // that shows as its exit (status 127), and the reason it wrote is logged
+  // then (finish_start, reap).
+  sys::AsyncSpawnResult result = sys::spawn_async(std::move(req));
   child_ends.clear();
-  if (result.error) {
+  if (!result.child) {
     for (auto t : tokens) unwatch(t);
-    return fail(result.error->describe(req));
+    return fail(result.error.value_or("spawn failed"));
   }
-  std::string who = p.tag(a.slot) + " " + std::to_string(result.pid);
+  pid_t pid = result.child->pid();
+  std::string who = p.tag(a.slot) + " " + std::to_string(pid);
   for (auto t : tokens) handlers_.at(t).pipe->who = who;
   proc_pipes_[a.proc] = std::move(tokens);
-  policy_.spawned(a.program, a.slot, a.proc, result.pid, now(), actions_);
+  Starting& st = starting_[pid];
+  st.who = who;
+  st.slot_tag = p.tag(a.slot);
+  st.child = std::move(result.child);
+  Handler h;
+  h.kind = Handler::Kind::Starting;
+  h.pid = pid;
+  h.fd = st.child->watch_fd();
+  // Watched even if it may have exec'd already: one epoll_ctl per start,
+  // always (the fault tests count them).
+  st.watch_token = st.child->watch_fd() >= 0 ? watch(st.child->watch_fd(), std::move(h)) : 0;
+  if (st.watch_token == 0) {
+    // Cannot watch it (or nothing to watch): wait for it here, as spawn() would.
+    if (!st.child->left()) sys::wait_readable(st.child->watch_fd(), -1);
+    finish_start(pid, false);
+  }
+  policy_.spawned(a.program, a.slot, a.proc, pid, now(), actions_);
+}
+
+void Daemon::finish_start(pid_t pid, bool reaped) {
+  auto it = starting_.find(pid);
+  if (it == starting_.end()) return;
+  Starting& st = it->second;
+  if (reaped) st.child->reaped();
+  else if (!st.child->left()) return;  // a wake-up without EOF: not yet
+  if (st.watch_token != 0) unwatch(st.watch_token);  // before its fd closes with st.child
+  if (auto failure = st.child->failure()) {
+    // The exit that follows (status 127) is the failed start the policy
+    // counts and backs off. The reason is said once while it repeats (at
+    // debug after that), and again when it changes or after a start that
+    // worked.
+    std::string what = failure->describe(st.child->request());
+    std::string& last = start_failures_[st.slot_tag];
+    if (last != what) log_->error("{}: cannot start: {}", st.who, what);
+    else log_->debug("{}: cannot start: {}", st.who, what);
+    last = std::move(what);
+  } else {
+    start_failures_.erase(st.slot_tag);
+  }
+  starting_.erase(it);  // the child has left: its stack and plan go
 }
 
 sys::SpawnRequest Daemon::build_request(const core::ProgramState& p, const Resources& res, int slot,

@@ -386,13 +386,13 @@ void Daemon::on_usr2() {
 void Daemon::maybe_start_upgrade() {
   if (upgrade_checked_) {
     if (policy_.shutting_down()) upgrade_checked_ = false;
-    if (!upgrade_checked_ || !policy_.quiescent() || !actions_.empty() || !deferred_.empty()) return;
+    if (!upgrade_checked_ || !policy_.quiescent() || !actions_.empty() || !deferred_.empty() || !starting_.empty()) return;
     upgrade_checked_ = false;
     exec_upgrade();  // returns only if the exec failed (logged)
     return;
   }
   if (!upgrade_requested_ || upgrade_check_pid_ > 0 || policy_.shutting_down()) return;
-  if (!policy_.quiescent() || !actions_.empty() || !deferred_.empty()) return;  // checked again every loop iteration
+  if (!policy_.quiescent() || !actions_.empty() || !deferred_.empty() || !starting_.empty()) return;  // checked again every loop iteration
   upgrade_requested_ = false;
   try {
     sys::UniqueFd state(write_state(serialize_state()));

@@ -1,15 +1,14 @@
 // spawn.hpp — fork + exec of one worker, with the worker contract's fd layout.
 //
 // Everything the child needs is prepared in the parent (argv/envp arrays,
-// the fd map, ids, limits). The child is made with clone(CLONE_VM |
-// CLONE_VFORK) on a stack of its own: it runs in preforkd's memory (no page
-// tables copied, no copy-on-write faults afterwards) while preforkd sleeps,
-// until its execve replaces its memory or it exits. So between clone and
-// execve the child makes raw syscalls only: no allocation, no logging, no
-// locks, no glibc call that keeps process-wide state (T22); and it reports a
-// failure by writing {stage, errno} into the parent's memory before _exit
-// (T10). spawn() returns once the child has exec'd or has failed, so a
-// returned pid always runs the real program and may be signalled (T10).
+// the fd map, ids, limits). The child is made with clone(CLONE_VM) on a
+// stack of its own: it runs in preforkd's memory (no page tables copied, no
+// copy-on-write faults afterwards) until its execve replaces its memory or
+// it exits. So between clone and execve the child makes raw syscalls only:
+// no allocation, no logging, no locks, no libc call at all (T22); and it
+// reports a failure by writing {stage, errno} into the parent's memory
+// before _exit (T10). spawn() also passes CLONE_VFORK and returns once the
+// child has exec'd or failed; spawn_async() returns at once (below).
 // Traps guarded here: T5 (every other fd close-on-exec), T6 (empty mask),
 // T7 (default dispositions), T9 (all signals blocked around the clone), T11
 // (two-phase fd moves), T12 (LISTEN_PID written in the child), T15
@@ -20,9 +19,12 @@
 #include <sys/resource.h>
 #include <sys/types.h>
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "sys/unique_fd.hpp"
 
 namespace preforkd::sys {
 
@@ -61,6 +63,57 @@ struct SpawnResult {
   std::optional<SpawnError> error;  // set on failure (the failed child is already reaped)
 };
 
+// Waits until the child has exec'd or failed (CLONE_VFORK). For the
+// in-place upgrade's check, and where spawn_async() is not available.
 SpawnResult spawn(const SpawnRequest& req);
+
+// ---- spawn_async: preforkd does not wait for the child's execve ----
+//
+// The child is made with clone(CLONE_VM) without CLONE_VFORK: it runs in
+// preforkd's memory, on a stack of its own, while preforkd goes on; so N
+// children set themselves up and exec in parallel, and a child that waits
+// for a CPU never holds up the loop. It makes raw system calls only (not
+// even errno is written: preforkd's thread-local storage is shared), and
+// everything it reads lives in a StartingChild, which must outlive it there.
+
+inline constexpr size_t kStartingStackSize = 16 * 1024;
+
+// A child of spawn_async() until it has left preforkd's memory: by execve
+// (it runs its program: success) or by _exit after a failed step (failure()
+// then says which and why).
+class StartingChild {
+ public:
+  ~StartingChild();  // if the child has not left yet: waits up to 1 s for it, else leaks its memory
+  StartingChild(const StartingChild&) = delete;
+  StartingChild& operator=(const StartingChild&) = delete;
+
+  pid_t pid() const { return pid_; }
+  // Readable when the child has left (EOF); watch it in epoll.
+  int watch_fd() const { return watch_.get(); }
+  // Reads the watch fd without blocking: true once the child has left.
+  // Also true after the pid was reaped, which implies it.
+  bool left();
+  void reaped() { left_ = true; }
+  // After left(): set if the child did not reach a successful execve. The
+  // failed child has exited or is exiting; it is not reaped here.
+  std::optional<SpawnError> failure() const;
+  const SpawnRequest& request() const;
+
+ private:
+  struct State;
+  StartingChild();
+  friend struct AsyncSpawnResult spawn_async(SpawnRequest req);
+  std::unique_ptr<State> state_;
+  pid_t pid_ = -1;
+  UniqueFd watch_;
+  bool left_ = false;
+};
+
+struct AsyncSpawnResult {
+  std::unique_ptr<StartingChild> child;  // set when the clone worked
+  std::optional<std::string> error;      // else: what failed ("fork: Resource temporarily unavailable")
+};
+
+AsyncSpawnResult spawn_async(SpawnRequest req);
 
 }  // namespace preforkd::sys

@@ -214,12 +214,13 @@ TEST_CASE("faults: fork fails with EAGAIN for a respawn: preforkd logs it, backs
 TEST_CASE("faults: epoll_ctl fails with ENOMEM on a respawn's pipe: preforkd keeps running and its other workers") {
   TempDir dir;
   // epoll_ctl calls at start-up: the signalfd, the timerfd, NOTIFY_SOCKET,
-  // the control socket, then one notify pipe per worker (stdout/stderr are
-  // not captured) = 7. Call 8 is the first registration of the respawn after the kill.
-  Preforkd d(dir, echo_program(), {}, true, {}, "", {{"PREFORKD_FAULTS", "epoll_ctl:ENOMEM:8:1"}});
+  // the control socket, then per worker its notify pipe (stdout/stderr are
+  // not captured) and its start's watch fd (sys::spawn_async) = 4 + 2 * 3 =
+  // 10. Call 11 is the first registration of the respawn after the kill.
+  Preforkd d(dir, echo_program(), {}, true, {}, "", {{"PREFORKD_FAULTS", "epoll_ctl:ENOMEM:11:1"}});
   REQUIRE(d.wait_workers(3));
   REQUIRE_MESSAGE(d.log().find("injected") == npos,
-                  "the fault fired during start-up: preforkd now makes more than 7 epoll_ctl calls there; "
+                  "the fault fired during start-up: preforkd now makes more than 10 epoll_ctl calls there; "
                   "this test's N must be that count + 1\n", d.log());
   uint16_t port = d.port();
   auto before = live_workers(d);
@@ -228,7 +229,7 @@ TEST_CASE("faults: epoll_ctl fails with ENOMEM on a respawn's pipe: preforkd kee
 
   pid_t victim = before[0];
   REQUIRE(kill(victim, SIGKILL) == 0);
-  REQUIRE_MESSAGE(d.wait_for_log("epoll_ctl call 8: injected ENOMEM", 10s, mark) != npos, d.log());
+  REQUIRE_MESSAGE(d.wait_for_log("epoll_ctl call 11: injected ENOMEM", 10s, mark) != npos, d.log());
   bool back = wait_until([&] { return d.process().running() && recovered(d, victim); }, 20s);
   CHECK_MESSAGE(d.process().running(), "preforkd died of one failed epoll_ctl:\n", d.log());
   REQUIRE_MESSAGE(back, d.log());
@@ -265,14 +266,14 @@ TEST_CASE("faults: accept4 fails with EMFILE on the control socket: logged once,
 TEST_CASE("faults: pipe2 fails with EMFILE for a respawn's notify pipe, twice: one line per try, backoff, no fd "
           "leaked, the slot serves again") {
   TempDir dir;
-  // pipe2 at start-up: one notify pipe per worker = 3 (sys::spawn itself
-  // makes no pipe). The respawn after the kill: tries 1 and 2 (calls 4 and
-  // 5) fail; try 3 works.
-  Preforkd d(dir, echo_program(), {}, true, {}, "", {{"PREFORKD_FAULTS", "pipe2:EMFILE:4:2"}});
+  // pipe2 at start-up: per worker its notify pipe and its start's watch
+  // pipe (sys::spawn_async) = 6. The respawn after the kill: tries 1 and 2
+  // (calls 7 and 8, their notify pipes) fail; try 3 works.
+  Preforkd d(dir, echo_program(), {}, true, {}, "", {{"PREFORKD_FAULTS", "pipe2:EMFILE:7:2"}});
   REQUIRE(d.wait_workers(3));
   REQUIRE(wait_until([&] { return all_ready(d); }));
   REQUIRE_MESSAGE(d.log().find("injected") == npos,
-                  "the fault fired during start-up: preforkd now makes more than 3 pipe2 calls there\n", d.log());
+                  "the fault fired during start-up: preforkd now makes more than 6 pipe2 calls there\n", d.log());
   uint16_t port = d.port();
   auto before = live_workers(d);
   int fds_before = count_fds(d.pid());
@@ -282,7 +283,7 @@ TEST_CASE("faults: pipe2 fails with EMFILE for a respawn's notify pipe, twice: o
   wait_past_reset_after(victim);
   auto killed_at = Clock::now();
   REQUIRE(kill(victim, SIGKILL) == 0);
-  REQUIRE_MESSAGE(d.wait_for_log("pipe2 call 5: injected EMFILE", 10s, mark) != npos, d.log());
+  REQUIRE_MESSAGE(d.wait_for_log("pipe2 call 8: injected EMFILE", 10s, mark) != npos, d.log());
   REQUIRE_MESSAGE(wait_until([&] { return d.process().running() && recovered(d, victim); }, 20s), d.log());
   auto took = Clock::now() - killed_at;
   // Said once per failed try, with what it does next: try 1 (an error) is
@@ -422,8 +423,8 @@ TEST_CASE("faults: socket fails with EMFILE for a reload that adds a listener: t
 
 TEST_CASE("faults: epoll_ctl fails with ENOMEM for three control clients: each dropped, said once, the next one works") {
   TempDir dir;
-  // epoll_ctl at start-up = 7 (see above); calls 8-10 are the first three clients.
-  Preforkd d(dir, echo_program(), {}, true, {}, "", {{"PREFORKD_FAULTS", "epoll_ctl:ENOMEM:8:3"}});
+  // epoll_ctl at start-up = 10 (see above); calls 11-13 are the first three clients.
+  Preforkd d(dir, echo_program(), {}, true, {}, "", {{"PREFORKD_FAULTS", "epoll_ctl:ENOMEM:11:3"}});
   REQUIRE(d.wait_workers(3));
   auto before = live_workers(d);
   REQUIRE(before.size() == 3);
@@ -435,7 +436,7 @@ TEST_CASE("faults: epoll_ctl fails with ENOMEM for three control clients: each d
     CHECK_MESSAGE(a.bytes.empty(), "client ", i + 1, " got a reply: ", a.bytes);
     CHECK_MESSAGE(a.closed, "client ", i + 1, " was left hanging");
   }
-  CHECK_MESSAGE(d.wait_for_log("epoll_ctl call 10: injected ENOMEM") != npos, d.log());
+  CHECK_MESSAGE(d.wait_for_log("epoll_ctl call 13: injected ENOMEM") != npos, d.log());
   CHECK_MESSAGE(wait_until([&] { return count_fds(d.pid()) <= fds_before; }), "fds: ", fds_before, " before, ",
                 count_fds(d.pid()), " after");
   auto [code, out] = run({bin("preforkctl"), "-s", d.control_socket(), "status"});
@@ -452,10 +453,10 @@ TEST_CASE("faults: epoll_ctl fails with ENOMEM for three control clients: each d
 TEST_CASE("faults: epoll_ctl fails with ENOMEM for two metrics clients: each dropped, said once, the next one works") {
   TempDir dir;
   uint16_t mport = free_port();
-  // epoll_ctl at start-up: 7, + the metrics listener = 8; calls 9 and 10 are
-  // the first two clients' registrations.
+  // epoll_ctl at start-up: 10, + the metrics listener = 11; calls 12 and 13
+  // are the first two clients' registrations.
   Preforkd d(dir, "supervisor:\n  metrics: \"127.0.0.1:" + std::to_string(mport) + "\"\n" + echo_program(), {}, true,
-             {}, "", {{"PREFORKD_FAULTS", "epoll_ctl:ENOMEM:9:2"}});
+             {}, "", {{"PREFORKD_FAULTS", "epoll_ctl:ENOMEM:12:2"}});
   REQUIRE(d.wait_workers(3));
   auto before = live_workers(d);
   REQUIRE(before.size() == 3);
@@ -466,7 +467,7 @@ TEST_CASE("faults: epoll_ctl fails with ENOMEM for two metrics clients: each dro
     CHECK_MESSAGE(a.bytes.empty(), "client ", i + 1, " got: ", a.bytes.substr(0, 200));
     CHECK_MESSAGE(a.closed, "client ", i + 1, " was left hanging");
   }
-  CHECK_MESSAGE(d.wait_for_log("epoll_ctl call 10: injected ENOMEM") != npos, d.log());
+  CHECK_MESSAGE(d.wait_for_log("epoll_ctl call 13: injected ENOMEM") != npos, d.log());
   CHECK_MESSAGE(wait_until([&] { return count_fds(d.pid()) <= fds_before; }), "fds: ", fds_before, " before, ",
                 count_fds(d.pid()), " after");
   Answer a = http_get(mport, "/metrics");

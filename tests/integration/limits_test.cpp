@@ -176,7 +176,12 @@ TEST_CASE("limits: RLIMIT_NOFILE of 40 for 30 workers with stdout files: prefork
             << ", no CAP_SYS_RESOURCE?): recovering by scaling down to " << started << " instead");
     want = started;
     json r = d.control({{"cmd", "scale"}, {"program", "echo"}, {"workers", want}});
-    CHECK_MESSAGE(r["ok"] == true, r.dump(), "\n", d.log().substr(d.log().size() > 3000 ? d.log().size() - 3000 : 0));
+    // Which slots failed is not always the highest ones (starts run in
+    // parallel, each holding a watch pipe until its exec): a failing slot
+    // below `want` makes the reply say so; it is retried, and fits now.
+    bool said_retry = r.value("error", std::string()).find("retried with backoff") != npos;
+    CHECK_MESSAGE((r["ok"] == true || said_retry), r.dump(), "\n",
+                  d.log().substr(d.log().size() > 3000 ? d.log().size() - 3000 : 0));
   }
   CHECK_MESSAGE(wait_until([&] { return live_children(d).size() == want; }, 20s), d.log());
   CHECK(wait_until([&] { Tally now = tally(d, "echo"); return now.ready == want && now.workers == want; }, 20s));
