@@ -328,10 +328,48 @@ struct StartingChild::State {
   alignas(64) char stack[kStartingStackSize];
 };
 
+namespace {
+
+// States are kept for reuse (at most kStatePool): a start's 16 KiB stack
+// allocated and freed for each worker, between the allocations that worker
+// keeps, fragmented the heap (preforkd's RSS with 1000 workers went from
+// 9.6 to 22 MB).
+constexpr size_t kStatePool = 64;
+std::vector<std::unique_ptr<StartingChild::State>>& state_pool() {
+  static std::vector<std::unique_ptr<StartingChild::State>> pool;
+  return pool;
+}
+
+std::unique_ptr<StartingChild::State> take_state() {
+  auto& pool = state_pool();
+  if (pool.empty()) return std::unique_ptr<StartingChild::State>(new StartingChild::State);  // stack not zeroed
+  auto st = std::move(pool.back());
+  pool.pop_back();
+  return st;
+}
+
+void give_back(std::unique_ptr<StartingChild::State> st) {
+  if (!st) return;
+  st->req = SpawnRequest{};
+  st->argv.clear();
+  st->envp.clear();
+  st->report.failed = 0;
+  st->report.stage = 0;
+  st->report.err = 0;
+  auto& pool = state_pool();
+  if (pool.size() < kStatePool) pool.push_back(std::move(st));
+}
+
+}  // namespace
+
 StartingChild::StartingChild() = default;
 
 StartingChild::~StartingChild() {
-  if (state_ == nullptr || left_ || pid_ <= 0 || !watch_) return;  // no child runs on this memory
+  if (state_ == nullptr) return;
+  if (left_ || pid_ <= 0 || !watch_) {  // no child runs on this memory
+    give_back(std::move(state_));
+    return;
+  }
   // Destroyed while the child may still run on this memory (preforkd is
   // going away with a start in flight): wait for it to leave, briefly; if it
   // does not (stopped by SIGSTOP?), leak the memory rather than pull it from
@@ -341,7 +379,10 @@ StartingChild::~StartingChild() {
     int n = ::poll(&p, 1, 10);
     if (n > 0) {
       char c;
-      if (::read(watch_.get(), &c, 1) == 0) return;
+      if (::read(watch_.get(), &c, 1) == 0) {
+        give_back(std::move(state_));
+        return;
+      }
     }
   }
   (void)state_.release();
@@ -373,7 +414,7 @@ AsyncSpawnResult spawn_async(SpawnRequest req) {
     }
     // Already exec'd: a child whose watch fd reads EOF at once.
     auto child = std::unique_ptr<StartingChild>(new StartingChild());
-    child->state_ = std::make_unique<StartingChild::State>();
+    child->state_ = take_state();
     child->state_->req = std::move(req);
     child->pid_ = r.pid;
     child->left_ = true;
@@ -386,7 +427,7 @@ AsyncSpawnResult spawn_async(SpawnRequest req) {
     return result;
   }
   auto child = std::unique_ptr<StartingChild>(new StartingChild());
-  child->state_ = std::make_unique<StartingChild::State>();
+  child->state_ = take_state();
   StartingChild::State& st = *child->state_;
   st.req = std::move(req);
   build_arrays(st.req, st.listen_pid, st.argv, st.envp);

@@ -99,8 +99,9 @@ class StartingChild {
   std::optional<SpawnError> failure() const;
   const SpawnRequest& request() const;
 
+  struct State;  // opaque: what the child runs on (spawn.cpp)
+
  private:
-  struct State;
   StartingChild();
   friend struct AsyncSpawnResult spawn_async(SpawnRequest req);
   std::unique_ptr<State> state_;
