@@ -122,7 +122,7 @@ std::string did_you_mean(std::string_view word, const Names& candidates) {
   return s ? fmt::format(" (did you mean `{}`?)", *s) : std::string();
 }
 
-std::optional<int> signal(Value& v) {
+std::optional<int> signal_number(Value& v) {
   auto s = v.scalar();
   if (!s) return std::nullopt;
   if (auto sig = parse_signal(*s)) return sig;
@@ -156,7 +156,7 @@ std::function<std::optional<std::string>(Value&)> identity(bool user) {
   };
 }
 
-std::optional<mode_t> umask(Value& v) {
+std::optional<mode_t> octal_mode(Value& v) {
   auto s = v.scalar();
   if (!s) return std::nullopt;
   std::string why;
@@ -211,17 +211,17 @@ std::string show_output(const Output& o) {
 
 // ---- field builders --------------------------------------------------------
 
-// A key whose value is one member of S, read by `read` and printed by `print`.
+// A key whose value is one member of S, read by `parse` and printed by `print`.
 template <class S, class T, class R>
-Field<S> plain(std::string key, T S::*member, std::string type, Reload reload, std::string doc, R read,
+Field<S> plain(std::string key, T S::*member, std::string type, Reload reload, std::string doc, R parse,
                std::string (*print)(const T&)) {
   Field<S> f;
   f.key = std::move(key);
   f.type = std::move(type);
   f.reload = reload;
   f.doc = std::move(doc);
-  f.load = [member, read](Value& v, S& s) {
-    if (auto x = read(v)) s.*member = static_cast<T>(*x);
+  f.load = [member, parse](Value& v, S& s) {
+    if (auto x = parse(v)) s.*member = static_cast<T>(*x);
   };
   f.same = [member](const S& a, const S& b) { return a.*member == b.*member; };
   f.show = [member, print](const S& s) { return print(s.*member); };
@@ -242,12 +242,12 @@ Field<S> bool_field(std::string key, bool S::*m, Reload r, std::string doc) {
 
 // A value that may be null: null keeps the default (nullopt).
 template <class S, class T, class R>
-Field<S> nullable(std::string key, std::optional<T> S::*m, std::string type, Reload r, std::string doc, R read,
+Field<S> nullable(std::string key, std::optional<T> S::*m, std::string type, Reload r, std::string doc, R parse,
                   std::string (*print)(const std::optional<T>&)) {
-  auto f = plain(std::move(key), m, std::move(type), r, std::move(doc), read, print);
-  f.load = [m, read](Value& v, S& s) {
+  auto f = plain(std::move(key), m, std::move(type), r, std::move(doc), parse, print);
+  f.load = [m, parse](Value& v, S& s) {
     if (v.is_null()) return;
-    if (auto x = read(v)) s.*m = *x;
+    if (auto x = parse(v)) s.*m = *x;
   };
   return f;
 }
@@ -261,7 +261,7 @@ Field<S> path_or_null(std::string key, std::optional<std::string> S::*m, Reload 
 // One of `names`, stored as the enum of the same index in `values`.
 template <class S, class E>
 Field<S> choice(std::string key, E S::*m, Names names, std::vector<E> values, Reload r, std::string doc) {
-  auto read = [names, values](Value& v) -> std::optional<E> {
+  auto parse = [names, values](Value& v) -> std::optional<E> {
     auto s = v.scalar();
     if (!s) return std::nullopt;
     for (std::size_t i = 0; i < names.size(); ++i)
@@ -269,7 +269,7 @@ Field<S> choice(std::string key, E S::*m, Names names, std::vector<E> values, Re
     v.error(fmt::format("expected {}, got `{}`{}", one_of(names, true), *s, did_you_mean(*s, names)));
     return std::nullopt;
   };
-  return plain(std::move(key), m, one_of(names, false), r, std::move(doc), read,
+  return plain(std::move(key), m, one_of(names, false), r, std::move(doc), parse,
                +[](const E& e) { return std::string(to_string(e)); });
 }
 
@@ -494,7 +494,7 @@ const std::vector<Field<Program>>& program_fields() {
                "run the worker as this user", identity(true), show_opt),
       nullable("group", &P::group, "Group name or numeric gid, or null", Reload::RestartsWorkers,
                "the worker's primary group", identity(false), show_opt),
-      nullable("umask", &P::umask, "Octal number or null", Reload::RestartsWorkers, "the worker's umask", umask,
+      nullable("umask", &P::umask, "Octal number or null", Reload::RestartsWorkers, "the worker's umask", octal_mode,
                +[](const std::optional<mode_t>& m) {
                  return m ? fmt::format("{:04o}", *m) : std::string("null");
                }),
@@ -522,7 +522,7 @@ const std::vector<Field<Program>>& program_fields() {
       duration_field("watchdog_timeout", &P::watchdog_timeout, Reload::RestartsWorkers,
                      "a ready worker silent this long is killed (0s: off)"),
       plain("stop_signal", &P::stop_signal, "Signal name or number", Reload::InPlace,
-            "the signal that asks a worker to stop", signal,
+            "the signal that asks a worker to stop", signal_number,
             +[](const int& sig) { return std::string(signal_name(sig)); }),
       duration_field("stop_timeout", &P::stop_timeout, Reload::InPlace,
                      "how long a worker may take to exit before SIGKILL"),
