@@ -236,3 +236,49 @@ TEST_CASE("config schema: every row is complete and every key is unique") {
                                       "shutdown_timeout"});
   CHECK(schema::keys(schema::supervisor_fields(), "log") == std::vector<std::string_view>{"level", "file"});
 }
+
+namespace {
+
+// The one diagnostic of loading `text`, or "" when there is not exactly one.
+std::string only_error(const std::string& text) {
+  LoadOptions options;
+  options.check_executables = false;
+  const LoadResult r = load_string(text, "schema.yaml", options);
+  return r.errors.size() == 1 ? r.errors[0].message : "";
+}
+
+// `parent.key: [1, 2]` in YAML, nested one map per dot.
+std::string nested(const std::string& path, const std::string& indent) {
+  const std::size_t dot = path.find('.');
+  if (dot == std::string::npos) return indent + path + ": [1, 2]\n";
+  return indent + path.substr(0, dot) + ":\n" + nested(path.substr(dot + 1), indent + "  ");
+}
+
+}  // namespace
+
+TEST_CASE("config schema: the loader reads every key of every table, and reports it by its path") {
+  const std::string program = "programs:\n  a:\n    command: x\n";
+  auto check = [](const std::string& text, const std::string& kp) {
+    CAPTURE(text);
+    CHECK(only_error(text) == kp + ": expected a single value, got a list");
+  };
+  for (const auto& f : schema::supervisor_fields())
+    if (f.load) check("supervisor:\n" + nested(f.key, "  "), "supervisor." + f.key);
+  for (const auto& f : schema::program_fields())
+    if (f.load) check(program + nested(f.key, "    "), "programs.a." + f.key);
+  for (const auto& f : schema::backoff_fields())
+    check(program + nested("backoff." + f.key, "    "), "programs.a.backoff." + f.key);
+  for (const auto& f : schema::reload_fields())
+    check(program + nested("reload." + f.key, "    "), "programs.a.reload." + f.key);
+  for (const auto& f : schema::autoscale_fields())
+    check(program + "    workers: {min: 1, max: 2}\n" + nested("autoscale." + f.key, "    "),
+          "programs.a.autoscale." + f.key);
+}
+
+TEST_CASE("config schema: an unknown key is suggested from the table") {
+  CHECK(only_error("programs:\n  a:\n    command: x\n    stop_timout: 1s\n") ==
+        "unknown key `stop_timout` (did you mean `stop_timeout`?)");
+  CHECK(only_error("supervisor:\n  log:\n    levle: info\n") == "unknown key `levle` (did you mean `level`?)");
+  CHECK(only_error("programs:\n  a:\n    command: x\n    backoff: {reset_afer: 1s}\n") ==
+        "unknown key `reset_afer` (did you mean `reset_after`?)");
+}
