@@ -8,6 +8,9 @@
 //   and duplicate keys point at the key, bad values at the value. An empty
 //   value (`key:` with nothing after it) has no position of its own, so it
 //   points at its key. Diagnostics are sorted by position before returning.
+// - Which keys a map has, and how a plain value (duration, size, number,
+//   boolean, name from a list, path, signal) is read, is the schema's
+//   (schema.hpp); this file reads the rest and checks across keys.
 // - Unknown keys are errors everywhere, with "did you mean" when one is close.
 //   When a key appears twice in one map, the first occurrence is validated and
 //   the second is a `duplicate key` error.
@@ -15,8 +18,8 @@
 //   environment, rlimits, listen, backoff, reload, log) it means "empty" /
 //   "defaults", so `environment:` with every entry commented out is fine.
 //   For a scalar it is an error unless the key is documented as nullable
-//   (directory, user, group, umask, pidfile, control_group, log.file,
-//   metrics, stdout, stderr).
+//   (its schema type says "or null": directory, user, group, umask, pidfile,
+//   control_group, log.file, metrics; and stdout, stderr).
 // - Relative paths resolve against the config file's folder and are then
 //   lexically normalised; symlinks are left alone.
 // - `supervisor` is read before `programs` wherever it appears, so a socket
@@ -30,7 +33,6 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
-#include <array>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -40,7 +42,7 @@
 #include "config/argv_split.hpp"
 #include "config/config.hpp"
 #include "config/load_detail.hpp"
-#include "config/signals.hpp"
+#include "config/schema.hpp"
 #include "config/suggest.hpp"
 #include "config/units.hpp"
 #include "config/yaml_stream.hpp"
@@ -49,213 +51,16 @@
 
 namespace preforkd::config {
 
-// ---------------------------------------------------------------------------
-// detail: the pure rules
-// ---------------------------------------------------------------------------
-namespace detail {
-
-std::string resolve_path(const std::string& folder, const std::string& path) {
-  std::filesystem::path p(path);
-  if (p.is_relative()) p = std::filesystem::path(folder) / p;
-  std::string out = p.lexically_normal().string();
-  // lexically_normal keeps a trailing separator ("/run/x/"); drop it.
-  if (out.size() > 1 && out.back() == '/') out.pop_back();
-  return out;
-}
-
-std::optional<ListenAddress> parse_address(std::string_view text, const std::string& folder,
-                                           bool allow_unix, std::string* error) {
-  auto fail = [&](std::string message) -> std::optional<ListenAddress> {
-    if (error) *error = std::move(message);
-    return std::nullopt;
-  };
-  auto generic = [&] {
-    return fail(
-        fmt::format("bad address `{}`: expected {}", text,
-                    allow_unix ? "host:port, [v6]:port or unix:/path" : "host:port or [v6]:port"));
-  };
-
-  ListenAddress a;
-  a.text = std::string(text);
-  constexpr std::string_view kUnix = "unix:";
-  if (text.substr(0, kUnix.size()) == kUnix) {
-    const std::string_view rest = text.substr(kUnix.size());
-    if (!allow_unix || rest.empty()) return generic();
-    a.family = ListenAddress::Family::Unix;
-    a.path = resolve_path(folder, std::string(rest));
-    if (a.path.size() > kMaxUnixPath) {
-      return fail(fmt::format("unix socket path `{}` is too long ({} bytes, at most {})", a.path,
-                              a.path.size(), kMaxUnixPath));
-    }
-    return a;
-  }
-
-  std::string_view port;
-  if (!text.empty() && text[0] == '[') {
-    const std::size_t close = text.find("]:");
-    if (close == std::string_view::npos) return generic();
-    const std::string host(text.substr(1, close - 1));
-    port = text.substr(close + 2);
-    auto canonical = sys::canonical_ipv6(host);
-    if (!canonical) {
-      return fail(fmt::format("bad address `{}`: `{}` is not a numeric IPv6 address", text, host));
-    }
-    a.family = ListenAddress::Family::Inet6;
-    a.host = *canonical;
-  } else {
-    const std::size_t colon = text.rfind(':');
-    if (colon == std::string_view::npos || colon == 0) return generic();
-    const std::string host(text.substr(0, colon));
-    port = text.substr(colon + 1);
-    if (host.find(':') != std::string::npos) return generic();  // IPv6 needs brackets
-    a.family = ListenAddress::Family::Inet;
-    if (host == "*") {
-      a.host = "0.0.0.0";
-    } else if (host == "localhost") {
-      a.host = "127.0.0.1";
-    } else {
-      auto canonical = sys::canonical_ipv4(host);
-      if (!canonical) {
-        return fail(fmt::format(
-            "bad address `{}`: the host must be a numeric IPv4 address, `*` or `localhost` "
-            "(names are not resolved)",
-            text));
-      }
-      a.host = *canonical;
-    }
-  }
-  const auto p = parse_uint(port);
-  if (!p || *p > 65535) {
-    return fail(fmt::format("bad address `{}`: the port must be a number from 0 to 65535", text));
-  }
-  a.port = static_cast<uint16_t>(*p);
-  return a;
-}
-
-std::optional<mode_t> parse_umask(std::string_view text, std::string* error) {
-  auto fail = [&](std::string message) -> std::optional<mode_t> {
-    if (error) *error = std::move(message);
-    return std::nullopt;
-  };
-  const bool octal =
-      !text.empty() && text.size() <= 12 &&
-      std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '7'; });
-  if (!octal) return fail(fmt::format("expected an octal mode like `022`, got `{}`", text));
-  uint64_t value = 0;
-  for (char c : text) value = value * 8 + static_cast<uint64_t>(c - '0');
-  if (value > 0777) return fail(fmt::format("must be at most 0777, got `{}`", text));
-  return static_cast<mode_t>(value);
-}
-
-bool valid_program_name(std::string_view name) {
-  if (name.empty() || name.size() > 64) return false;
-  return std::all_of(name.begin(), name.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-           c == '.' || c == '-';
-  });
-}
-
-bool valid_env_name(std::string_view name) {
-  if (name.empty() || (name[0] >= '0' && name[0] <= '9')) return false;
-  return std::all_of(name.begin(), name.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
-  });
-}
-
-bool reserved_env_name(std::string_view name) {
-  static constexpr std::array<std::string_view, 6> kReserved{"LISTEN_FDS",     "LISTEN_PID",
-                                                             "LISTEN_FDNAMES", "WATCHDOG_USEC",
-                                                             "WATCHDOG_PID",   "NOTIFY_SOCKET"};
-  if (std::find(kReserved.begin(), kReserved.end(), name) != kReserved.end()) return true;
-  return name.substr(0, 9) == "PREFORKD_";
-}
-
-bool valid_socket_name(std::string_view name) {
-  if (name.empty() || name.size() > 255) return false;
-  return std::all_of(name.begin(), name.end(),
-                     [](char c) { return c > ' ' && c < 0x7f && c != ':'; });
-}
-
-namespace {
-
-// Why `path` cannot be exec'd, or "" when it can.
-std::string exec_problem(const std::string& path) {
-  sys::FileType type{};
-  if (int err = sys::file_type(path, type)) return std::strerror(err);
-  if (type == sys::FileType::Directory) return "is a directory";
-  if (type != sys::FileType::Regular) return "not a regular file";
-  if (!sys::can_execute(path)) return "not executable";
-  return {};
-}
-
-}  // namespace
-
-std::string current_dir() {
-  std::error_code ec;
-  const auto cwd = std::filesystem::current_path(ec);
-  return ec ? std::string("/") : cwd.string();
-}
-
-std::optional<std::string> find_executable(const std::string& command0, const std::string& folder,
-                                           const std::vector<std::string>& extra_dirs,
-                                           std::string* error) {
-  if (command0.find('/') != std::string::npos) {
-    std::string path = resolve_path(folder, command0);
-    const std::string problem = exec_problem(path);
-    if (problem.empty()) return path;
-    if (error) *error = fmt::format("`{}`: {}", path, problem);
-    return std::nullopt;
-  }
-  // Like execvp, but done once at load time so the daemon execs an absolute
-  // path. Empty $PATH entries (the current directory to sh) are skipped: the
-  // current directory of a daemon is not a place to find programs in.
-  const char* env = std::getenv("PATH");
-  const std::string path_var =
-      env ? env : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-  std::vector<std::string> dirs;
-  std::size_t start = 0;
-  while (start <= path_var.size()) {
-    std::size_t end = path_var.find(':', start);
-    if (end == std::string::npos) end = path_var.size();
-    if (end > start) dirs.push_back(path_var.substr(start, end - start));
-    start = end + 1;
-  }
-  dirs.insert(dirs.end(), extra_dirs.begin(), extra_dirs.end());
-  const std::string cwd = current_dir();
-  for (const auto& dir : dirs) {
-    if (dir.empty()) continue;
-    std::string candidate = resolve_path(cwd, dir + "/" + command0);
-    if (exec_problem(candidate).empty()) return candidate;
-  }
-  if (error) *error = fmt::format("`{}`: not found in $PATH or next to preforkd", command0);
-  return std::nullopt;
-}
-
-}  // namespace detail
-
-// ---------------------------------------------------------------------------
-// the loader
-// ---------------------------------------------------------------------------
 namespace {
 
 using Keys = std::vector<std::string_view>;
 
 const Keys kTopKeys{"supervisor", "programs"};
-const Keys kSupervisorKeys{"control_socket", "control_group",   "pidfile", "log",
-                           "metrics",        "shutdown_timeout"};
-const Keys kLogKeys{"level", "file"};
-const Keys kProgramKeys{
-    "command",       "workers",          "listen",      "backlog",      "reuseport",
-    "environment",   "directory",        "user",        "group",        "umask",
-    "rlimits",       "restart",          "backoff",     "reload",       "ready",
-    "start_timeout", "watchdog_timeout", "stop_signal", "stop_timeout", "kill_group",
-    "max_requests",  "max_memory",       "stdout",      "stderr",
-    "orphans",       "notify_socket", "autoscale",   "ready_min"};
 const Keys kWorkersKeys{"min", "max"};
-const Keys kAutoscaleKeys{"up_after", "down_after", "cooldown", "step", "target_utilization"};
 const Keys kListenKeys{"address", "name"};
-const Keys kBackoffKeys{"min", "max", "reset_after"};
-const Keys kReloadKeys{"batch", "settle", "guard"};
+// The other keys, and what each holds, are the schema's (config/schema.hpp).
+const Keys kSupervisorKeys = schema::keys(schema::supervisor_fields());
+const Keys kProgramKeys = schema::keys(schema::program_fields());
 
 // One `key: value` of a map. Held by value: yaml-cpp Nodes are cheap handles.
 // (Never assign one Node to another: yaml-cpp's operator= writes through
@@ -284,29 +89,9 @@ const char* kind_of(const YAML::Node& n) {
   return "nothing";
 }
 
-// `a`, `b` or `c`
-std::string one_of(const Keys& choices) {
-  std::string out;
-  for (std::size_t i = 0; i < choices.size(); ++i) {
-    if (i > 0) out += i + 1 == choices.size() ? " or " : ", ";
-    out += fmt::format("`{}`", choices[i]);
-  }
-  return out;
-}
-
 std::string did_you_mean(std::string_view word, const Keys& candidates) {
   const auto s = suggest(word, candidates);
   return s ? fmt::format(" (did you mean `{}`?)", *s) : std::string();
-}
-
-bool user_known(const std::string& name) { return sys::user_exists(name); }
-
-bool group_known(const std::string& name) { return sys::group_exists(name); }
-
-// A numeric uid/gid: any 32-bit value but (id_t)-1, which means "no change" to set*id().
-bool numeric_id(const std::string& text) {
-  const auto n = parse_uint(text);
-  return n && *n < 0xffffffffULL;
 }
 
 class Loader {
@@ -436,27 +221,6 @@ class Loader {
     return detail::resolve_path(folder_, *s);
   }
 
-  std::optional<Duration> duration(const Entry& e, const std::string& kp) {
-    auto s = scalar(e, kp);
-    if (!s) return std::nullopt;
-    UnitError why;
-    auto d = parse_duration(*s, &why);
-    if (!d) error(value_mark(e), kp + ": " + why.message);
-    return d;
-  }
-
-  std::optional<bool> boolean(const Entry& e, const std::string& kp) {
-    auto s = scalar(e, kp);
-    if (!s) return std::nullopt;
-    bool b = false;
-    // yaml-cpp's reading: true/false, yes/no, on/off, y/n (lower, Title or UPPER case).
-    if (!YAML::convert<bool>::decode(e.value, b)) {
-      error(value_mark(e), fmt::format("{}: expected true or false, got `{}`", kp, *s));
-      return std::nullopt;
-    }
-    return b;
-  }
-
   std::optional<uint64_t> whole(const Entry& e, const std::string& kp, uint64_t min, uint64_t max) {
     auto s = scalar(e, kp);
     if (!s) return std::nullopt;
@@ -469,19 +233,6 @@ class Loader {
     return n;
   }
 
-  template <class Enum>
-  std::optional<Enum> choice(const Entry& e, const std::string& kp, const Keys& names,
-                             const std::vector<Enum>& values) {
-    auto s = scalar(e, kp);
-    if (!s) return std::nullopt;
-    for (std::size_t i = 0; i < names.size(); ++i) {
-      if (*s == names[i]) return values[i];
-    }
-    error(value_mark(e), fmt::format("{}: expected {}, got `{}`{}", kp, one_of(names), *s,
-                                     did_you_mean(*s, names)));
-    return std::nullopt;
-  }
-
   // Records that `key` is used by `owner`; a second use is an error at `mark`.
   void claim(const std::string& key, const YAML::Mark& mark, const std::string& label,
              const std::string& text, const std::string& owner) {
@@ -491,7 +242,62 @@ class Loader {
     }
   }
 
-  // ---- document ----------------------------------------------------------
+  // ---- the schema's keys -----------------------------------------------
+
+  // One entry's value as the schema reads it.
+  class EntryValue final : public schema::Value {
+   public:
+    EntryValue(Loader& loader, const Entry& e, std::string kp) : l_(loader), e_(e), kp_(std::move(kp)) {}
+    bool is_null() const override { return e_.value.IsNull(); }
+    std::optional<std::string> scalar() override { return l_.scalar(e_, kp_); }
+    std::optional<std::string> path() override { return l_.path_value(e_, kp_); }
+    std::optional<bool> boolean() override {
+      auto s = scalar();
+      if (!s) return std::nullopt;
+      bool b = false;
+      // yaml-cpp's reading: true/false, yes/no, on/off, y/n (lower, Title or UPPER case).
+      if (!YAML::convert<bool>::decode(e_.value, b)) {
+        error(fmt::format("expected true or false, got `{}`", *s));
+        return std::nullopt;
+      }
+      return b;
+    }
+    void error(const std::string& message) override { l_.error(value_mark(e_), kp_ + ": " + message); }
+
+   private:
+    Loader& l_;
+    const Entry& e_;
+    std::string kp_;
+  };
+
+  // Reads e with its schema row. False when the row has no reader (load.cpp's own keys).
+  template <class S>
+  bool load_field(const std::vector<schema::Field<S>>& fields, const std::string& key, const Entry& e,
+                  const std::string& kp, S& target) {
+    const schema::Field<S>* f = schema::find(fields, key);
+    if (f == nullptr || !f->load) return false;
+    EntryValue v(*this, e, kp);
+    f->load(v, target);
+    return true;
+  }
+
+  // A map whose every key is a row of `fields` (backoff, reload, autoscale).
+  // False when a value was refused (not for unknown or duplicate keys).
+  template <class S>
+  bool load_map(const Entry& map, const std::string& kp, const std::vector<schema::Field<S>>& fields,
+                S& target) {
+    if (!is_map(map, kp)) return false;
+    static const Keys keys = schema::keys(fields);
+    bool ok = true;
+    for (const Entry& e : entries(map.value, &keys)) {
+      const std::size_t before = errors_.size();
+      load_field(fields, e.key, e, kp + "." + e.key, target);
+      ok = ok && errors_.size() == before;
+    }
+    return ok;
+  }
+
+  // ---- document ---  // ---- document ----------------------------------------------------------
 
   void parse(const std::string& text, Config& config) {
     config.supervisor.control_socket = options_.runtime_dir + "/preforkd.sock";
@@ -529,9 +335,14 @@ class Loader {
   void load_supervisor(const Entry& sup, Supervisor& s) {
     const std::string base = "supervisor";
     if (!is_map(sup, base)) return;
+    const auto& fields = schema::supervisor_fields();
     for (const Entry& e : entries(sup.value, &kSupervisorKeys)) {
       const std::string kp = base + "." + e.key;
-      if (e.key == "control_socket") {
+      if (e.key == "log") {  // log.level and log.file
+        if (!is_map(e, kp)) continue;
+        static const Keys log_keys = schema::keys(fields, "log");
+        for (const Entry& l : entries(e.value, &log_keys)) load_field(fields, "log." + l.key, l, kp + "." + l.key, s);
+      } else if (e.key == "control_socket") {
         if (auto p = path_value(e, kp)) {
           if (p->size() > detail::kMaxUnixPath) {
             error(value_mark(e),
@@ -542,60 +353,32 @@ class Loader {
             claim("unix:" + *p, value_mark(e), kp, *p, kp);
           }
         }
-      } else if (e.key == "control_group") {
-        if (e.value.IsNull()) continue;
-        if (auto g = scalar(e, kp)) {
-          if (numeric_id(*g) || group_known(*g)) {
-            s.control_group = *g;
-          } else {
-            error(value_mark(e), fmt::format("{}: unknown group `{}`", kp, *g));
-          }
-        }
-      } else if (e.key == "pidfile") {
-        if (e.value.IsNull()) continue;
-        if (auto p = path_value(e, kp)) s.pidfile = *p;
-      } else if (e.key == "log") {
-        load_log(e, kp, s);
       } else if (e.key == "metrics") {
-        if (e.value.IsNull()) continue;
-        auto text = scalar(e, kp);
-        if (!text) continue;
-        std::string why;
-        auto a = detail::parse_address(*text, folder_, /*allow_unix=*/false, &why);
-        if (a && a->port == 0) {
-          a.reset();
-          why = fmt::format("bad address `{}`: the port must be a number from 1 to 65535", *text);
-        }
-        if (!a) {
-          error(value_mark(e), kp + ": " + why);
-          continue;
-        }
-        s.metrics = a->family == ListenAddress::Family::Inet6
-                        ? fmt::format("[{}]:{}", a->host, a->port)
-                        : fmt::format("{}:{}", a->host, a->port);
-        claim(a->key(), value_mark(e), kp, a->text, kp);
-        s.metrics_address = std::move(a);
-      } else if (e.key == "shutdown_timeout") {
-        if (auto d = duration(e, kp)) s.shutdown_timeout = *d;
+        load_metrics(e, kp, s);
+      } else {
+        load_field(fields, e.key, e, kp, s);
       }
     }
   }
 
-  void load_log(const Entry& log, const std::string& base, Supervisor& s) {
-    if (!is_map(log, base)) return;
-    for (const Entry& e : entries(log.value, &kLogKeys)) {
-      const std::string kp = base + "." + e.key;
-      if (e.key == "level") {
-        if (auto l = choice<LogLevel>(e, kp, {"trace", "debug", "info", "warn", "error"},
-                                      {LogLevel::Trace, LogLevel::Debug, LogLevel::Info,
-                                       LogLevel::Warn, LogLevel::Error})) {
-          s.log_level = *l;
-        }
-      } else if (e.key == "file") {
-        if (e.value.IsNull()) continue;
-        if (auto p = path_value(e, kp)) s.log_file = *p;
-      }
+  void load_metrics(const Entry& e, const std::string& kp, Supervisor& s) {
+    if (e.value.IsNull()) return;
+    auto text = scalar(e, kp);
+    if (!text) return;
+    std::string why;
+    auto a = detail::parse_address(*text, folder_, /*allow_unix=*/false, &why);
+    if (a && a->port == 0) {
+      a.reset();
+      why = fmt::format("bad address `{}`: the port must be a number from 1 to 65535", *text);
     }
+    if (!a) {
+      error(value_mark(e), kp + ": " + why);
+      return;
+    }
+    s.metrics = a->family == ListenAddress::Family::Inet6 ? fmt::format("[{}]:{}", a->host, a->port)
+                                                          : fmt::format("{}:{}", a->host, a->port);
+    claim(a->key(), value_mark(e), kp, a->text, kp);
+    s.metrics_address = std::move(a);
   }
 
   // ---- programs ----------------------------------------------------------
@@ -642,6 +425,8 @@ class Loader {
     for (const Entry& e : fields) {
       const std::string kp = base + "." + e.key;
       const std::string& k = e.key;
+      if (load_field(schema::program_fields(), k, e, kp, p)) continue;
+      // The keys the schema leaves to the loader (schema.hpp).
       if (k == "command") {
         load_command(e, kp, p);
       } else if (k == "workers") {
@@ -650,98 +435,14 @@ class Loader {
         autoscale_entry.emplace(e);
       } else if (k == "listen") {
         load_listen(e, kp, p);
-      } else if (k == "backlog") {
-        if (auto n = whole(e, kp, 1, 65535)) p.backlog = static_cast<int>(*n);
-      } else if (k == "reuseport") {
-        if (auto b = boolean(e, kp)) p.reuseport = *b;
       } else if (k == "environment") {
         load_environment(e, kp, p);
-      } else if (k == "directory") {
-        load_directory(e, kp, p);
-      } else if (k == "user" || k == "group") {
-        if (e.value.IsNull()) continue;
-        auto name = scalar(e, kp);
-        if (!name) continue;
-        const bool is_user = k == "user";
-        if (numeric_id(*name) || (is_user ? user_known(*name) : group_known(*name))) {
-          (is_user ? p.user : p.group) = *name;
-        } else {
-          error(value_mark(e), fmt::format("{}: unknown {} `{}`", kp, k, *name));
-        }
-      } else if (k == "umask") {
-        if (e.value.IsNull()) continue;
-        auto s = scalar(e, kp);
-        if (!s) continue;
-        std::string why;
-        if (auto m = detail::parse_umask(*s, &why)) {
-          p.umask = *m;
-        } else {
-          error(value_mark(e), kp + ": " + why);
-        }
       } else if (k == "rlimits") {
         load_rlimits(e, kp, p);
-      } else if (k == "restart") {
-        if (auto r = choice<Restart>(e, kp, {"always", "on-failure", "never"},
-                                     {Restart::Always, Restart::OnFailure, Restart::Never})) {
-          p.restart = *r;
-        }
       } else if (k == "backoff") {
         load_backoff(e, kp, p);
       } else if (k == "reload") {
-        load_reload(e, kp, p);
-      } else if (k == "ready") {
-        if (auto r = choice<ReadyMode>(e, kp, {"exec", "notify"},
-                                       {ReadyMode::Exec, ReadyMode::Notify})) {
-          p.ready = *r;
-        }
-      } else if (k == "start_timeout") {
-        if (auto d = duration(e, kp)) {
-          if (d->count() == 0) {
-            error(value_mark(e), kp + ": must be greater than 0");
-          } else {
-            p.start_timeout = *d;
-          }
-        }
-      } else if (k == "watchdog_timeout") {
-        if (auto d = duration(e, kp)) p.watchdog_timeout = *d;
-      } else if (k == "stop_signal") {
-        load_stop_signal(e, kp, p);
-      } else if (k == "stop_timeout") {
-        if (auto d = duration(e, kp)) p.stop_timeout = *d;
-      } else if (k == "kill_group") {
-        if (auto b = boolean(e, kp)) p.kill_group = *b;
-      } else if (k == "orphans") {
-        if (auto o = choice<OrphanMode>(e, kp, {"stop", "keep"}, {OrphanMode::Stop, OrphanMode::Keep}))
-          p.orphans = *o;
-      } else if (k == "notify_socket") {
-        if (auto b = boolean(e, kp)) p.notify_socket = *b;
-      } else if (k == "max_requests") {
-        if (auto s = scalar(e, kp)) {
-          if (auto n = parse_uint(*s)) {
-            p.max_requests = *n;
-          } else {
-            error(value_mark(e), fmt::format("{}: must be a whole number >= 0, got `{}`", kp, *s));
-          }
-        }
-      } else if (k == "ready_min") {
-        if (auto s = scalar(e, kp)) {
-          auto n = parse_uint(*s);
-          if (n && *n <= 100000)
-            p.ready_min = static_cast<uint32_t>(*n);
-          else
-            error(value_mark(e), fmt::format("{}: must be a whole number from 0 to 100000, got `{}`", kp, *s));
-        }
-      } else if (k == "max_memory") {
-        if (auto s = scalar(e, kp)) {
-          UnitError why;
-          if (auto n = parse_size(*s, &why)) {
-            p.max_memory = *n;
-          } else {
-            error(value_mark(e), kp + ": " + why.message);
-          }
-        }
-      } else if (k == "stdout" || k == "stderr") {
-        load_output(e, kp, k == "stdout" ? p.stdout_target : p.stderr_target);
+        load_map(e, kp, schema::reload_fields(), p.reload);
       }
     }
     if (autoscale_entry) load_autoscale(*autoscale_entry, base + ".autoscale", p);
@@ -814,34 +515,7 @@ class Loader {
       error(as.key_node.Mark(), kp + ": only with `workers: {min, max}`");
       return;
     }
-    if (!is_map(as, kp)) return;
-    for (const Entry& e : entries(as.value, &kAutoscaleKeys)) {
-      const std::string key_path = kp + "." + e.key;
-      if (e.key == "step") {
-        if (auto n = whole(e, key_path, 1, 10000)) p.autoscale->step = static_cast<uint32_t>(*n);
-        continue;
-      }
-      if (e.key == "target_utilization") {
-        auto s = scalar(e, key_path);
-        if (!s) continue;
-        const auto n = !s->empty() && s->back() == '%' ? parse_uint(std::string_view(*s).substr(0, s->size() - 1))
-                                                       : std::nullopt;
-        if (!n || *n < 1 || *n > 100) {
-          error(value_mark(e), fmt::format("{}: expected a percentage from 1% to 100% like `50%`, got `{}`", key_path, *s));
-          continue;
-        }
-        p.autoscale->target_utilization = static_cast<uint32_t>(*n);
-        continue;
-      }
-      auto d = duration(e, key_path);
-      if (!d) continue;
-      if (d->count() == 0 && e.key != "cooldown") {
-        error(value_mark(e), key_path + ": must be greater than 0");
-        continue;
-      }
-      (e.key == "up_after" ? p.autoscale->up_after : e.key == "down_after" ? p.autoscale->down_after
-                                                                            : p.autoscale->cooldown) = *d;
-    }
+    load_map(as, kp, schema::autoscale_fields(), *p.autoscale);
   }
 
   void load_workers(const Entry& e, const std::string& kp, Program& p) {
@@ -984,20 +658,6 @@ class Loader {
     }
   }
 
-  void load_directory(const Entry& e, const std::string& kp, Program& p) {
-    if (e.value.IsNull()) return;
-    auto dir = path_value(e, kp);
-    if (!dir) return;
-    sys::FileType type{};
-    if (int err = sys::file_type(*dir, type)) {
-      error(value_mark(e), fmt::format("{}: `{}`: {}", kp, *dir, std::strerror(err)));
-    } else if (type != sys::FileType::Directory) {
-      error(value_mark(e), fmt::format("{}: `{}`: not a directory", kp, *dir));
-    } else {
-      p.directory = *dir;
-    }
-  }
-
   void load_rlimits(const Entry& limits, const std::string& kp, Program& p) {
     if (!is_map(limits, kp)) return;
     static const Keys names = [] {
@@ -1036,98 +696,10 @@ class Loader {
   }
 
   void load_backoff(const Entry& backoff, const std::string& kp, Program& p) {
-    if (!is_map(backoff, kp)) return;
-    bool ok = true;
-    for (const Entry& e : entries(backoff.value, &kBackoffKeys)) {
-      auto d = duration(e, kp + "." + e.key);
-      if (!d) {
-        ok = false;
-        continue;
-      }
-      (e.key == "min"   ? p.backoff.min
-       : e.key == "max" ? p.backoff.max
-                        : p.backoff.reset_after) = *d;
-    }
-    if (ok && p.backoff.min > p.backoff.max) {
+    if (load_map(backoff, kp, schema::backoff_fields(), p.backoff) && p.backoff.min > p.backoff.max) {
       error(value_mark(backoff),
             fmt::format("{}: min ({}) must not be greater than max ({})", kp,
                         format_duration(p.backoff.min), format_duration(p.backoff.max)));
-    }
-  }
-
-  void load_reload(const Entry& reload, const std::string& kp, Program& p) {
-    if (!is_map(reload, kp)) return;
-    for (const Entry& e : entries(reload.value, &kReloadKeys)) {
-      const std::string key_path = kp + "." + e.key;
-      if (e.key == "settle") {
-        if (auto d = duration(e, key_path)) p.reload.settle = *d;
-        continue;
-      }
-      if (e.key == "guard") {
-        if (auto d = duration(e, key_path)) p.reload.guard = *d;
-        continue;
-      }
-      auto s = scalar(e, key_path);  // batch
-      if (!s) continue;
-      if (!s->empty() && s->back() == '%') {
-        const auto n = parse_uint(std::string_view(*s).substr(0, s->size() - 1));
-        if (!n || *n < 1 || *n > 100) {
-          error(value_mark(e),
-                fmt::format("{}: a percentage must be from 1% to 100%, got `{}`", key_path, *s));
-          continue;
-        }
-        p.reload.batch = static_cast<uint32_t>(*n);
-        p.reload.batch_percent = true;
-      } else {
-        const auto n = parse_uint(*s);
-        if (!n || *n < 1 || *n > UINT32_MAX) {
-          error(value_mark(e),
-                fmt::format("{}: expected a whole number >= 1 or a percentage like `25%`, got `{}`",
-                            key_path, *s));
-          continue;
-        }
-        p.reload.batch = static_cast<uint32_t>(*n);
-        p.reload.batch_percent = false;
-      }
-    }
-  }
-
-  void load_stop_signal(const Entry& e, const std::string& kp, Program& p) {
-    auto s = scalar(e, kp);
-    if (!s) return;
-    if (auto sig = parse_signal(*s)) {
-      p.stop_signal = *sig;
-      return;
-    }
-    Keys names;
-    for (int i = 1; i <= 31; ++i) names.push_back(signal_name(i));
-    std::string_view word = *s;
-    if (word.size() > 3 && (word[0] == 'S' || word[0] == 's') &&
-        (word[1] == 'I' || word[1] == 'i') && (word[2] == 'G' || word[2] == 'g')) {
-      word.remove_prefix(3);  // suggest `TERM` for `SIGTREM` too
-    }
-    const std::string hint = did_you_mean(word, names);
-    error(value_mark(e),
-          fmt::format(
-              "{}: unknown signal `{}`{}", kp, *s,
-              hint.empty() ? ": expected a name like `TERM` or a number from 1 to 31" : hint));
-  }
-
-  void load_output(const Entry& e, const std::string& kp, Output& out) {
-    if (e.value.IsNull()) {
-      out = Output{Output::Kind::Null, {}};
-      return;
-    }
-    auto s = scalar(e, kp);
-    if (!s) return;
-    if (*s == "log") {
-      out = Output{Output::Kind::Log, {}};
-    } else if (*s == "inherit") {
-      out = Output{Output::Kind::Inherit, {}};
-    } else if (*s == "null") {  // `"null"` quoted, or `!!str null`: same as null
-      out = Output{Output::Kind::Null, {}};
-    } else if (auto path = path_value(e, kp)) {
-      out = Output{Output::Kind::File, *path};
     }
   }
 

@@ -50,7 +50,7 @@ bool valid_socket_name(std::string_view name);
 // The process's current directory, or "/" when it cannot be read.
 std::string current_dir();
 
-// Finds the file to exec for `command0` (see load rules in load.cpp): with a
+// Finds the file to exec for `command0` (load_detail.cpp): with a
 // slash, `folder`-relative or absolute; without, the first executable regular
 // file in $PATH (default /usr/local/sbin:...:/bin when unset), then in
 // `extra_dirs`. Returns the absolute path, or nullopt and a message such as

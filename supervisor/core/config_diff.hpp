@@ -2,7 +2,8 @@
 //
 // Owns: the comparison of the running configuration with a new one, program
 // by program, and the rule that says which keys replace workers and which
-// apply in place. Pure: two Configs in, a plan out; the daemon carries it out.
+// apply in place (each key's row in config/schema.cpp). Pure: two Configs in,
+// a plan out; the daemon carries it out.
 // Must never: touch the system.
 #pragma once
 
