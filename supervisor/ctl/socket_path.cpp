@@ -2,6 +2,8 @@
 
 #include "config/config.hpp"
 #include "ctl/client.hpp"
+#include "sys/io.hpp"
+#include "sys/runtime_dir.hpp"
 
 namespace preforkd::ctl {
 
@@ -9,9 +11,20 @@ std::string control_socket_path(const Options& options) {
   if (options.socket) return *options.socket;
   config::LoadOptions load_options;
   load_options.check_executables = false;
+  // The folder preforkd itself would choose for this user (sys/runtime_dir.hpp).
+  load_options.runtime_dir = sys::runtime_dir();
   const std::string file = options.config.value_or(kDefaultConfig);
   config::LoadResult loaded = config::load_file(file, load_options);
-  if (loaded.config) return loaded.config->supervisor.control_socket;
+  if (loaded.config) {
+    const std::string& socket = loaded.config->supervisor.control_socket;
+    // Never talk to a socket in a folder someone else could have made for
+    // us (/tmp/preforkd-$UID): whoever answers there is not our preforkd.
+    if (sys::effective_uid() != 0 && socket == load_options.runtime_dir + "/preforkd.sock") {
+      std::string why = sys::check_private_dir(load_options.runtime_dir, false);
+      if (!why.empty()) throw UnreachableError(why);
+    }
+    return socket;
+  }
 
   if (options.config) {
     std::string all;
