@@ -1,5 +1,7 @@
 #include "ctl/socket_path.hpp"
 
+#include <cerrno>
+
 #include "config/config.hpp"
 #include "ctl/client.hpp"
 #include "sys/io.hpp"
@@ -22,6 +24,13 @@ std::string control_socket_path(const Options& options) {
     if (sys::effective_uid() != 0 && socket == load_options.runtime_dir + "/preforkd.sock") {
       std::string why = sys::check_private_dir(load_options.runtime_dir, false);
       if (!why.empty()) throw UnreachableError(why);
+      // No preforkd of this user, but the system's (root's) runs: a member
+      // of its control_group asks that one, as before.
+      const std::string system = std::string(sys::kRootRuntimeDir) + "/preforkd.sock";
+      sys::FileType type{};
+      if (sys::file_type(socket, type) == ENOENT && sys::file_type(system, type) == 0 &&
+          type == sys::FileType::Socket)
+        return system;
     }
     return socket;
   }
