@@ -94,7 +94,6 @@ TEST_CASE("non-root: default control socket in XDG_RUNTIME_DIR/preforkd, made 07
                     return s.value("ok", false) && pids_of(s).size() == 2;
                   }),
                   s.dump(), "\n", d.log());
-  // Another user (root here) with no XDG_RUNTIME_DIR looks in /run/preforkd, not there.
   CHECK(d.signal(SIGTERM));
   auto st_exit = d.wait(20s);
   REQUIRE(st_exit);
