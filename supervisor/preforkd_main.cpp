@@ -11,10 +11,13 @@
 #include "config/config.hpp"
 #include "daemon/daemon.hpp"
 #include "daemon/logging.hpp"
+#include "daemon/preflight.hpp"
 #include "daemon/upgrade_state.hpp"
 #include "sys/error.hpp"
 #include "sys/fault.hpp"
+#include "sys/io.hpp"
 #include "sys/procfs.hpp"
+#include "sys/runtime_dir.hpp"
 #include "version.hpp"
 
 namespace {
@@ -56,6 +59,10 @@ int main(int argc, char** argv) {
 
   config::LoadOptions load_options;
   load_options.extra_command_dirs = command_dirs();
+  // Root: /run/preforkd; anyone else: $XDG_RUNTIME_DIR/preforkd or
+  // /tmp/preforkd-$UID (sys/runtime_dir.hpp). preforkctl computes the same.
+  const std::string runtime_dir = sys::runtime_dir();
+  load_options.runtime_dir = runtime_dir;
   daemon::DaemonOptions daemon_options;
   if (options.upgrade_state) {
     // USR2: take over from the previous binary (or, with --upgrade-check, only
@@ -99,8 +106,20 @@ int main(int argc, char** argv) {
     return kExitUsage;
   }
   if (options.check) {
+    // Valid, but perhaps not for this user: say what will fail, still exit 0.
+    for (const auto& w : daemon::preflight(*loaded.config, options.pidfile, daemon::system_facts(runtime_dir)))
+      std::cerr << options.config << ": warning: " << w << "\n";
     std::cout << options.config << ": ok\n";
     return 0;
+  }
+  // The default folder of a non-root preforkd may be in /tmp: made 0700,
+  // and refused if someone else could have prepared it for us.
+  if (sys::effective_uid() != 0 && loaded.config->supervisor.control_socket == runtime_dir + "/preforkd.sock") {
+    std::string why = sys::check_private_dir(runtime_dir, true);
+    if (!why.empty()) {
+      std::cerr << "preforkd: " << why << "\n";
+      return kExitRuntime;
+    }
   }
 
   daemon_options.pidfile = options.pidfile;

@@ -35,6 +35,9 @@ struct WorkerSnapshot {
   std::string busy = "unknown";  // "busy", "idle" (BUSY=1 / BUSY=0), or "unknown": never said
   std::map<std::string, uint64_t> counters;
   std::map<std::string, int64_t> gauges;
+  // The live processes below it (a master's children), breadth first;
+  // filled by the daemon for `status` only (daemon/orphans.cpp).
+  std::vector<pid_t> descendants;
 };
 
 // A process a worker left behind, while preforkd stops it (or keeps it).

@@ -214,7 +214,8 @@ void disarm(Worker& w, const SlotPolicy&, const WorkerInput&, Effects&) { w.dead
 
 // Backoff x Spawned.
 void spawned(Worker& w, const SlotPolicy& p, const WorkerInput& in, Effects&) {
-  if (w.spawn_seq > 0) ++w.restarts;
+  // A retry after failed spawns is a restart too (streak > 0 without a spawn yet).
+  if (w.spawn_seq > 0 || w.streak > 0) ++w.restarts;
   ++w.spawn_seq;
   w.pid = in.pid;
   w.generation = in.generation;
@@ -232,6 +233,10 @@ void spawned(Worker& w, const SlotPolicy& p, const WorkerInput& in, Effects&) {
 // Backoff x SpawnFailed.
 void spawn_failed(Worker& w, const SlotPolicy& p, const WorkerInput& in, Effects& e) {
   e.failure = true;
+  // A failed try counts as a restart as an early exit would (issue #15: a
+  // worker that cannot setuid crash-looped with RESTARTS 0). The first try
+  // of a slot is no restart.
+  if (w.spawn_seq > 0 || w.streak > 0) ++w.restarts;
   ++w.streak;
   settle_without_process(w, e, in.now, backoff_delay(p.backoff, w.streak, in.jitter));
   if (e.spawn) {

@@ -89,7 +89,7 @@ struct Worker {
   TimePoint last_seen{};        // last valid notify line (the watchdog's clock)
   TimePoint deadline = kNever;  // the slot's one timer (see the header comment)
   unsigned streak = 0;          // consecutive failures (deaths before reset_after, failed spawns)
-  unsigned restarts = 0;        // respawns of this slot after the first start
+  unsigned restarts = 0;        // tries to start this slot after its first try, failed spawns included
   StopReason stop_reason = StopReason::None;
   std::string status_text;      // last STATUS= line
 };

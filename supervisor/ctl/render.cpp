@@ -70,6 +70,9 @@ std::string text(const json& v) {
 std::string text(const json& obj, const char* key) { return text(field(obj, key)); }
 
 // A pid field: 0 or missing means "no process".
+// Descendant rows shown under one worker in `status` (all are in --json).
+constexpr size_t kDescendantRows = 16;
+
 int64_t pid_of(const json& worker) {
   const json& p = field(worker, "pid");
   return p.is_number_integer() ? p.get<int64_t>() : 0;
@@ -395,6 +398,20 @@ std::string render_status(const nlohmann::json& status, const nlohmann::json& st
                          {text(*w, "restarts")},
                          {requests_of(*w, name, stats)},
                          {text(*w, "status")}});
+      // What runs below the worker (a master's children: who serves), one
+      // row each, as `ps f` draws them; a long list is cut.
+      const json& below = field(*w, "descendants");
+      if (pid == 0 || !below.is_array()) continue;
+      size_t shown = 0;
+      for (const auto& d : below) {
+        if (!d.is_number_integer()) continue;
+        if (shown == kDescendantRows) {
+          workers.push_back({{""}, {""}, {"\\_ +" + std::to_string(below.size() - shown) + " more"}});
+          break;
+        }
+        workers.push_back({{""}, {""}, {"\\_ " + std::to_string(d.get<int64_t>())}});
+        ++shown;
+      }
     }
   }
   out += "\n" + table(summary, options.colour);

@@ -1,7 +1,13 @@
 // socket_path.hpp — which control socket preforkctl talks to.
 //
 // Owns: the rule "-s wins; else supervisor.control_socket of -c CONFIG (default
-// /etc/preforkd/preforkd.yaml)", and which failure of it is whose problem.
+// /etc/preforkd/preforkd.yaml)", whose default is <runtime dir>/preforkd.sock
+// with the runtime dir preforkd would choose for this user (root:
+// /run/preforkd; others: $XDG_RUNTIME_DIR/preforkd, else /tmp/preforkd-$UID,
+// refused unless private: sys/runtime_dir.hpp; when that user has no
+// socket there but /run/preforkd/preforkd.sock exists, that one: a
+// control_group member talking to the system's preforkd), and which
+// failure of it is whose problem.
 // Must never: check that commands are executable or otherwise judge the file
 // beyond what preforkd's own loader says: the client only needs one key.
 // Traps: a relative control_socket resolves against the config file's folder

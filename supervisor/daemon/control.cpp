@@ -23,8 +23,14 @@ void Daemon::on_control_request(ControlServer::ClientId client, const std::strin
   log_->debug("control: {}{}{}", cmd, r.program.empty() ? "" : " ", r.program);
   auto t = now();
   if (cmd == "status" || cmd == "stats" || cmd == "version" || cmd == "metrics") {
-    if (cmd == "status") scan_orphans();  // the orphans as they are now (its actions are applied in settle)
+    // status: the orphans as they are now (its actions are applied in
+    // settle), and what runs below each worker, from the same /proc walk.
+    std::map<pid_t, std::vector<pid_t>> below;
+    if (cmd == "status") scan_orphans(&below);
     core::Snapshot s = outside_view(t);
+    for (auto& p : s.programs)
+      for (auto& w : p.workers)
+        if (auto it = below.find(w.pid); w.pid > 0 && it != below.end()) w.descendants = it->second;
     if (cmd == "status") return control_->reply(client, reply_status(s));
     if (cmd == "stats") return control_->reply(client, reply_stats(s));
     if (cmd == "version") return control_->reply(client, reply_version(s));

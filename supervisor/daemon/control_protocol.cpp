@@ -108,6 +108,7 @@ std::string reply_status(const core::Snapshot& s) {
                 {"status", w.status}};
       if (w.retiring) o["retiring"] = true;
       o["busy"] = w.busy == "unknown" ? json(nullptr) : json(w.busy == "busy");
+      o["descendants"] = w.descendants;  // pids below it: who serves under a master
       workers.push_back(std::move(o));
     }
     json autoscale = nullptr;

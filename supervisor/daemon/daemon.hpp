@@ -179,7 +179,9 @@ class Daemon {
   void log_once(const std::string& cause, const std::string& message);
 
   // ---- the process tree (orphans.cpp) ----
-  void scan_orphans();               // ScanOrphans: preforkd's processes that are not workers
+  // ScanOrphans: preforkd's processes that are not workers. With
+  // `below_workers` (status), also each worker's descendants, by worker pid.
+  void scan_orphans(std::map<pid_t, std::vector<pid_t>>* below_workers = nullptr);
   void walk_worker(pid_t worker);    // WalkWorker: a worker's descendants, before its stop signal
   void signal_orphan(const core::Action& a);  // SignalOrphan, SignalGroup
 

@@ -243,7 +243,12 @@ std::string SpawnError::describe(const SpawnRequest& req) const {
   if (stage == Stage::Chdir) what += " " + req.directory;
   if (stage == Stage::Uid && req.uid) what += " " + std::to_string(*req.uid);
   if (stage == Stage::Gid && req.gid) what += " " + std::to_string(*req.gid);
-  return errno_message(what, err);
+  std::string text = errno_message(what, err);
+  // The usual cause (issue #15): `user:` or `group:` in a config run without root.
+  if ((stage == Stage::Uid || stage == Stage::Gid || stage == Stage::Groups) && err == EPERM && ::geteuid() != 0)
+    text += " (preforkd runs as uid " + std::to_string(::geteuid()) +
+            ", not root: it cannot switch workers to another user or group; see preforkd -t)";
+  return text;
 }
 
 namespace {

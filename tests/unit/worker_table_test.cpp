@@ -234,7 +234,7 @@ TEST_CASE("table row Backoff - every event") {
     CHECK(w.pid == 200);
     CHECK(w.generation == 8);
     CHECK(w.spawn_seq == 1);
-    CHECK(w.restarts == 0);  // the first spawn of the slot
+    CHECK(w.restarts == 2);  // its first process, but its third try: two failed spawns counted (issue #15)
     CHECK(w.started_at == t0 + 200ms);
     CHECK(w.deadline == t0 + 200ms + p.start_timeout);
     CHECK(w.streak == 2);  // only readiness held long enough ends a streak
@@ -254,6 +254,7 @@ TEST_CASE("table row Backoff - every event") {
     CHECK_FALSE(e.spawn);
     CHECK(e.respawn_delay == 200ms);
     CHECK(w.streak == 3);
+    CHECK(w.restarts == 2);  // tries 2 and 3 were restarts, failed ones (issue #15)
     CHECK(w.state == WorkerState::Backoff);
     CHECK(w.deadline == t0 + 400ms);
   }
