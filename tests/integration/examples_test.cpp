@@ -64,6 +64,7 @@ struct Example {
   std::string default_listen;     // the address in its files: "127.0.0.1:8000"
   std::vector<std::string> port_files;  // other files naming that address
   bool python_lib = false;        // needs lib/python (PYTHONPATH)
+  bool counts_requests = false;   // reports COUNTER_requests
   // Whatever the example needs besides the copy: a file edited, a binary built.
   std::function<void(const TempDir&, std::string& yaml)> prepare;
   // Holds once the server has finished starting whatever it starts after its
@@ -201,6 +202,11 @@ void run_example(const Example& ex) {
   CHECK_MESSAGE(counts.errors_total() == 0, load.describe() << "\n" << d.log());
   CHECK(counts.ok > 0);
   for (pid_t p : worker_pids(d, ex.program)) CHECK_MESSAGE(before.count(p) == 0, "worker " << p << " was not replaced");
+  if (ex.counts_requests) {  // the app reports COUNTER_requests (helper library or sd_notify)
+    auto stats = program_of(d.control({{"cmd", "stats"}}), ex.program);
+    CHECK_MESSAGE(stats["counters"].value("requests", 0) > 0, stats.dump());
+    CHECK_MESSAGE(stats["notify_errors"] == 0, stats.dump());
+  }
   if (ex.settled) REQUIRE(wait_until([&] { return ex.settled(d.log(), 2 * kWorkers + 1); }, 60s));
 
   // TERM leaves nothing behind.
@@ -221,7 +227,7 @@ void run_example(const Example& ex) {
 
 TEST_CASE("examples: gunicorn (conf/examples/gunicorn) serves from several workers, heals, rolls, stops clean") {
   SKIP_UNLESS(::access("/usr/bin/gunicorn", X_OK) == 0 && python_has("gunicorn"), "Debian's gunicorn (/usr/bin/gunicorn)");
-  Example ex{"gunicorn", "web", "hello from gunicorn pid ", "127.0.0.1:8000", {}, false, nullptr, nullptr};
+  Example ex{"gunicorn", "web", "hello from gunicorn pid ", "127.0.0.1:8000", {}, false, false, nullptr, nullptr};
   // Every arbiter (one per start) has booted its worker.
   ex.settled = [](const std::string& log, size_t starts) {
     return count(log, "Booting worker with pid") >= starts && count(log, "Booting worker with pid") >= count(log, "Listening at:");
@@ -231,13 +237,13 @@ TEST_CASE("examples: gunicorn (conf/examples/gunicorn) serves from several worke
 
 TEST_CASE("examples: uvicorn (conf/examples/uvicorn) serves from several workers, heals, rolls, stops clean") {
   SKIP_UNLESS(python_has("uvicorn"), "Debian's python3-uvicorn");
-  run_example({"uvicorn", "web", "hello from uvicorn pid ", "127.0.0.1:8000", {}, true, nullptr, nullptr});
+  run_example({"uvicorn", "web", "hello from uvicorn pid ", "127.0.0.1:8000", {}, true, true, nullptr, nullptr});
 }
 
 TEST_CASE("examples: Node.js (conf/examples/node) serves from several workers, heals, rolls, stops clean") {
   std::string node = find_node();
   SKIP_UNLESS(!node.empty(), "`node` (Debian's nodejs)");
-  Example ex{"node", "web", "hello from node pid ", "127.0.0.1:8000", {}, false, nullptr, nullptr};
+  Example ex{"node", "web", "hello from node pid ", "127.0.0.1:8000", {}, false, true, nullptr, nullptr};
   ex.prepare = [node](const TempDir& dir, std::string& yaml) {
     replace_all(yaml, "/usr/bin/node", node);
     std::string js = read_file(dir.file("server.js"));
@@ -249,20 +255,20 @@ TEST_CASE("examples: Node.js (conf/examples/node) serves from several workers, h
 
 TEST_CASE("examples: aiohttp (conf/examples/aiohttp) serves from several workers, heals, rolls, stops clean") {
   SKIP_UNLESS(python_has("aiohttp"), "Debian's python3-aiohttp");
-  run_example({"aiohttp", "web", "hello from aiohttp pid ", "127.0.0.1:8000", {}, true, nullptr, nullptr});
+  run_example({"aiohttp", "web", "hello from aiohttp pid ", "127.0.0.1:8000", {}, true, true, nullptr, nullptr});
 }
 
 TEST_CASE("examples: nginx (conf/examples/nginx) serves from several masters, heals, rolls, stops clean") {
   SKIP_UNLESS(::access("/usr/sbin/nginx", X_OK) == 0, "Debian's nginx (nginx-light or nginx, /usr/sbin/nginx)");
-  run_example({"nginx", "nginx", "hello from nginx pid ", "127.0.0.1:8080", {"nginx.conf"}, false, nullptr, nullptr});
+  run_example({"nginx", "nginx", "hello from nginx pid ", "127.0.0.1:8080", {"nginx.conf"}, false, false, nullptr, nullptr});
 }
 
 TEST_CASE("examples: plain Python worker (conf/examples/python) serves from several workers, heals, rolls, stops clean") {
-  run_example({"python", "web", "hello from python pid ", "127.0.0.1:8000", {}, true, nullptr, nullptr});
+  run_example({"python", "web", "hello from python pid ", "127.0.0.1:8000", {}, true, true, nullptr, nullptr});
 }
 
 TEST_CASE("examples: C worker on libsystemd (conf/examples/c-libsystemd) serves from several workers, heals, rolls, stops clean") {
-  Example ex{"c-libsystemd", "web", "hello from c pid ", "127.0.0.1:8000", {}, false, nullptr, nullptr};
+  Example ex{"c-libsystemd", "web", "hello from c pid ", "127.0.0.1:8000", {}, false, true, nullptr, nullptr};
   ex.prepare = [](const TempDir& dir, std::string&) {
     // Built by CMake from the example's worker.c, as its preforkd.yaml says.
     fs::copy_file(bin("preforkd-example-c-worker"), dir.file("worker"));

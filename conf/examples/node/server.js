@@ -4,14 +4,16 @@
 const http = require('http');
 const preforkd = require('/usr/share/preforkd/preforkd.js');
 
+let inFlight = 0; // requests in hand: BUSY=1 from none to some, BUSY=0 back to none
 const server = http.createServer((req, res) => {
-  preforkd.busy(true);
+  if (++inFlight === 1) preforkd.busy(true);
   const body = `hello from node pid ${process.pid}\n`;
   res.writeHead(200, { 'Content-Type': 'text/plain', 'Content-Length': Buffer.byteLength(body) });
-  res.end(body, () => {
+  res.on('close', () => { // sent, or the client went away
     preforkd.counter('requests');
-    preforkd.busy(false);
+    if (--inFlight === 0) preforkd.busy(false);
   });
+  res.end(body);
 });
 
 const [socket] = preforkd.listenFds();

@@ -3,29 +3,27 @@
 
 Answers every request with the pid that served it, one connection at a time
 (Connection: close), and reports to preforkd: READY=1, STATUS, the
-`requests` counter and BUSY.
+`requests` counter and BUSY. TERM ends it after the request in hand, or
+within a second when it has none.
 """
 import os
 import signal
 import socket
+import struct
 
 import preforkd
 
-idle, stopping = False, False
+stopping = False
 
 
 def on_term(signum, frame):
+    # Only a flag: raising here could land between accept() returning and
+    # the connection being kept, and drop a connection the kernel gave us.
     global stopping
     stopping = True
-    if idle:                    # blocked in accept(): leave at once
-        raise SystemExit(0)
 
 
 signal.signal(signal.SIGTERM, on_term)
-# A tick that interrupts accept(), so that a TERM which came just before it
-# blocked still ends the worker.
-signal.signal(signal.SIGALRM, lambda signum, frame: None)
-signal.setitimer(signal.ITIMER_REAL, 1, 1)
 
 
 def handle(conn):
@@ -45,13 +43,19 @@ sockets = preforkd.listen_sockets()
 if not sockets:
     raise SystemExit("no listening socket: run me under preforkd")
 sock = sockets[0]
+# accept() gives up after 1 s (EAGAIN), so that the loop sees a TERM that
+# came while it waited. SO_RCVTIMEO belongs to the socket every worker of
+# this program shares: they all set the same (never O_NONBLOCK, see
+# preforkd-worker(7)).
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 1, 0))
 served = 0
 preforkd.status("idle")
 preforkd.ready()
 while not stopping:
-    idle = True
-    conn, _ = sock.accept()
-    idle = False
+    try:
+        conn, _ = sock.accept()
+    except (BlockingIOError, InterruptedError):
+        continue                # no connection within 1 s: look at `stopping`
     preforkd.busy(True)
     with conn:
         try:

@@ -4,6 +4,8 @@ import os
 
 import preforkd
 
+in_flight = 0                               # requests in hand (BUSY while > 0)
+
 
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
@@ -17,11 +19,22 @@ async def app(scope, receive, send):
                 await send({"type": "lifespan.shutdown.complete"})
                 return
     elif scope["type"] == "http":
-        preforkd.busy(True)
+        await hello(send)
+
+
+async def hello(send):
+    global in_flight
+    in_flight += 1
+    if in_flight == 1:
+        preforkd.busy(True)                 # from no request in hand to some
+    try:
         body = b"hello from uvicorn pid %d\n" % os.getpid()
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/plain"),
                                 (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
         preforkd.counter("requests")
-        preforkd.busy(False)
+    finally:
+        in_flight -= 1
+        if in_flight == 0:
+            preforkd.busy(False)            # and back to none
