@@ -9,7 +9,7 @@ GET /healthz (liveness) and GET /readyz (readiness) on the port of
 supervisor.metrics; the container port is the program's listen port; the
 container runs preforkd on the mounted file; there is a preStop; and
 terminationGracePeriodSeconds is above preStop's sleep plus
-shutdown_timeout. systemd: the drop-in keeps TimeoutStopSec above the
+shutdown_timeout; workers is the container's CPU limit. systemd: the drop-in keeps TimeoutStopSec above the
 shipped shutdown_timeout and resets ExecStart before setting it.
 Exit 77 (skipped) without python3-yaml.
 """
@@ -89,6 +89,10 @@ check(sleep > 0, "preStop sleeps so that the endpoint deregisters before TERM")
 grace = pod["terminationGracePeriodSeconds"]
 check(grace > sleep + shutdown, "terminationGracePeriodSeconds %s > preStop %s + shutdown_timeout %s"
       % (grace, sleep, shutdown))
+cpu_limit = container["resources"]["limits"]["cpu"]
+check(program["workers"] == int(cpu_limit),
+      "workers (%r) is the container's CPU limit (%s): `auto` would be the node's CPU count"
+      % (program["workers"], cpu_limit))
 if service is not None:
     check(service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"], "the Service selects the pods")
 
