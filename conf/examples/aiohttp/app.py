@@ -1,5 +1,6 @@
 """The smallest aiohttp app for preforkd: answers every request with the pid
 that served it."""
+import asyncio
 import os
 
 from aiohttp import web
@@ -21,7 +22,13 @@ async def on_startup(app):
 
 
 async def on_shutdown(app):
+    # aiohttp has stopped accepting by now (on TERM, the site closes its
+    # socket first, then runs this, then closes the connections that have no
+    # request in progress). A connection accepted just before TERM may not
+    # have had its request read yet, and would be closed unanswered: give it
+    # a moment. New connections go to the other workers meanwhile.
     preforkd.stopping()
+    await asyncio.sleep(0.5)
 
 
 sockets = preforkd.listen_sockets()
