@@ -4,7 +4,6 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <poll.h>
-#include <sys/wait.h>
 #include <netinet/in.h>
 #include <pwd.h>
 #include <sys/mman.h>
@@ -272,14 +271,6 @@ int kill_process(pid_t pid, int sig, bool group) noexcept {
   if (::kill(-pid, sig) == 0) return 0;
   if (errno != ESRCH) return errno;
   return result_of(::kill(pid, sig));  // no group (yet/any more): the process alone
-}
-
-int wait_child(pid_t pid) noexcept {
-  int status = 0;
-  for (;;) {
-    if (::waitpid(pid, &status, 0) >= 0) return 0;
-    if (errno != EINTR) return errno;
-  }
 }
 
 int wait_readable(int fd, int timeout_ms) noexcept {

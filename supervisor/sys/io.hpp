@@ -111,9 +111,6 @@ bool can_execute(const std::string& path) noexcept;
 // group: kill(-pid, sig) (the worker's process group, T17), then kill(pid,
 // sig) if the group is gone (ESRCH) but the process may not be.
 int kill_process(pid_t pid, int sig, bool group) noexcept;
-// waitpid(pid, 0) until it returns (EINTR retried): for a child known to be
-// exiting already. 0 or an errno (ECHILD: reaped elsewhere).
-int wait_child(pid_t pid) noexcept;
 // poll(fd, POLLIN) for up to timeout_ms (-1: no limit). 1 ready, 0 timed
 // out, or -errno.
 int wait_readable(int fd, int timeout_ms) noexcept;

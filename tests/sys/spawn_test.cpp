@@ -44,7 +44,8 @@ sys::SpawnResult spawn_in(bool async, const sys::SpawnRequest& r) {
   }
   while (!a.child->left()) REQUIRE(sys::wait_readable(a.child->watch_fd(), 10000) == 1);
   if (auto f = a.child->failure()) {
-    sys::wait_child(a.child->pid());
+    int st = 0;
+    ::waitpid(a.child->pid(), &st, 0);
     out.error = f;
     return out;
   }
