@@ -274,25 +274,4 @@ void Orphans::restore(std::vector<Orphan> list, std::map<std::string, uint64_t> 
   totals_ = std::move(totals);
 }
 
-TreeSplit split_by_worker(const std::vector<ProcessSeen>& procs, pid_t self,
-                          const std::function<bool(pid_t)>& is_worker, pid_t skip) {
-  TreeSplit out;
-  std::map<pid_t, pid_t> top;  // pid → the child of preforkd it descends from
-  for (const auto& p : procs) {
-    pid_t root = p.pid;
-    if (p.ppid != self) {
-      auto it = top.find(p.ppid);
-      if (it != top.end()) root = it->second;  // else: its parent went meanwhile; a root of its own
-    }
-    top[p.pid] = root;
-    if (root == skip) continue;
-    if (is_worker(root)) {
-      if (p.pid != root) out.below[root].push_back(p.pid);
-      continue;
-    }
-    out.outside.push_back(p);
-  }
-  return out;
-}
-
 }  // namespace preforkd::core

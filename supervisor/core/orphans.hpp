@@ -159,18 +159,4 @@ class Orphans {
 // SignalOrphan{pid, start_time, sig}.
 Action signal_orphan_action(pid_t pid, uint64_t start_time, int sig);
 
-// One walk below preforkd (`procs`: parents before children, as
-// sys::subtree gives them), split by ancestry (the ppid chain, not the
-// process group: a grandchild that made a group or session of its own still
-// serves its worker). `below` holds, for each worker pid (`is_worker`), the
-// live processes under it, breadth first: for a master-style server
-// (gunicorn, nginx), the processes that serve. `outside` is everything else
-// but `skip` and its subtree (the upgrade check): ScanOrphans' facts.
-struct TreeSplit {
-  std::vector<ProcessSeen> outside;
-  std::map<pid_t, std::vector<pid_t>> below;
-};
-TreeSplit split_by_worker(const std::vector<ProcessSeen>& procs, pid_t self,
-                          const std::function<bool(pid_t)>& is_worker, pid_t skip);
-
 }  // namespace preforkd::core

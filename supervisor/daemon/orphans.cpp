@@ -5,10 +5,11 @@
 // below them. Workers' own subtrees are not read then: a scan follows every
 // worker's exit, and its cost must not grow with the number of workers.
 // They are read one at a time, when that worker is being stopped (WalkWorker),
-// and all together by the scan of a `status` request, which walks through
-// the workers in the same pass to list each one's descendants (what serves
-// under a master-style worker); a request, never a timer.
+// and all together by the scan of a `status` request, which lists each one's
+// descendants (what serves under a master-style worker) from its children
+// files alone; a request, never a timer.
 // Both walks are bounded (kMaxProcesses), and neither ever runs on a timer (T26).
+#include <algorithm>
 #include <csignal>
 #include <cstring>
 
@@ -40,24 +41,28 @@ void Daemon::scan_orphans(std::map<pid_t, std::vector<pid_t>>* below_workers) {
   pid_t self = sys::self_pid();
   int err = sys::children_of(self, children);
   std::vector<pid_t> roots;
-  bool any_worker = false;
+  std::vector<pid_t> workers;
   for (pid_t pid : children) {
     if (pid == upgrade_check_pid_) continue;
-    if (policy_.proc_of_pid(pid)) {
-      any_worker = true;
-      if (below_workers == nullptr) continue;  // the workers' own subtrees: only for `status`
-    }
-    roots.push_back(pid);
+    if (policy_.proc_of_pid(pid)) workers.push_back(pid);
+    else roots.push_back(pid);
   }
   bool complete = true;
   auto seen = to_seen(sys::subtree(roots, true, kMaxProcesses, &complete));
-  if (below_workers != nullptr && any_worker) {
-    // `status`: the same walk, through the workers too, so that each lists
-    // what serves under it (a master's children), in the one /proc pass.
-    core::TreeSplit split = core::split_by_worker(
-        seen, self, [&](pid_t pid) { return policy_.proc_of_pid(pid).has_value(); }, upgrade_check_pid_);
-    *below_workers = std::move(split.below);
-    seen = std::move(split.outside);
+  if (below_workers != nullptr) {
+    // `status`: what serves under each worker (a master's children). A
+    // worker's own stat is not read, only its children files: most workers
+    // have none, and 1000 of them cost one small read each.
+    size_t budget = kMaxProcesses > seen.size() ? kMaxProcesses - seen.size() : 0;
+    for (pid_t w : workers) {
+      bool all = true;
+      auto below = sys::subtree({w}, false, budget, &all);
+      complete = complete && all;
+      budget -= std::min(budget, below.size());
+      if (below.empty()) continue;
+      auto& list = (*below_workers)[w];
+      for (const auto& f : below) list.push_back(f.pid);
+    }
   }
   bool ok = err == 0 && complete;
   if (!ok)

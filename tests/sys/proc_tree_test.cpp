@@ -1,12 +1,14 @@
 // sys/proc_tree: /proc facts, children, subtrees and the two careful signals,
 // on real processes forked by the test.
 #include <doctest/doctest.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <utility>
 
 #include "support/support.hpp"
 #include "sys/proc_tree.hpp"
@@ -117,6 +119,53 @@ TEST_CASE("sys proc_tree: children_of and subtree, parents first, zombies left o
   ::kill(family, SIGKILL);
   ::waitpid(family, nullptr, 0);
   ::waitpid(zombie, nullptr, 0);
+}
+
+// A child whose second thread forks a grandchild and which then has
+// `extra_threads` more threads: the grandchild is in that thread's children
+// file only, not in the main thread's. Returns {child, grandchild}.
+std::pair<pid_t, pid_t> fork_threaded_parent() {
+  int p[2];
+  REQUIRE(::pipe(p) == 0);
+  pid_t child = ::fork();
+  if (child == 0) {
+    ::close(p[0]);
+    static int out;
+    out = p[1];
+    pthread_t t;
+    ::pthread_create(
+        &t, nullptr,
+        [](void*) -> void* {
+          pid_t g = ::fork();
+          if (g == 0)
+            for (;;) ::pause();
+          ssize_t ignored = ::write(out, &g, sizeof g);
+          (void)ignored;
+          for (;;) ::pause();
+        },
+        nullptr);
+    for (;;) ::pause();
+  }
+  ::close(p[1]);
+  pid_t g = -1;
+  while (::read(p[0], &g, sizeof g) < 0 && errno == EINTR) {
+  }
+  ::close(p[0]);
+  return {child, g};
+}
+
+TEST_CASE("sys proc_tree: children_of reads every thread's children, not only the main thread's") {
+  auto [child, grandchild] = fork_threaded_parent();
+  REQUIRE(grandchild > 0);
+  std::vector<pid_t> kids;
+  CHECK(sys::children_of(child, kids) == 0);
+  CHECK(kids == std::vector<pid_t>{grandchild});
+  auto below = sys::subtree({child}, false, 100);
+  REQUIRE(below.size() == 1);
+  CHECK(below[0].pid == grandchild);
+  ::kill(grandchild, SIGKILL);
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
 }
 
 TEST_CASE("T14 sys proc_tree: signal_if_same signals only the process that started at that time") {

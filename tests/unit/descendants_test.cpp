@@ -1,41 +1,12 @@
-// Master-style servers (issue #15 item 2): one walk below preforkd split
-// into each worker's descendants and the rest (core/orphans), and how
-// preforkctl draws the descendants under their worker (ctl/render).
+// Master-style servers (issue #15 item 2): how preforkctl draws a worker's
+// descendants under it (ctl/render). Finding them is tested end to end
+// (tests/integration/master_tree_test.cpp).
 #include <doctest/doctest.h>
 
 #include <nlohmann/json.hpp>
 
 #include "core/orphans.hpp"
 #include "ctl/render.hpp"
-
-using preforkd::core::ProcessSeen;
-using preforkd::core::split_by_worker;
-
-TEST_CASE("split_by_worker: descendants by parent chain, across groups; orphans and the skipped pid apart") {
-  const pid_t self = 10;
-  // Workers 100 and 200; 100 → 101 → 102 (102 has a session of its own);
-  // 200 has none; 300 is an orphan with a child 301; 400 is the upgrade check
-  // with a child 401; 999's parent is gone from the walk.
-  std::vector<ProcessSeen> procs = {
-      {100, self, 100, 1, "master"}, {200, self, 200, 1, "w"},     {300, self, 300, 1, "orphan"},
-      {400, self, 400, 1, "check"},  {101, 100, 100, 1, "child"},  {301, 300, 300, 1, "o2"},
-      {401, 400, 400, 1, "c2"},      {102, 101, 102, 1, "setsid"}, {999, 998, 999, 1, "stray"},
-  };
-  auto split = split_by_worker(procs, self, [](pid_t p) { return p == 100 || p == 200; }, 400);
-  REQUIRE(split.below.count(100) == 1);
-  CHECK(split.below[100] == std::vector<pid_t>{101, 102});
-  CHECK(split.below.count(200) == 0);
-  std::vector<pid_t> outside;
-  for (const auto& p : split.outside) outside.push_back(p.pid);
-  CHECK(outside == std::vector<pid_t>{300, 301, 999});
-}
-
-TEST_CASE("split_by_worker: without workers, everything is outside (the orphan scan's facts unchanged)") {
-  std::vector<ProcessSeen> procs = {{300, 1, 300, 1, "o"}, {301, 300, 300, 1, "o2"}};
-  auto split = split_by_worker(procs, 1, [](pid_t) { return false; }, 0);
-  CHECK(split.below.empty());
-  CHECK(split.outside.size() == 2);
-}
 
 TEST_CASE("preforkctl status: a worker's descendants are drawn under it, a long list cut") {
   nlohmann::json below = nlohmann::json::array();
