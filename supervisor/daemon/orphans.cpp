@@ -9,7 +9,6 @@
 // descendants (what serves under a master-style worker) from its children
 // files alone; a request, never a timer.
 // Both walks are bounded (kMaxProcesses), and neither ever runs on a timer (T26).
-#include <algorithm>
 #include <csignal>
 #include <cstring>
 
@@ -53,15 +52,13 @@ void Daemon::scan_orphans(std::map<pid_t, std::vector<pid_t>>* below_workers) {
     // `status`: what serves under each worker (a master's children). A
     // worker's own stat is not read, only its children files: most workers
     // have none, and 1000 of them cost one small read each.
-    size_t budget = kMaxProcesses > seen.size() ? kMaxProcesses - seen.size() : 0;
-    for (pid_t w : workers) {
-      bool all = true;
-      auto below = sys::subtree({w}, false, budget, &all);
-      complete = complete && all;
-      budget -= std::min(budget, below.size());
-      if (below.empty()) continue;
-      auto& list = (*below_workers)[w];
-      for (const auto& f : below) list.push_back(f.pid);
+    bool all = true;
+    auto below = sys::subtrees_below(workers, kMaxProcesses > seen.size() ? kMaxProcesses - seen.size() : 0, &all);
+    complete = complete && all;
+    for (size_t i = 0; i < below.size(); ++i) {
+      if (below[i].empty()) continue;
+      auto& list = (*below_workers)[workers[i]];
+      for (const auto& f : below[i]) list.push_back(f.pid);
     }
   }
   bool ok = err == 0 && complete;

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -22,10 +23,30 @@ namespace preforkd::sys {
 
 namespace {
 
+// /proc itself, open for one walk: the files of a thousand processes are
+// then found from there ("<pid>/stat"), not each from the root. -1 when it
+// cannot be opened: the paths are then absolute, as for a single read.
+struct ProcDir {
+  int fd = -1;
+  ProcDir() noexcept { fd = retry_on_eintr([] { return ::open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC); }); }
+  ~ProcDir() {
+    if (fd >= 0) ::close(fd);
+  }
+  ProcDir(const ProcDir&) = delete;
+  ProcDir& operator=(const ProcDir&) = delete;
+};
+
+// "/proc/<rest>", or "<rest>" when `proc` is open; `rest` is printf-formatted.
+template <typename... Args>
+void proc_path(char* buf, size_t size, int proc, const char* rest, Args... args) {
+  int n = proc >= 0 ? 0 : std::snprintf(buf, size, "/proc/");
+  std::snprintf(buf + n, size - static_cast<size_t>(n), rest, args...);
+}
+
 // The whole of a small /proc file (stat, children) into `out`. 0 or an errno.
-int read_proc_file(const char* path, std::string& out) noexcept {
+int read_proc_file(int proc, const char* path, std::string& out) noexcept {
   out.clear();
-  int fd = retry_on_eintr([&] { return ::open(path, O_RDONLY | O_CLOEXEC); });
+  int fd = retry_on_eintr([&] { return ::openat(proc >= 0 ? proc : AT_FDCWD, path, O_RDONLY | O_CLOEXEC); });
   if (fd < 0) return errno;
   int err = 0;
   try {
@@ -72,33 +93,13 @@ bool all_digits(const char* s) {
   return true;
 }
 
-// Without /proc/<pid>/task/<tid>/children: every process's parent, one by one.
-int children_by_parent(pid_t pid, std::vector<pid_t>& out) noexcept {
-  DIR* d = ::opendir("/proc");
-  if (d == nullptr) return errno;
-  try {
-    while (dirent* e = ::readdir(d)) {
-      if (!all_digits(e->d_name)) continue;
-      ProcessFacts f;
-      if (read_process(static_cast<pid_t>(std::atol(e->d_name)), f) == 0 && f.ppid == pid) out.push_back(f.pid);
-    }
-  } catch (const std::bad_alloc&) {
-    ::closedir(d);
-    return ENOMEM;
-  }
-  ::closedir(d);
-  return 0;
-}
-
-}  // namespace
-
-int read_process(pid_t pid, ProcessFacts& out) noexcept {
+int read_process_at(int proc, pid_t pid, ProcessFacts& out) noexcept {
   if (pid <= 0) return ESRCH;
   char path[48];
-  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  proc_path(path, sizeof path, proc, "%d/stat", static_cast<int>(pid));
   try {
     std::string text;
-    if (int err = read_proc_file(path, text)) return err == ENOENT ? ESRCH : err;
+    if (int err = read_proc_file(proc, path, text)) return err == ENOENT ? ESRCH : err;
     if (text.empty()) return ESRCH;  // reaped between the open and the read
     // "pid (comm) state ppid pgrp session tty_nr tpgid flags minflt cminflt
     // majflt cmajflt utime stime cutime cstime priority nice num_threads
@@ -127,22 +128,41 @@ int read_process(pid_t pid, ProcessFacts& out) noexcept {
   }
 }
 
-int children_of(pid_t pid, std::vector<pid_t>& out) noexcept {
+// Without /proc/<pid>/task/<tid>/children: every process's parent, one by one.
+int children_by_parent(int proc, pid_t pid, std::vector<pid_t>& out) noexcept {
+  DIR* d = ::opendir("/proc");
+  if (d == nullptr) return errno;
+  try {
+    while (dirent* e = ::readdir(d)) {
+      if (!all_digits(e->d_name)) continue;
+      ProcessFacts f;
+      if (read_process_at(proc, static_cast<pid_t>(std::atol(e->d_name)), f) == 0 && f.ppid == pid)
+        out.push_back(f.pid);
+    }
+  } catch (const std::bad_alloc&) {
+    ::closedir(d);
+    return ENOMEM;
+  }
+  ::closedir(d);
+  return 0;
+}
+
+int children_of_at(int proc, pid_t pid, std::vector<pid_t>& out) noexcept {
   out.clear();
   if (pid <= 0) return ESRCH;
-  char dir[48];
-  std::snprintf(dir, sizeof dir, "/proc/%d/task", static_cast<int>(pid));
+  const int at = proc >= 0 ? proc : AT_FDCWD;
+  char path[80];
   // A process of one thread (the usual worker) has one children file, found
   // without listing the folder: /proc/<pid>/task links to 2 + its threads.
   // This is what keeps a `status` walk through 1000 workers cheap.
+  proc_path(path, sizeof path, proc, "%d/task", static_cast<int>(pid));
   struct stat st {};
-  if (retry_on_eintr([&] { return ::stat(dir, &st); }) != 0) return errno == ENOENT ? ESRCH : errno;
+  if (retry_on_eintr([&] { return ::fstatat(at, path, &st, 0); }) != 0) return errno == ENOENT ? ESRCH : errno;
   if (st.st_nlink == 3) {
-    char path[80];
-    std::snprintf(path, sizeof path, "%s/%d/children", dir, static_cast<int>(pid));
+    proc_path(path, sizeof path, proc, "%d/task/%d/children", static_cast<int>(pid), static_cast<int>(pid));
     try {
       std::string text;
-      int r = read_proc_file(path, text);
+      int r = read_proc_file(proc, path, text);
       if (r == 0) {
         parse_pids(text, out);
         return 0;
@@ -154,20 +174,27 @@ int children_of(pid_t pid, std::vector<pid_t>& out) noexcept {
     // ENOENT: gone, or threads came and went, or no children files at
     // all: the long way below tells which.
   }
-  DIR* d = ::opendir(dir);
-  if (d == nullptr) return errno == ENOENT ? ESRCH : errno;
+  proc_path(path, sizeof path, proc, "%d/task", static_cast<int>(pid));
+  int dfd = retry_on_eintr([&] { return ::openat(at, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC); });
+  if (dfd < 0) return errno == ENOENT ? ESRCH : errno;
+  DIR* d = ::fdopendir(dfd);
+  if (d == nullptr) {
+    int err = errno;
+    ::close(dfd);
+    return err;
+  }
   int err = 0;
   bool no_children_file = false;
   try {
     std::string text;
     while (dirent* e = ::readdir(d)) {
       if (!all_digits(e->d_name)) continue;
-      std::string path = std::string(dir) + "/" + e->d_name + "/children";
-      if (int r = read_proc_file(path.c_str(), text)) {
+      std::string file = std::string(e->d_name) + "/children";
+      if (int r = read_proc_file(dfd, file.c_str(), text)) {
         if (r == ENOENT) {
           // The thread is gone, or the kernel has no children files at all.
-          std::string stat = std::string(dir) + "/" + e->d_name + "/stat";
-          if (::access(stat.c_str(), F_OK) == 0) no_children_file = true;
+          std::string stat = std::string(e->d_name) + "/stat";
+          if (::faccessat(dfd, stat.c_str(), F_OK, 0) == 0) no_children_file = true;
           continue;
         }
         err = r;
@@ -182,20 +209,20 @@ int children_of(pid_t pid, std::vector<pid_t>& out) noexcept {
   if (err != 0) return err;
   if (no_children_file) {
     out.clear();
-    return children_by_parent(pid, out);
+    return children_by_parent(proc, pid, out);
   }
   return 0;
 }
 
-std::vector<ProcessFacts> subtree(const std::vector<pid_t>& roots, bool include_roots, size_t limit,
-                                  bool* complete) {
+// Breadth first below `roots` (see subtree), each process read once.
+std::vector<ProcessFacts> walk(int proc, const std::vector<pid_t>& roots, bool include_roots, size_t limit,
+                               bool& all) {
   std::vector<ProcessFacts> out;
-  bool all = true;
   std::unordered_set<pid_t> seen;  // a pid met twice (the tree moved while read) is walked once
   std::deque<pid_t> queue;
   std::vector<pid_t> kids;
   auto expand = [&](pid_t parent) {
-    int err = children_of(parent, kids);
+    int err = children_of_at(proc, parent, kids);
     if (err != 0 && err != ESRCH) all = false;
     for (pid_t k : kids)
       if (seen.insert(k).second) queue.push_back(k);
@@ -215,7 +242,7 @@ std::vector<ProcessFacts> subtree(const std::vector<pid_t>& roots, bool include_
     pid_t pid = queue.front();
     queue.pop_front();
     ProcessFacts f;
-    int err = read_process(pid, f);
+    int err = read_process_at(proc, pid, f);
     if (err != 0) {
       if (err != ESRCH) all = false;
       continue;
@@ -223,6 +250,34 @@ std::vector<ProcessFacts> subtree(const std::vector<pid_t>& roots, bool include_
     if (f.state == 'Z' || f.state == 'X') continue;  // dead: it holds nothing any more, and has no children
     out.push_back(std::move(f));
     expand(pid);
+  }
+  return out;
+}
+
+}  // namespace
+
+int read_process(pid_t pid, ProcessFacts& out) noexcept { return read_process_at(-1, pid, out); }
+
+int children_of(pid_t pid, std::vector<pid_t>& out) noexcept { return children_of_at(-1, pid, out); }
+
+std::vector<ProcessFacts> subtree(const std::vector<pid_t>& roots, bool include_roots, size_t limit,
+                                  bool* complete) {
+  ProcDir proc;
+  bool all = true;
+  auto out = walk(proc.fd, roots, include_roots, limit, all);
+  if (complete) *complete = all;
+  return out;
+}
+
+std::vector<std::vector<ProcessFacts>> subtrees_below(const std::vector<pid_t>& roots, size_t limit,
+                                                      bool* complete) {
+  ProcDir proc;
+  bool all = true;
+  std::vector<std::vector<ProcessFacts>> out;
+  out.reserve(roots.size());
+  for (pid_t r : roots) {
+    out.push_back(walk(proc.fd, {r}, false, limit, all));
+    limit -= std::min(limit, out.back().size());
   }
   if (complete) *complete = all;
   return out;

@@ -50,6 +50,11 @@ int children_of(pid_t pid, std::vector<pid_t>& out) noexcept;
 // says whether every directory could be read.
 std::vector<ProcessFacts> subtree(const std::vector<pid_t>& roots, bool include_roots, size_t limit,
                                   bool* complete = nullptr);
+// For each of `roots`, the processes below it (subtree without the root),
+// in one walk of at most `limit` processes in all: what serves under each
+// worker, for `status`. A root's own stat is not read.
+std::vector<std::vector<ProcessFacts>> subtrees_below(const std::vector<pid_t>& roots, size_t limit,
+                                                      bool* complete = nullptr);
 
 // Has some child of ours exited without being reaped yet? (waitid with
 // WNOWAIT: it stays a zombie for reap_all.) A scan taken meanwhile may show

@@ -109,6 +109,16 @@ TEST_CASE("sys proc_tree: children_of and subtree, parents first, zombies left o
   CHECK(below[2].ppid == family);
   auto only_below = sys::subtree({family}, false, 100);
   CHECK(only_below.size() == 2);
+  // One list per root, the roots themselves left out; the limit is shared.
+  auto each = sys::subtrees_below({other.pid, family}, 100);
+  REQUIRE(each.size() == 2);
+  CHECK(each[0].empty());
+  REQUIRE(each[1].size() == 2);
+  CHECK(each[1][0].ppid == family);
+  bool each_complete = true;
+  auto capped = sys::subtrees_below({family, family}, 3, &each_complete);
+  CHECK(capped[0].size() + capped[1].size() == 3);
+  CHECK_FALSE(each_complete);
   bool complete = false;
   auto limited = sys::subtree({family}, true, 2, &complete);
   CHECK(limited.size() == 2);
