@@ -235,7 +235,7 @@ void Daemon::iteration() {
   try {
     // Poll without blocking while deferred work can go on now; with the
     // starts in flight at their limit, their watch fds wake us.
-    bool more = reap_more_ || (!deferred_.empty() && starting_.size() < kMaxStarting);
+    bool more = reap_more_ || (!deferred_.empty() && starting_.size() < max_starting_);
     n = epoll_.wait(events, 64, more ? 0 : -1);
   } catch (const sys::SysError& e) {
     // EBADF/EINVAL on our own epoll fd: a broken invariant, not a runtime failure.
@@ -436,8 +436,8 @@ void Daemon::settle() {
       for (size_t i = 0; i < batch.size(); ++i) {
         const core::Action& a = batch[i];
         if (a.kind == core::Action::Kind::Spawn &&
-            ((spawns_this_iteration_ > 0 && now() >= spawn_slice_end_) || starting_.size() >= kMaxStarting)) {
-          // The slice is used up, or kMaxStarting children have not exec'd
+            ((spawns_this_iteration_ > 0 && now() >= spawn_slice_end_) || starting_.size() >= max_starting_)) {
+          // The slice is used up, or max_starting_ children have not exec'd
           // yet: this spawn and everything decided after it (READY=1 after
           // the last start, say) wait, in order.
           deferred_.insert(deferred_.end(), batch.begin() + static_cast<std::ptrdiff_t>(i), batch.end());

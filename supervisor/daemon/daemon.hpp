@@ -237,9 +237,11 @@ class Daemon {
   core::Actions deferred_;
   core::TimePoint spawn_slice_end_{};
   int spawns_this_iteration_ = 0;
-  // Starts in flight, by pid; at most kMaxStarting at a time (a Spawn waits
-  // in deferred_ beyond that), which bounds the stacks they hold.
-  static constexpr size_t kMaxStarting = 64;
+  // Starts in flight, by pid; at most max_starting_ at a time (a Spawn
+  // waits in deferred_ beyond that): 4 per CPU (sys::starts_in_flight), so
+  // that a storm of respawns leaves the loop its share of the CPUs, and the
+  // stacks they hold stay bounded.
+  const size_t max_starting_ = sys::starts_in_flight();
   std::map<pid_t, Starting> starting_;
   // Per slot ("web[2]"): the reason its last start failed at or before
   // execve, while that repeats (said once).

@@ -473,4 +473,11 @@ AsyncSpawnResult spawn_async(SpawnRequest req) {
 #endif
 }
 
+size_t starts_in_flight() noexcept {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  long cpus = ::sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : ::sysconf(_SC_NPROCESSORS_ONLN);
+  return std::clamp<size_t>(static_cast<size_t>(std::max(1L, cpus)) * 4, 8, 64);
+}
+
 }  // namespace preforkd::sys
