@@ -47,6 +47,14 @@ std::vector<std::string> as_user(uid_t uid, const std::string& xdg, std::vector<
 // A TempDir the unprivileged user can read (its config) and traverse.
 void open_up(const TempDir& dir) { REQUIRE(chmod(dir.path().c_str(), 0755) == 0); }
 
+// `uid`'s own XDG_RUNTIME_DIR inside `dir`: made 0700 and given to it.
+std::string runtime_dir_of(const TempDir& dir, uid_t uid) {
+  std::string xdg = dir.file("xdg");
+  REQUIRE(mkdir(xdg.c_str(), 0700) == 0);
+  REQUIRE(chown(xdg.c_str(), uid, uid) == 0);
+  return xdg;
+}
+
 std::string worker_program(const std::string& extra = "") {
   return "programs:\n  web:\n    command: " + bin("preforkd-test-worker") + "\n    workers: 2\n" + extra;
 }
@@ -77,9 +85,7 @@ TEST_CASE("non-root: default control socket in XDG_RUNTIME_DIR/preforkd, made 07
   const uid_t uid = 64101;
   TempDir dir;
   open_up(dir);
-  std::string xdg = dir.file("xdg");
-  REQUIRE(mkdir(xdg.c_str(), 0700) == 0);
-  REQUIRE(chown(xdg.c_str(), uid, uid) == 0);
+  std::string xdg = runtime_dir_of(dir, uid);
   std::string config = dir.write("preforkd.yaml", worker_program());
   Process d(as_user(uid, xdg, {bin("preforkd"), "-c", config}), dir.file("preforkd.log"));
   std::string socket = xdg + "/preforkd/preforkd.sock";
@@ -210,9 +216,7 @@ TEST_CASE("non-root: a worker that cannot switch to its user is a failed start t
   const uid_t uid = 64106;
   TempDir dir;
   open_up(dir);
-  std::string xdg = dir.file("xdg");
-  REQUIRE(mkdir(xdg.c_str(), 0700) == 0);
-  REQUIRE(chown(xdg.c_str(), uid, uid) == 0);
+  std::string xdg = runtime_dir_of(dir, uid);
   std::string config = dir.write(
       "preforkd.yaml", "programs:\n  web:\n    command: " + bin("preforkd-test-worker") +
                            "\n    user: root\n    backoff: { min: 100ms, max: 200ms, reset_after: 1s }\n");

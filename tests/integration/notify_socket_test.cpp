@@ -21,15 +21,6 @@ namespace {
 
 std::string notify_socket_of(const Preforkd& d) { return "@preforkd-" + std::to_string(d.pid()) + "-notify"; }
 
-// Every worker of `program` is ready with STATUS `status`, and there are `n`.
-bool all_ready(const Preforkd& d, const std::string& program, size_t n, const std::string& status) {
-  auto p = program_of(d.control({{"cmd", "status"}}), program);
-  if (p.is_null() || p["workers"].size() != n) return false;
-  for (const auto& w : p["workers"])
-    if (w["state"] != "ready" || w["status"] != status) return false;
-  return true;
-}
-
 uint64_t notify_errors(const Preforkd& d, const std::string& program) {
   auto p = program_of(d.control({{"cmd", "stats"}}), program);
   return p.is_null() ? 0 : p["notify_errors"].get<uint64_t>();
@@ -76,8 +67,8 @@ TEST_CASE("NOTIFY_SOCKET: libsystemd's sd_notify from a worker or from a process
                   "  kid:\n"
                   "    command: [" + bin("preforkd-sd-notify-worker") + ", --from-child, \"READY=1\\nSTATUS=from a child\"]\n"
                   "    ready: notify\n");
-  CHECK_MESSAGE(wait_until([&] { return all_ready(d, "lib", 2, "serving"); }, 10s), d.log());
-  CHECK_MESSAGE(wait_until([&] { return all_ready(d, "kid", 1, "from a child"); }, 10s), d.log());
+  CHECK_MESSAGE(wait_until([&] { return ready_with_status(d, "lib", 2, "serving"); }, 10s), d.log());
+  CHECK_MESSAGE(wait_until([&] { return ready_with_status(d, "kid", 1, "from a child"); }, 10s), d.log());
   CHECK(notify_errors(d, "lib") == 0);
   CHECK(notify_errors(d, "kid") == 0);
   CHECK(d.log().find("no READY=1 within start_timeout") == std::string::npos);
@@ -91,7 +82,7 @@ TEST_CASE("NOTIFY_SOCKET: a datagram line over 4096 bytes is one notify error, t
                   "  py:\n"
                   "    command: [" + script + ", --long-line]\n"
                   "    ready: notify\n");
-  CHECK_MESSAGE(wait_until([&] { return all_ready(d, "py", 1, "by hand"); }, 15s), d.log());
+  CHECK_MESSAGE(wait_until([&] { return ready_with_status(d, "py", 1, "by hand"); }, 15s), d.log());
   CHECK(notify_errors(d, "py") == 1);  // the 6000-byte STATUS= line
   CHECK(d.wait_for_log("dropped a notify line (line too long)") != std::string::npos);
   auto stats = d.control({{"cmd", "stats"}});
@@ -107,7 +98,7 @@ TEST_CASE("NOTIFY_SOCKET: a Python worker sending the datagram by hand becomes r
                   "  py:\n"
                   "    command: [" + script + ", --oversized]\n"
                   "    ready: notify\n");
-  CHECK_MESSAGE(wait_until([&] { return all_ready(d, "py", 1, "by hand"); }, 15s), d.log());
+  CHECK_MESSAGE(wait_until([&] { return ready_with_status(d, "py", 1, "by hand"); }, 15s), d.log());
   CHECK(notify_errors(d, "py") == 1);  // the 10000-byte datagram, whole
   CHECK(d.wait_for_log("dropped a notify line (line too long)") != std::string::npos);
   CHECK(d.stop() == 0);

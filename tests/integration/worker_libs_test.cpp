@@ -32,14 +32,6 @@ std::string first_line(uint16_t port) {
   return got.substr(0, got.find('\n'));
 }
 
-bool all_ready(const Preforkd& d, const std::string& program, size_t n, const std::string& status) {
-  auto p = program_of(d.control({{"cmd", "status"}}), program);
-  if (p.is_null() || p["workers"].size() != n) return false;
-  for (const auto& w : p["workers"])
-    if (w["state"] != "ready" || w["status"] != status) return false;
-  return true;
-}
-
 // Two workers of `command` on two named sockets: everything the library
 // reports arrives, and each socket answers with its own name.
 void check_library_worker(const std::string& command, const std::string& env, const std::string& lang) {
@@ -54,7 +46,7 @@ void check_library_worker(const std::string& command, const std::string& env, co
                      "\", name: admin}]\n    environment:\n" + env;
   Preforkd d(dir, yaml);
   const std::string status = lang + " lib: front,admin";
-  REQUIRE_MESSAGE(wait_until([&] { return all_ready(d, "lib", 2, status); }, 30s), d.log());
+  REQUIRE_MESSAGE(wait_until([&] { return ready_with_status(d, "lib", 2, status); }, 30s), d.log());
   CHECK(first_line(a) == "front");
   CHECK(first_line(b) == "admin");
   auto stats = program_of(d.control({{"cmd", "stats"}}), "lib");

@@ -445,6 +445,14 @@ nlohmann::json program_of(const nlohmann::json& reply, const std::string& name) 
   return nlohmann::json{};
 }
 
+bool ready_with_status(const Preforkd& d, const std::string& program, size_t n, const std::string& status) {
+  auto p = program_of(d.control({{"cmd", "status"}}), program);
+  if (p.is_null() || p["workers"].size() != n) return false;
+  for (const auto& w : p["workers"])
+    if (w["state"] != "ready" || w["status"] != status) return false;
+  return true;
+}
+
 nlohmann::json Preforkd::control(const nlohmann::json& request, std::chrono::milliseconds timeout) const {
   std::string reply = unix_request(control_socket_, request.dump(), timeout);
   auto j = nlohmann::json::parse(reply, nullptr, false);

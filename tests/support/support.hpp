@@ -160,6 +160,8 @@ std::string unix_request(const std::string& socket_path, const std::string& line
 // with an empty name), and one program's entry (null if absent).
 std::set<pid_t> pids_of(const nlohmann::json& status, const std::string& program = "");
 nlohmann::json program_of(const nlohmann::json& reply, const std::string& name);
+// Every worker of `program` is ready with STATUS `status`, and there are `n`.
+bool ready_with_status(const Preforkd& d, const std::string& program, size_t n, const std::string& status);
 
 // The test worker's --dump-state JSON, parsed (nlohmann-json).
 nlohmann::json read_json(const std::string& path);
