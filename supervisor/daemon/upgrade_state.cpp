@@ -2,6 +2,8 @@
 
 #include <cstring>
 #include <set>
+#include <utility>
+#include <vector>
 
 #include "core/lifecycle.hpp"
 #include "core/orphans.hpp"
@@ -63,6 +65,26 @@ void require(bool ok, const std::string& what) {
   if (!ok) throw std::runtime_error(what);
 }
 
+// nlohmann converts a floating-point number to an integer with a plain
+// cast, which is undefined for 1e300: every number that is read as an
+// integer must be one, and only busy_seconds is written with a fraction.
+// Iterative, so a deeply nested document cannot exhaust the stack.
+void require_integers(const json& state) {
+  static const std::string kTop = "the state";
+  std::vector<std::pair<const json*, const std::string*>> todo{{&state, &kTop}};
+  while (!todo.empty()) {
+    auto [j, key] = todo.back();
+    todo.pop_back();
+    if (j->is_number_float()) {
+      require(*key == "busy_seconds", *key + ": " + j->dump() + " is not an integer");
+    } else if (j->is_object()) {
+      for (auto it = j->begin(); it != j->end(); ++it) todo.emplace_back(&*it, &it.key());
+    } else if (j->is_array()) {
+      for (const auto& v : *j) todo.emplace_back(&v, key);  // an entry goes by its list's name
+    }
+  }
+}
+
 void check_slot(const json& s, const std::string& where, bool slot) {
   require(s.is_object(), where + ": not an object");
   const json& w = s.at("worker");
@@ -95,6 +117,7 @@ std::optional<std::map<uint64_t, config::Config>> validate_state(const json& sta
                                                                  std::string& error) {
   try {
     require(state.value("format", "") == kStateFormat, "not a preforkd state (format)");
+    require_integers(state);
     int version = state.value("version", -1);
     require(version == kStateVersion, "state version " + std::to_string(version) + " is not supported (this binary reads " +
                                           std::to_string(kStateVersion) + ")");

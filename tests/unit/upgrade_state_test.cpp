@@ -129,3 +129,23 @@ TEST_CASE("T21 upgrade state: a reload.guard is handed over with its previous co
   json older = state_with(slot(worker("ready", "up", "none")));
   CHECK(refusal(older) == "");
 }
+
+TEST_CASE("T21 upgrade state: a number with a fraction where an integer belongs is refused, naming the key") {
+  // libFuzzer found this: nlohmann casts 8.9e115 to uint64_t, which is undefined.
+  json st = state_with(slot(worker("ready", "up", "none")));
+  st["generation"] = 8.9e115;
+  CHECK(refusal(st).find("generation: 8.9e+115 is not an integer") != std::string::npos);
+  st = state_with(slot(worker("ready", "up", "none")));
+  st["version"] = 1e300;
+  CHECK(refusal(st).find("version: 1e+300 is not an integer") != std::string::npos);
+  st = state_with(slot(worker("ready", "up", "none")));
+  st["programs"][0]["exits"][2] = 0.5;
+  CHECK(refusal(st).find("exits: 0.5 is not an integer") != std::string::npos);
+  st = state_with(slot(worker("ready", "up", "none")));
+  st["programs"][0]["slots"][0]["proc"] = 1e20;
+  CHECK(refusal(st).find("proc: 1e+20 is not an integer") != std::string::npos);
+  // The one number written with a fraction.
+  st = state_with(slot(worker("ready", "up", "none")));
+  st["programs"][0]["busy_seconds"] = 12.25;
+  CHECK(refusal(st) == "");
+}
