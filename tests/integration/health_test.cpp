@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 #include <signal.h>
 
+#include <set>
 #include <string>
 
 #include "support/http.hpp"
@@ -82,11 +83,15 @@ TEST_CASE("health: /readyz is 503 while a program is crash-looping, and while pr
 
   // TERM: `ok` ignores it for stop_timeout, so preforkd stays in its
   // shutdown; /readyz says so (load balancers stop sending), /healthz is 200.
+  // `ok` is ready at its exec (ready: exec), before it ignores TERM: wait.
+  std::set<pid_t> ok = pids_of(d.control({{"cmd", "status"}}), "ok");
+  REQUIRE(ok.size() == 1);
+  REQUIRE(all_ignore_term({ok.begin(), ok.end()}));
   REQUIRE(d.process().signal(SIGTERM));
-  REQUIRE(wait_until([&] {
+  REQUIRE_MESSAGE(wait_until([&] {
     r = get(mport, "/readyz");
     return status_is(r, "503") && http_body(r) == "preforkd is shutting down\n";
-  }));
+  }), r);
   CHECK(status_is(get(mport, "/healthz"), "200"));
   REQUIRE(d.process().signal(SIGQUIT));  // fast stop: SIGKILL to what is left
   auto st = d.process().wait(20s);

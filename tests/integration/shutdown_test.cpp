@@ -20,13 +20,6 @@ std::string worker_program(const std::string& name, int workers, const std::stri
          "    workers: " + std::to_string(workers) + "\n" + extra;
 }
 
-// The test worker ignores TERM only once it has run that far: wait for it.
-bool all_ignore_term(const std::vector<pid_t>& pids) {
-  return wait_until([&] {
-    return std::all_of(pids.begin(), pids.end(), [](pid_t p) { return signal_ignored(p, SIGTERM); });
-  });
-}
-
 size_t live(const std::vector<pid_t>& pids) {
   return static_cast<size_t>(std::count_if(pids.begin(), pids.end(), pid_alive));
 }

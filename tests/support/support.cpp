@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -241,6 +242,12 @@ bool signal_ignored(pid_t pid, int sig) {
   while (std::getline(in, line))
     if (line.rfind("SigIgn:", 0) == 0) return (std::stoull(line.substr(7), nullptr, 16) >> (sig - 1)) & 1U;
   return false;
+}
+
+bool all_ignore_term(const std::vector<pid_t>& pids) {
+  return wait_until([&] {
+    return std::all_of(pids.begin(), pids.end(), [](pid_t p) { return signal_ignored(p, SIGTERM); });
+  });
 }
 
 long long context_switches(pid_t pid) {

@@ -84,6 +84,9 @@ char proc_state(pid_t pid);                      // 'R', 'S', 'Z', ... or 0
 long rss_kib(pid_t pid);
 unsigned long long cpu_ticks(pid_t pid);         // utime + stime
 bool signal_ignored(pid_t pid, int sig);         // SigIgn of /proc/<pid>/status has `sig`
+// The test worker ignores TERM only once it has run that far (its step 6):
+// waits (10 s at most) until every one of `pids` does.
+bool all_ignore_term(const std::vector<pid_t>& pids);
 // voluntary_ctxt_switches + nonvoluntary_ctxt_switches summed over the threads
 // of /proc/<pid>/task; -1 if the process is gone. A process asleep in
 // epoll_wait() adds at least one per wake-up (it blocks again after it), and
