@@ -104,14 +104,6 @@ class StartingChild {
  private:
   StartingChild();
   friend struct AsyncSpawnResult spawn_async(SpawnRequest req);
-
-// How many spawn_async starts a caller should keep in flight at once: 4 per
-// CPU this process may run on, at least 8, at most 64. Every start in flight
-// is a runnable process until it has exec'd and set itself up; more of them
-// than the CPUs can run only crowd out the caller's own loop (measured: a
-// storm of 1000 respawns on 2 CPUs answered `status` in at most 80 ms with
-// 8 in flight, 280-320 ms with 64).
-size_t starts_in_flight() noexcept;
   std::unique_ptr<State> state_;
   pid_t pid_ = -1;
   UniqueFd watch_;
